@@ -1,0 +1,288 @@
+"""Calibration: (a) per-branch output calibration for task-agnostic prediction, (b) sharing-point search.
+
+(a) Output calibration
+----------------------
+Each branch is trained alone on its own task, so the logits of different branches live on unrelated
+scales (one branch may be far more confident, or simply produce larger numbers, than another). Task-agnostic
+prediction takes the argmax over the concatenation of all branches' logits, so a branch with large logits
+wins for every input. Each task therefore gets ``calibrated = logits / T + b``:
+
+* ``T`` (temperature) minimises the negative log-likelihood of ``softmax(logits / T)`` on held-out data of
+  the branch's **own** task (LBFGS on ``log T``). This fixes over/under-confidence *within* the branch: the
+  logit scale now means the same thing (calibrated probabilities) for every branch.
+* A scalar ``b`` cancels inside one softmax, so NLL cannot determine it. It is set by per-branch
+  standardisation: ``b = target - mean_i max_c(logits_i / T)`` over the branch's own held-out data, i.e.
+  every branch's typical winning calibrated logit on its own data equals the same ``target`` (0). A branch
+  shown an input from another task usually produces a lower max logit than on its own data, so it loses
+  the concatenated argmax to the branch that owns the input.
+
+Why no old data is needed: both ``T`` and ``b`` of a branch depend only on that branch's logits on its own
+task's held-out data, and the common target is a constant. A branch is calibrated once, when its task is
+learned; earlier branches (whose data may be gone) are never recalibrated, yet all land on the same scale.
+Calibration changes neither task-aware predictions (``T > 0`` keeps the argmax within a task) nor any
+weight; it is stored as per-task buffers of the :class:`~incremental.branching.GrownNet`.
+
+(b) Sharing-point search
+------------------------
+:func:`search_sharing_point` trains trial branches at candidate sharing points on a subset of the new task
+and chooses the deepest sharing point (most sharing, cheapest) whose held-out accuracy is within
+``tolerance`` of the no-sharing reference (``k = 0``). :func:`sharing_trial` builds the ``train_branch``
+callable for a :class:`~incremental.branching.GrownNet`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset, Subset
+
+from .branching import GrownNet
+from .train import TrainConfig, evaluate_logits, fit
+
+__all__ = [
+    "SharingSearch",
+    "TaskCalibration",
+    "calibrate",
+    "fit_temperature_bias",
+    "holdout_split",
+    "random_subset",
+    "search_sharing_point",
+    "sharing_trial",
+]
+
+logger = logging.getLogger("incremental")
+
+T_MIN, T_MAX = 1e-2, 1e3
+
+
+@dataclass
+class TaskCalibration:
+    """Outcome of calibrating one task."""
+
+    task: int
+    temperature: float
+    bias: float
+    nll_before: float
+    nll_after: float
+    mean_max_logit: float  # mean max of logits / T on the held-out data (before adding the bias)
+    samples: int
+
+
+def fit_temperature_bias(logits: Tensor, labels: Tensor, target: float = 0.0) -> tuple[float, float]:
+    """Fit one branch's ``(T, b)`` from its own task's held-out ``logits`` (N x C) and local ``labels`` (N).
+
+    ``T`` minimises ``NLL(softmax(logits / T), labels)`` (LBFGS on ``log T``, clamped to [1e-2, 1e3]);
+    ``b = target - mean(max(logits / T, dim=1))`` standardises the branch's typical winning logit to
+    ``target``. See the module docstring for why this needs no other task's data.
+    """
+    if logits.ndim != 2 or logits.shape[0] == 0:
+        raise ValueError(f"logits must be a non-empty N x C matrix, got shape {tuple(logits.shape)}")
+    if labels.shape != (logits.shape[0],):
+        raise ValueError(f"labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}")
+    z = logits.detach().double().cpu()
+    y = labels.detach().long().cpu()
+    if y.min() < 0 or y.max() >= z.shape[1]:
+        raise ValueError(f"labels must lie in 0..{z.shape[1] - 1}")
+    if not torch.isfinite(z).all():
+        raise ValueError("logits contain NaN or inf")
+    temperature = 1.0
+    if z.shape[1] > 1:
+        log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([log_t], lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
+
+        def closure() -> Tensor:
+            opt.zero_grad()
+            loss = F.cross_entropy(z / log_t.exp(), y)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        value = float(log_t.detach().exp())
+        temperature = min(max(value, T_MIN), T_MAX) if math.isfinite(value) else 1.0
+    bias = float(target) - float((z / temperature).max(dim=1).values.mean())
+    return temperature, bias
+
+
+def calibrate(
+    grown: GrownNet,
+    heldout: Mapping[int, Dataset],
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "auto",
+    target: float = 0.0,
+) -> dict[int, TaskCalibration]:
+    """Calibrate the tasks in ``heldout`` (task → its own held-out data, local labels) and set their buffers.
+
+    Tasks not in ``heldout`` keep their calibration. The network is evaluated in eval mode and its
+    train/eval mode restored afterwards. Returns one :class:`TaskCalibration` per calibrated task.
+    """
+    was_training = grown.training
+    grown.eval()
+    out: dict[int, TaskCalibration] = {}
+    try:
+        dev = next(grown.parameters()).device if device == "auto" else device
+        for task, data in sorted(heldout.items()):
+            logits, labels = evaluate_logits(lambda x, t=task: grown.forward_task(x, t), data, batch_size, dev)
+            temperature, bias = fit_temperature_bias(logits, labels, target)
+            grown.set_calibration(task, temperature, bias)
+            z, y = logits.double(), labels.long()
+            out[task] = TaskCalibration(
+                task=task,
+                temperature=temperature,
+                bias=bias,
+                nll_before=float(F.cross_entropy(z, y)),
+                nll_after=float(F.cross_entropy(z / temperature, y)),
+                mean_max_logit=float((z / temperature).max(dim=1).values.mean()),
+                samples=int(y.numel()),
+            )
+            logger.info("calibrated task %d: T=%.4g b=%.4g (NLL %.4f -> %.4f on %d held-out samples)",
+                        task, temperature, bias, out[task].nll_before, out[task].nll_after, out[task].samples)
+    finally:
+        grown.train(was_training)
+    return out
+
+
+# ---------------------------------------------------------------------------- sharing-point search
+@dataclass
+class SharingSearch:
+    """Result of :func:`search_sharing_point`.
+
+    ``curve``: one row per evaluated sharing point, ascending: ``share``, ``accuracy``, ``drop``
+    (reference − accuracy), ``within_tolerance``, ``chosen``, ``seconds`` and any cost columns.
+    """
+
+    curve: pd.DataFrame
+    chosen: int
+    reference_accuracy: float
+    tolerance: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able copy (NaN → None)."""
+        rows = [
+            {k: (None if isinstance(v, float) and math.isnan(v) else _plain(v)) for k, v in row.items()}
+            for row in self.curve.to_dict(orient="records")
+        ]
+        return {"chosen": self.chosen, "reference_accuracy": self.reference_accuracy,
+                "tolerance": self.tolerance, "curve": rows}
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+def search_sharing_point(
+    train_branch: Callable[[int], float],
+    candidates: Sequence[int],
+    tolerance: float,
+    costs: Mapping[int, Mapping[str, Any]] | None = None,
+) -> SharingSearch:
+    """Choose the deepest sharing point whose accuracy is within ``tolerance`` of no sharing.
+
+    ``train_branch(k)`` trains a trial branch at sharing point ``k`` (on a subset of the new task, a few
+    epochs) and returns its held-out accuracy. ``k = 0`` is always evaluated as the reference; every
+    candidate is evaluated (deepest first) so the whole accuracy-vs-sharing curve is reported. The chosen
+    ``k`` is the largest with ``accuracy >= reference - tolerance`` (0 qualifies, so one always exists).
+    ``costs[k]`` (e.g. energy, storage per sharing point) is merged into the curve as extra columns.
+    """
+    if not (tolerance >= 0 and math.isfinite(tolerance)):
+        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance}")
+    shares = sorted({int(k) for k in candidates} | {0})
+    if shares[0] < 0:
+        raise ValueError(f"sharing points must be >= 0, got {shares[0]}")
+    accuracy: dict[int, float] = {}
+    seconds: dict[int, float] = {}
+    for k in sorted(shares, reverse=True):
+        t0 = time.perf_counter()
+        acc = float(train_branch(k))
+        seconds[k] = time.perf_counter() - t0
+        if not math.isfinite(acc):
+            raise ValueError(f"train_branch({k}) returned a non-finite accuracy {acc}")
+        accuracy[k] = acc
+        logger.info("sharing point %d: held-out accuracy %.4f (%.1f s)", k, acc, seconds[k])
+    ref = accuracy[0]
+    within = {k: accuracy[k] >= ref - tolerance - 1e-12 for k in shares}
+    chosen = max(k for k in shares if within[k])
+    rows = []
+    for k in shares:
+        row: dict[str, Any] = {
+            "share": k,
+            "accuracy": accuracy[k],
+            "drop": ref - accuracy[k],
+            "within_tolerance": within[k],
+            "chosen": k == chosen,
+            "seconds": seconds[k],
+        }
+        if costs is not None:
+            for name, value in (costs.get(k) or {}).items():
+                if name in row:
+                    raise ValueError(f"cost column {name!r} clashes with a curve column")
+                row[name] = value
+        rows.append(row)
+    curve = pd.DataFrame(rows)
+    logger.info("sharing-point search: chose k=%d (reference accuracy %.4f, tolerance %.4f)", chosen, ref, tolerance)
+    return SharingSearch(curve=curve, chosen=chosen, reference_accuracy=ref, tolerance=float(tolerance))
+
+
+def random_subset(data: Dataset, n: int, seed: int) -> Dataset:
+    """``n`` samples of ``data`` drawn without replacement (seeded); all of it when ``n >= len(data)``."""
+    total = len(data)
+    if n >= total:
+        return data
+    idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n]
+    return Subset(data, sorted(idx.tolist()))
+
+
+def holdout_split(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Split ``data`` into ``(train, heldout)`` with ``round(fraction * len)`` held-out samples (seeded)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"held-out fraction must be in (0, 1), got {fraction}")
+    total = len(data)
+    n_held = min(max(1, round(fraction * total)), total - 1)
+    perm = torch.randperm(total, generator=torch.Generator().manual_seed(seed)).tolist()
+    return Subset(data, sorted(perm[n_held:])), Subset(data, sorted(perm[:n_held]))
+
+
+def sharing_trial(
+    grown: GrownNet,
+    train_data: Dataset,
+    val_data: Dataset,
+    num_classes: int,
+    cfg: TrainConfig,
+    *,
+    augment_before_prefix: bool = False,
+) -> Callable[[int], float]:
+    """A ``train_branch(k)`` for :func:`search_sharing_point` on ``grown``.
+
+    Each call grows a temporary branch at ``k`` (cloned from the base, like a real one), trains it on
+    ``train_data`` with ``cfg``, measures task-aware accuracy on ``val_data`` (local labels) and removes
+    the branch again, so ``grown`` is unchanged afterwards (apart from its base being frozen).
+    """
+    placeholder = list(range(-num_classes, 0))  # never a real class id; the branch is removed afterwards
+
+    def train_branch(k: int) -> float:
+        branch = grown.add_branch(k, placeholder)
+        try:
+            fit(branch.module, train_data, cfg, prefix=grown.trunk(k), augment_before_prefix=augment_before_prefix,
+                desc=f"trial k={k}")
+            was_training = branch.module.training
+            branch.module.eval()
+            try:
+                device = next(branch.module.parameters()).device
+                logits, labels = evaluate_logits(lambda x: grown.forward_task(x, branch.task), val_data,
+                                                 cfg.batch_size, device)
+            finally:
+                branch.module.train(was_training)
+            return float((logits.argmax(dim=1) == labels).double().mean())
+        finally:
+            grown.pop_branch()
+
+    return train_branch

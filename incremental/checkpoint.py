@@ -1,0 +1,84 @@
+"""Checkpoints: plain dicts of tensors and JSON-like values, written atomically, loaded with ``weights_only``.
+
+A checkpoint may hold only tensors, dicts (string/int keys), lists, tuples, ``str``, ``int``, ``float``,
+``bool`` and ``None`` — exactly what ``torch.load(weights_only=True)`` accepts without unpickling
+arbitrary objects — so loading a checkpoint never executes code. :func:`save_checkpoint` checks this
+before writing, so an unloadable checkpoint is never produced. Files are written through
+:func:`energymodel.atomic.atomic_path`: a crash mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from energymodel.atomic import atomic_path
+from energymodel.errors import UserError
+
+__all__ = ["check_checkpoint_object", "load_checkpoint", "save_checkpoint"]
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def check_checkpoint_object(obj: Any, where: str = "checkpoint") -> None:
+    """Raise ``TypeError`` naming the offending entry when ``obj`` holds anything but the allowed types."""
+    if isinstance(obj, torch.Tensor) or isinstance(obj, _SCALARS):
+        return
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if not isinstance(key, (str, int)):
+                raise TypeError(f"{where}: key {key!r} of type {type(key).__name__} is not str/int")
+            check_checkpoint_object(value, f"{where}[{key!r}]")
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            check_checkpoint_object(value, f"{where}[{i}]")
+        return
+    raise TypeError(
+        f"{where}: {type(obj).__name__} cannot be stored in a checkpoint "
+        "(allowed: tensors, dict, list, tuple, str, int, float, bool, None)"
+    )
+
+
+def save_checkpoint(path: str | os.PathLike, obj: dict[str, Any]) -> Path:
+    """Write ``obj`` to ``path`` atomically with ``torch.save``; return the path.
+
+    Raises ``TypeError`` when ``obj`` holds a disallowed type (see module docstring) and
+    :class:`~energymodel.errors.UserError` when the folder cannot be written.
+    """
+    if not isinstance(obj, dict):
+        raise TypeError(f"a checkpoint must be a dict, got {type(obj).__name__}")
+    check_checkpoint_object(obj)
+    target = Path(path)
+    with atomic_path(target, suffix=".tmp") as tmp:
+        try:
+            torch.save(obj, tmp)
+        except OSError as exc:
+            raise UserError(f"cannot write checkpoint {target}: {exc.strerror or exc}") from None
+    return target
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (``torch.load(weights_only=True)``).
+
+    A missing, unreadable, corrupt or non-dict file raises :class:`~energymodel.errors.UserError` naming it.
+    """
+    target = Path(path)
+    if not target.is_file():
+        raise UserError(f"checkpoint {target} not found")
+    try:
+        obj = torch.load(target, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to unpickle means a bad file
+        raise UserError(f"checkpoint {target} is corrupt or unreadable ({_one_line(exc)})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"checkpoint {target} holds a {type(obj).__name__}, not a dict")
+    return obj

@@ -1,0 +1,594 @@
+"""Training loop for base networks and branches, with frozen-prefix feature caching.
+
+:func:`fit` trains the trainable parameters of ``module`` with cross-entropy on ``(x, y)`` pairs of a torch
+``Dataset`` (``y`` = local label). When a frozen ``prefix`` is given (the shared trunk of a branch), the
+module sees ``prefix(x)``; the prefix runs in eval mode under ``torch.no_grad()``, so no backward pass ever
+enters it and none of its activations are kept.
+
+Feature caching
+---------------
+If nothing random happens to an input before the prefix, ``prefix(x)`` is the same in every epoch, so it is
+computed once per sample (one pass, with a progress bar) and the module trains on the cached features for
+all epochs: in memory when the cache is at most ``TrainConfig.cache_memory_limit_bytes`` (2 GiB), else in a
+``np.memmap`` file in a temporary folder that is removed afterwards. When the dataset augments inputs and
+that augmentation must happen before the prefix (``augment_before_prefix=True``), the prefix instead runs
+every step under ``no_grad``. The choice and its reason are logged (logger ``"incremental"``) and returned
+in :class:`FitResult`. Caching reads each sample once, so a random transform inside the dataset is sampled
+once: pass ``augment_before_prefix=True`` whenever the dataset augments.
+
+Determinism and resumption
+--------------------------
+Shuffling uses a ``DistributedSampler`` (also with one process) seeded from ``cfg.seed``; its permutation
+for epoch ``e`` is a function of ``(seed, e)``. At the start of each epoch the global torch RNG is re-seeded
+from ``(seed, epoch, rank)`` inside ``torch.random.fork_rng`` (dropout, in-dataset augmentation with
+``num_workers=0``), and DataLoader workers get a generator seeded the same way; the caller's RNG state is
+left untouched. The learning rate is a pure function of the global step. Hence ``on_epoch_end`` state
+(module and optimizer state dicts) plus ``start_epoch``/``optimizer_state`` reproduce an uninterrupted run.
+
+Distributed
+-----------
+Under ``torchrun`` (see :mod:`incremental.distributed`) each epoch is sharded across ranks, the module is
+wrapped in ``DistributedDataParallel``, buffers are broadcast from rank 0 after every epoch, and only rank 0
+shows progress bars, logs and calls ``on_epoch_end`` (followed by a barrier). With caching, every rank
+computes the features of the whole dataset (simple, and the feature pass is a single forward pass).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from energymodel.errors import UserError
+
+from . import distributed
+
+__all__ = [
+    "FitResult",
+    "TrainConfig",
+    "count_parameters",
+    "evaluate_logits",
+    "fit",
+    "fit_branch",
+    "peak_rss_bytes",
+    "resolve_device",
+]
+
+logger = logging.getLogger("incremental")
+
+GIB = 1024**3
+OPTIMIZERS = ("sgd", "momentum", "adam")
+CACHE_CHOICES = ("auto", "on", "off")
+LR_SCHEDULES = ("cosine", "none")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters and runtime options of :func:`fit`.
+
+    ``optimizer``: ``"sgd"`` (no momentum), ``"momentum"`` (SGD with ``momentum``) or ``"adam"``.
+    ``lr_schedule``: ``"cosine"`` (per step, from ``lr`` towards 0 over ``epochs``) or ``"none"``.
+    ``cache_features``: ``"auto"`` (cache when possible), ``"on"`` (error when impossible), ``"off"``.
+    ``device``: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    """
+
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    optimizer: str = "momentum"
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    cache_features: str = "auto"
+    lr_schedule: str = "cosine"
+    progress: bool = True
+    cache_memory_limit_bytes: int = 2 * GIB
+    cache_dir: str | None = None
+
+    def validate(self) -> None:
+        """Raise :class:`~energymodel.errors.UserError` naming the first bad field."""
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"unknown optimizer {self.optimizer!r} (choose from {', '.join(OPTIMIZERS)})")
+        if self.cache_features not in CACHE_CHOICES:
+            raise UserError(
+                f"unknown cache_features {self.cache_features!r} (choose from {', '.join(CACHE_CHOICES)})"
+            )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UserError(f"unknown lr_schedule {self.lr_schedule!r} (choose from {', '.join(LR_SCHEDULES)})")
+        if self.epochs < 0:
+            raise UserError(f"epochs must be >= 0, got {self.epochs}")
+        if self.batch_size < 1:
+            raise UserError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UserError(f"lr must be a positive number, got {self.lr}")
+        if self.momentum < 0 or self.weight_decay < 0:
+            raise UserError("momentum and weight_decay must be >= 0")
+        if self.num_workers < 0:
+            raise UserError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.cache_memory_limit_bytes < 0:
+            raise UserError("cache_memory_limit_bytes must be >= 0")
+
+
+@dataclass
+class FitResult:
+    """What one :func:`fit` call did and what it cost.
+
+    ``losses`` and ``epoch_seconds`` cover the epochs run by this call (``start_epoch .. epochs - 1``).
+    ``samples`` is the training-set size; ``steps`` the optimizer steps of this call on this rank.
+    ``feature_seconds`` is the one-off feature pass (0 without caching). ``peak_rss_bytes`` is the process's
+    peak resident set size so far (``ru_maxrss``, a lifetime maximum); ``peak_cuda_bytes`` the peak CUDA
+    allocation during this call (None without CUDA).
+    """
+
+    epochs: int
+    losses: list[float]
+    epoch_seconds: list[float]
+    feature_seconds: float
+    cache_mode: str  # "memory" | "memmap" | "off"
+    cache_reason: str
+    peak_rss_bytes: int
+    peak_cuda_bytes: int | None
+    samples: int
+    steps: int
+    start_epoch: int = 0
+    world: int = 1
+    feature_bytes: int = 0
+    device: str = "cpu"
+    trainable_params: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able copy."""
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------- small helpers
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` → CUDA when available (``cuda:LOCAL_RANK`` under torchrun) else CPU; validates explicit names."""
+    if isinstance(name, torch.device):
+        return name
+    want = str(name).strip().lower()
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(want)
+    except (RuntimeError, ValueError):
+        raise UserError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device {name!r} requested but CUDA is not available")
+        if dev.index is None:
+            info = distributed.current()
+            index = info.local_rank if info.distributed else torch.cuda.current_device()
+            dev = torch.device("cuda", index)
+        if dev.index >= torch.cuda.device_count():
+            raise UserError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    elif dev.type != "cpu":
+        raise UserError(f"unsupported device {name!r} (use auto, cpu, cuda or cuda:N)")
+    return dev
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far, in bytes (``getrusage``; KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameter elements of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def _mix(*parts: int) -> int:
+    """A 63-bit seed derived from integers (independent streams for (seed, epoch, rank, purpose))."""
+    state = np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
+
+
+def _is_identity(prefix: nn.Module | None) -> bool:
+    if prefix is None or isinstance(prefix, nn.Identity):
+        return True
+    return isinstance(prefix, nn.Sequential) and len(prefix) == 0
+
+
+def _split_batch(batch: Any) -> tuple[Tensor, Tensor]:
+    if not isinstance(batch, (list, tuple)) or len(batch) < 2:
+        raise UserError("training data must yield (input, label) pairs")
+    x, y = batch[0], batch[1]
+    if not isinstance(y, Tensor):
+        y = torch.as_tensor(y)
+    return x, y.long()
+
+
+def _numpy_dtype(dtype: torch.dtype) -> tuple[np.dtype, torch.dtype]:
+    table = {torch.float32: np.float32, torch.float16: np.float16, torch.float64: np.float64}
+    if dtype in table:
+        return np.dtype(table[dtype]), dtype
+    return np.dtype(np.float32), torch.float32
+
+
+class _Range:
+    """Length-only stand-in so a ``DistributedSampler`` can shard cached features."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+
+# ---------------------------------------------------------------------------- feature cache
+@dataclass
+class _FeatureCache:
+    features: Tensor | np.ndarray
+    labels: Tensor
+    mode: str
+    reason: str
+    nbytes: int
+    seconds: float
+
+    def batch(self, idx: list[int], device: torch.device) -> tuple[Tensor, Tensor]:
+        index = torch.as_tensor(idx, dtype=torch.long)
+        if isinstance(self.features, np.ndarray):
+            x = torch.from_numpy(np.ascontiguousarray(self.features[np.asarray(idx, dtype=np.int64)]))
+        else:
+            x = self.features[index.to(self.features.device)]
+        y = self.labels[index]
+        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def _build_cache(
+    prefix: nn.Module,
+    data: Dataset,
+    cfg: TrainConfig,
+    device: torch.device,
+    desc: str,
+    show: bool,
+    reason_base: str,
+    stack: contextlib.ExitStack,
+) -> _FeatureCache:
+    """Run the frozen prefix once over ``data`` and store its outputs (memory or memmap)."""
+    n = len(data)
+    loader = DataLoader(
+        data,
+        batch_size=cfg.batch_size,
+        shuffle=False,
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(_mix(cfg.seed, 0x5EED, 1)),
+    )
+    start = time.perf_counter()
+    labels = torch.empty(n, dtype=torch.long)
+    features: Tensor | np.ndarray | None = None
+    mode = "memory"
+    nbytes = 0
+    pos = 0
+    bar = tqdm(total=n, desc=f"{desc} features", unit="sample", disable=not show, leave=False)
+    with torch.no_grad():
+        for batch in loader:
+            x, y = _split_batch(batch)
+            out = prefix(x.to(device, non_blocking=True))
+            b = out.shape[0]
+            if features is None:
+                np_dtype, store_dtype = _numpy_dtype(out.dtype)
+                shape = (n, *out.shape[1:])
+                nbytes = int(np.prod(shape, dtype=np.int64)) * np_dtype.itemsize
+                if nbytes <= cfg.cache_memory_limit_bytes:
+                    mode = "memory"
+                    features = torch.empty(shape, dtype=store_dtype)
+                else:
+                    mode = "memmap"
+                    folder = Path(tempfile.mkdtemp(prefix="incremental-features-", dir=cfg.cache_dir))
+                    stack.callback(shutil.rmtree, folder, True)
+                    features = np.memmap(folder / "features.bin", dtype=np_dtype, mode="w+", shape=shape)
+            chunk = out.detach().to("cpu", store_dtype)
+            if isinstance(features, np.ndarray):
+                features[pos : pos + b] = chunk.numpy()
+            else:
+                features[pos : pos + b] = chunk
+            labels[pos : pos + b] = y
+            pos += b
+            bar.update(b)
+    bar.close()
+    if pos != n:
+        raise UserError(f"{desc}: dataset yielded {pos} samples but reports len() = {n}")
+    assert features is not None
+    limit = cfg.cache_memory_limit_bytes / GIB
+    size = f"{n} samples x {tuple(features.shape[1:])} = {nbytes / 2**20:.1f} MiB"
+    if mode == "memory":
+        where = "CPU memory"
+        if device.type == "cuda":
+            free = torch.cuda.mem_get_info(device)[0]
+            if nbytes <= free // 4:
+                features = features.to(device)
+                where = f"{device} memory"
+        reason = f"{reason_base}; {size} <= {limit:.3g} GiB limit, cached in {where}"
+    else:
+        features.flush()
+        reason = f"{reason_base}; {size} > {limit:.3g} GiB limit, cached in a memmap file under {Path(features.filename).parent}"
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return _FeatureCache(features, labels, mode, reason, nbytes, time.perf_counter() - start)
+
+
+def _cache_decision(
+    prefix: nn.Module | None, cfg: TrainConfig, augment_before_prefix: bool, desc: str
+) -> tuple[bool, str]:
+    """(cache?, reason)."""
+    if prefix is None:
+        return False, "no frozen prefix: nothing to cache"
+    if cfg.cache_features == "off":
+        return False, "feature caching disabled (cache_features=off): the frozen prefix runs every step under no_grad"
+    if augment_before_prefix:
+        if cfg.cache_features == "on":
+            raise UserError(
+                f"{desc}: cache_features=on is impossible: the data is augmented before the frozen prefix "
+                "(use cache_features=auto or off)"
+            )
+        return False, "augmentation happens before the frozen prefix: the prefix runs every step under no_grad"
+    why = "forced (cache_features=on)" if cfg.cache_features == "on" else "no augmentation before the frozen prefix"
+    return True, f"{why}: prefix features computed once per sample"
+
+
+# ---------------------------------------------------------------------------- optimizer
+def _make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.0, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "momentum":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
+    if cfg.lr_schedule == "none" or total <= 0:
+        return cfg.lr
+    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+
+# ---------------------------------------------------------------------------- fit
+def fit(
+    module: nn.Module,
+    data: Dataset,
+    cfg: TrainConfig,
+    *,
+    prefix: nn.Module | None = None,
+    augment_before_prefix: bool = False,
+    desc: str = "train",
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+    start_epoch: int = 0,
+    optimizer_state: dict | None = None,
+) -> FitResult:
+    """Train ``module``'s parameters that require grad on ``data`` (cross-entropy on local labels).
+
+    Parameters
+    ----------
+    module:
+        The network or branch to train; moved to the configured device, left in its previous train/eval mode.
+    data:
+        Torch ``Dataset`` of ``(x, y)`` pairs, ``y`` the local label (``0 .. C-1``).
+    prefix:
+        Optional frozen module applied to ``x`` first (a branch's shared trunk): eval mode, ``no_grad``,
+        never trained; moved to the device. Must share no parameter with ``module``. An empty
+        ``nn.Sequential`` (sharing point 0) counts as no prefix.
+    augment_before_prefix:
+        True when ``data`` applies random augmentation that must be seen by the prefix: disables caching.
+    on_epoch_end:
+        ``on_epoch_end(epoch, state)`` after each epoch (rank 0 only). ``epoch`` is the 0-based index of the
+        finished epoch; ``state`` holds ``module`` (state dict), ``optimizer`` (state dict), ``epoch``,
+        ``next_epoch`` (pass as ``start_epoch`` to resume), ``epochs``, ``losses`` (this call's) and
+        ``seed``. Tensors are live references: save (e.g. :func:`~incremental.checkpoint.save_checkpoint`)
+        or clone them before returning.
+    start_epoch, optimizer_state:
+        Resume: load the module's weights from the checkpoint first, then pass its ``next_epoch`` and
+        ``optimizer`` state. The result equals an uninterrupted run.
+    """
+    cfg.validate()
+    info = distributed.current()
+    device = resolve_device(cfg.device)
+    n = len(data)
+    if n == 0:
+        raise UserError(f"{desc}: the training set is empty")
+    if not 0 <= start_epoch <= cfg.epochs:
+        raise ValueError(f"start_epoch {start_epoch} out of range 0..{cfg.epochs}")
+    if _is_identity(prefix):
+        prefix = None
+    if prefix is not None:
+        shared = {id(p) for p in prefix.parameters()} & {id(p) for p in module.parameters()}
+        if shared:
+            raise ValueError("the frozen prefix and the trained module share parameters")
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{desc}: the module has no trainable parameters")
+    show = cfg.progress and info.is_main
+    use_cache, reason = _cache_decision(prefix, cfg, augment_before_prefix, desc)
+
+    was_training = module.training
+    module.to(device)
+    prefix_was_training = prefix.training if prefix is not None else False
+    if prefix is not None:
+        prefix.to(device)
+        prefix.eval()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    losses: list[float] = []
+    epoch_seconds: list[float] = []
+    steps = 0
+    cache: _FeatureCache | None = None
+    rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch.random.fork_rng(devices=rng_devices))
+            if use_cache:
+                assert prefix is not None
+                torch.manual_seed(_mix(cfg.seed, 0x5EED, info.rank))
+                cache = _build_cache(prefix, data, cfg, device, desc, show, reason, stack)
+                reason = cache.reason
+            if info.is_main:
+                if prefix is not None:
+                    mode = cache.mode if cache is not None else "off"
+                    logger.info("%s: feature cache %s: %s", desc, mode, reason)
+                else:
+                    logger.debug("%s: %s", desc, reason)
+
+            optimizer = _make_optimizer(params, cfg)
+            if optimizer_state is not None:
+                optimizer.load_state_dict(optimizer_state)
+            model: nn.Module = module
+            if info.distributed:
+                ids = [device.index] if device.type == "cuda" else None
+                model = nn.parallel.DistributedDataParallel(module, device_ids=ids)
+            sampler = DistributedSampler(
+                _Range(n), num_replicas=info.world, rank=info.rank, shuffle=True,
+                seed=_mix(cfg.seed, 0x5A3D) & 0x7FFFFFFF, drop_last=False,
+            )
+            steps_per_epoch = math.ceil(len(sampler) / cfg.batch_size)
+            total_steps = cfg.epochs * steps_per_epoch
+
+            for epoch in range(start_epoch, cfg.epochs):
+                t0 = time.perf_counter()
+                torch.manual_seed(_mix(cfg.seed, epoch, info.rank))
+                sampler.set_epoch(epoch)
+                module.train()
+                if cache is not None:
+                    order = list(sampler)
+                    batches = (
+                        cache.batch(order[i : i + cfg.batch_size], device)
+                        for i in range(0, len(order), cfg.batch_size)
+                    )
+                else:
+                    loader = DataLoader(
+                        data, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+                        pin_memory=device.type == "cuda", drop_last=False,
+                        generator=torch.Generator().manual_seed(_mix(cfg.seed, epoch, info.rank, 1)),
+                    )
+                    batches = loader
+                run_loss = torch.zeros((), dtype=torch.float64, device=device)
+                seen = 0
+                bar = tqdm(total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{cfg.epochs}", unit="batch",
+                           disable=not show, leave=False)
+                for step, batch in enumerate(batches):
+                    if cache is not None:
+                        x, y = batch
+                    else:
+                        x, y = _split_batch(batch)
+                        x = x.to(device, non_blocking=True)
+                        y = y.to(device, non_blocking=True)
+                        if prefix is not None:
+                            with torch.no_grad():
+                                x = prefix(x)
+                    lr = _lr_at(cfg, epoch * steps_per_epoch + step, total_steps)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = F.cross_entropy(model(x), y)
+                    loss.backward()
+                    optimizer.step()
+                    b = int(y.shape[0])
+                    run_loss += loss.detach().double() * b
+                    seen += b
+                    steps += 1
+                    bar.update(1)
+                bar.close()
+                total_loss, total_seen = distributed.all_reduce_sum([float(run_loss), float(seen)], device)
+                if info.distributed:
+                    distributed.broadcast_buffers(module)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                epoch_seconds.append(time.perf_counter() - t0)
+                losses.append(total_loss / max(total_seen, 1.0))
+                if info.is_main:
+                    logger.info("%s epoch %d/%d: loss %.4f (%.2f s)", desc, epoch + 1, cfg.epochs,
+                                losses[-1], epoch_seconds[-1])
+                    if on_epoch_end is not None:
+                        on_epoch_end(epoch, {
+                            "module": module.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "epoch": epoch,
+                            "next_epoch": epoch + 1,
+                            "epochs": cfg.epochs,
+                            "losses": list(losses),
+                            "seed": cfg.seed,
+                        })
+                distributed.barrier()
+            optimizer.zero_grad(set_to_none=True)  # free the gradients; the weights are what matters now
+            feature_bytes = cache.nbytes if cache is not None else 0
+            feature_seconds = cache.seconds if cache is not None else 0.0
+            mode = cache.mode if cache is not None else "off"
+            del cache
+    finally:
+        module.train(was_training)
+        if prefix is not None:
+            prefix.train(prefix_was_training)
+
+    peak_cuda = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
+    return FitResult(
+        epochs=cfg.epochs,
+        losses=losses,
+        epoch_seconds=epoch_seconds,
+        feature_seconds=feature_seconds,
+        cache_mode=mode,
+        cache_reason=reason,
+        peak_rss_bytes=peak_rss_bytes(),
+        peak_cuda_bytes=peak_cuda,
+        samples=n,
+        steps=steps,
+        start_epoch=start_epoch,
+        world=info.world,
+        feature_bytes=feature_bytes,
+        device=str(device),
+        trainable_params=sum(p.numel() for p in params),
+    )
+
+
+def fit_branch(grown: Any, task: int, data: Dataset, cfg: TrainConfig, **kwargs: Any) -> FitResult:
+    """Train branch ``task`` of a :class:`~incremental.branching.GrownNet` on its own task's data.
+
+    Shorthand for ``fit(branch.module, data, cfg, prefix=grown.trunk(branch.share), **kwargs)``.
+    """
+    br = grown.branch(task)
+    return fit(br.module, data, cfg, prefix=grown.trunk(br.share), desc=kwargs.pop("desc", f"task {task}"), **kwargs)
+
+
+def evaluate_logits(
+    fn: Callable[[Tensor], Tensor],
+    data: Dataset,
+    batch_size: int,
+    device: str | torch.device,
+    num_workers: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """``(logits, labels)`` of ``fn`` over ``data`` in order, on the CPU, under ``torch.no_grad()``.
+
+    ``fn`` receives input batches already on ``device``; put the modules it uses in eval mode first.
+    """
+    dev = resolve_device(device)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=dev.type == "cuda")
+    outs: list[Tensor] = []
+    labels: list[Tensor] = []
+    with torch.no_grad():
+        for batch in loader:
+            x, y = _split_batch(batch)
+            outs.append(fn(x.to(dev, non_blocking=True)).float().cpu())
+            labels.append(y.cpu())
+    if not outs:
+        raise UserError("cannot evaluate on an empty dataset")
+    return torch.cat(outs), torch.cat(labels)
