@@ -47,6 +47,7 @@ class Call:
     op: str | None = None
     op_args: tuple = ()
     param_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    reads_model_input: bool = False
 
     @property
     def trainable(self) -> bool:
@@ -150,6 +151,8 @@ class _Tracer:
         self.seen_modules: dict[int, int] = {}
         self.grad_inputs: dict[int, bool] = {}
         self.active = False
+        self.input: Tensor | None = None
+        self.reads_input: dict[int, bool] = {}
         self.names = {id(m): n for n, m in model.named_modules()}
 
     # -- hooks ---------------------------------------------------------------------------------
@@ -159,6 +162,7 @@ class _Tracer:
         if _is_leaf(module):
             self.leaf_depth += 1
             self.grad_inputs[id(module)] = any(t.requires_grad for t in _tensors(args))
+            self.reads_input[id(module)] = any(t is self.input for t in _tensors(args))
 
     def post_hook(self, module: nn.Module, args, output) -> None:
         name = self.stack.pop()
@@ -185,6 +189,7 @@ class _Tracer:
                 train_form=self.mode == "training" and not frozen,
                 first_call=count == 1,
                 param_shapes={k: tuple(p.shape) for k, p in module.named_parameters(recurse=False)},
+                reads_model_input=self.reads_input.pop(id(module), False),
             )
         )
 
@@ -210,6 +215,7 @@ class _Tracer:
                 first_call=True,
                 op=op,
                 op_args=scalars,
+                reads_model_input=any(t is self.input for t in _tensors(args)),
             )
         )
 
@@ -274,6 +280,7 @@ def trace(
         device = param.device if param is not None else torch.device("cpu")
         dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
         x = torch.zeros((1, *shape), device=device, dtype=dtype)
+        tracer.input = x
         with _prepared(model, trainable), torch.enable_grad(), _Recorder(tracer):
             tracer.active = True
             try:

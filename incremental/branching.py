@@ -70,6 +70,18 @@ class TaskCalibration(nn.Module):
         return logits / self.temperature.to(logits.dtype) + self.bias.to(logits.dtype)
 
 
+class _Trunk(nn.Sequential):
+    """The shared prefix of a :class:`GrownNet`: an ``nn.Sequential`` that stays in eval mode when frozen."""
+
+    def __init__(self, blocks: OrderedDict[str, nn.Module], frozen: bool, training: bool) -> None:
+        super().__init__(blocks)
+        self._frozen = frozen
+        self.training = training and not frozen
+
+    def train(self, mode: bool = True) -> _Trunk:
+        return super().train(mode and not self._frozen)
+
+
 def _check_classes(classes: Sequence[int], what: str) -> list[int]:
     out = []
     for c in classes:
@@ -169,12 +181,16 @@ class GrownNet(nn.Module):
         return [self.branch(t) for t in range(self.tasks)]
 
     def trunk(self, share: int) -> nn.Sequential:
-        """Base blocks ``[0, share)`` as an ``nn.Sequential`` of the shared modules themselves (not copies)."""
+        """Base blocks ``[0, share)`` as an ``nn.Sequential`` of the shared modules themselves (not copies).
+
+        Once the base is frozen the returned container refuses training mode (``train()`` keeps it and
+        the shared blocks in eval mode), so the shared batch norms can never update their statistics.
+        """
         n = self.num_blocks
         if not 0 <= share <= n:
             raise ValueError(f"sharing point {share} out of range 0..{n}")
         items = list(self.base.blocks.named_children())[:share]
-        return nn.Sequential(OrderedDict(items))
+        return _Trunk(OrderedDict(items), frozen=self._base_frozen, training=self.base.training)
 
     def _check_task(self, task: int) -> None:
         if not 0 <= task < self.tasks:

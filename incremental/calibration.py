@@ -49,6 +49,7 @@ from .branching import GrownNet
 from .train import TrainConfig, evaluate_logits, fit
 
 __all__ = [
+    "CALIBRATION_METHODS",
     "SharingSearch",
     "TaskCalibration",
     "calibrate",
@@ -61,7 +62,8 @@ __all__ = [
 
 logger = logging.getLogger("incremental")
 
-T_MIN, T_MAX = 1e-2, 1e3
+T_MIN, T_MAX = 1e-3, 1e6
+CALIBRATION_METHODS = ("nll", "zscore")
 
 
 @dataclass
@@ -77,13 +79,20 @@ class TaskCalibration:
     samples: int
 
 
-def fit_temperature_bias(logits: Tensor, labels: Tensor, target: float = 0.0) -> tuple[float, float]:
+def fit_temperature_bias(
+    logits: Tensor, labels: Tensor, target: float = 0.0, method: str = "nll"
+) -> tuple[float, float]:
     """Fit one branch's ``(T, b)`` from its own task's held-out ``logits`` (N x C) and local ``labels`` (N).
 
-    ``T`` minimises ``NLL(softmax(logits / T), labels)`` (LBFGS on ``log T``, clamped to [1e-2, 1e3]);
-    ``b = target - mean(max(logits / T, dim=1))`` standardises the branch's typical winning logit to
-    ``target``. See the module docstring for why this needs no other task's data.
+    ``method="nll"`` (default): ``T`` minimises ``NLL(softmax(logits / T), labels)`` (LBFGS on ``log T``,
+    clamped to [1e-3, 1e6]). ``method="zscore"``: ``T`` = standard deviation of the per-sample max logit
+    (labels unused), so every branch's own-data max logit gets unit spread; unlike NLL it stays well
+    defined when the held-out data are perfectly separated (where the NLL optimum runs to ``T -> 0``).
+    Either way ``b = target - mean(max(logits / T, dim=1))`` standardises the branch's typical winning
+    logit to ``target``. See the module docstring for why this needs no other task's data.
     """
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"unknown calibration method {method!r} (choose from {', '.join(CALIBRATION_METHODS)})")
     if logits.ndim != 2 or logits.shape[0] == 0:
         raise ValueError(f"logits must be a non-empty N x C matrix, got shape {tuple(logits.shape)}")
     if labels.shape != (logits.shape[0],):
@@ -95,7 +104,10 @@ def fit_temperature_bias(logits: Tensor, labels: Tensor, target: float = 0.0) ->
     if not torch.isfinite(z).all():
         raise ValueError("logits contain NaN or inf")
     temperature = 1.0
-    if z.shape[1] > 1:
+    if method == "zscore":
+        spread = float(z.max(dim=1).values.std(unbiased=False))
+        temperature = min(max(spread, T_MIN), T_MAX) if spread > 0 else 1.0
+    elif z.shape[1] > 1:
         log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
         opt = torch.optim.LBFGS([log_t], lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
 
@@ -119,10 +131,11 @@ def calibrate(
     batch_size: int = 256,
     device: str | torch.device = "auto",
     target: float = 0.0,
+    method: str = "nll",
 ) -> dict[int, TaskCalibration]:
     """Calibrate the tasks in ``heldout`` (task → its own held-out data, local labels) and set their buffers.
 
-    Tasks not in ``heldout`` keep their calibration. The network is evaluated in eval mode and its
+    ``method`` as in :func:`fit_temperature_bias`. Tasks not in ``heldout`` keep their calibration. The network is evaluated in eval mode and its
     train/eval mode restored afterwards. Returns one :class:`TaskCalibration` per calibrated task.
     """
     was_training = grown.training
@@ -132,7 +145,7 @@ def calibrate(
         dev = next(grown.parameters()).device if device == "auto" else device
         for task, data in sorted(heldout.items()):
             logits, labels = evaluate_logits(lambda x, t=task: grown.forward_task(x, t), data, batch_size, dev)
-            temperature, bias = fit_temperature_bias(logits, labels, target)
+            temperature, bias = fit_temperature_bias(logits, labels, target, method)
             grown.set_calibration(task, temperature, bias)
             z, y = logits.double(), labels.long()
             out[task] = TaskCalibration(

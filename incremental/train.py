@@ -203,6 +203,10 @@ def _mix(*parts: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
 
 
+def _training_modes(module: nn.Module) -> list[tuple[nn.Module, bool]]:
+    return [(m, m.training) for m in module.modules()]
+
+
 def _is_identity(prefix: nn.Module | None) -> bool:
     if prefix is None or isinstance(prefix, nn.Identity):
         return True
@@ -381,7 +385,8 @@ def fit(
     Parameters
     ----------
     module:
-        The network or branch to train; moved to the configured device, left in its previous train/eval mode.
+        The network or branch to train; moved to the configured device. Every submodule of ``module`` and
+        ``prefix`` is left in the train/eval mode it had before the call.
     data:
         Torch ``Dataset`` of ``(x, y)`` pairs, ``y`` the local label (``0 .. C-1``).
     prefix:
@@ -420,9 +425,8 @@ def fit(
     show = cfg.progress and info.is_main
     use_cache, reason = _cache_decision(prefix, cfg, augment_before_prefix, desc)
 
-    was_training = module.training
+    modes = _training_modes(module) + (_training_modes(prefix) if prefix is not None else [])
     module.to(device)
-    prefix_was_training = prefix.training if prefix is not None else False
     if prefix is not None:
         prefix.to(device)
         prefix.eval()
@@ -535,9 +539,8 @@ def fit(
             mode = cache.mode if cache is not None else "off"
             del cache
     finally:
-        module.train(was_training)
-        if prefix is not None:
-            prefix.train(prefix_was_training)
+        for m, training in modes:  # restore every submodule's own mode (containers may not reflect them)
+            m.training = training
 
     peak_cuda = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
     return FitResult(

@@ -206,3 +206,87 @@ def test_pop_branch_and_validation() -> None:
     grown.pop_branch()
     with pytest.raises(IndexError):
         grown.pop_branch()
+
+
+def test_trunk_refuses_training_mode_once_frozen_and_fit_restores_modes() -> None:
+    grown = GrownNet(trained_base(), [0, 1])
+    assert grown.trunk(2).training  # not frozen yet: the base may still train
+    grown.add_branch(2, [2, 3])
+    trunk = grown.trunk(2)
+    trunk.train()
+    assert not trunk.training and all(not m.training for m in grown.base.modules())
+    before = snapshot(grown.base)
+    fit_branch(grown, 1, blobs([2, 3], 20, 2), CFG)
+    assert all(not m.training for m in grown.base.modules())
+    assert all(m.training for m in grown.branch(1).module.modules())  # mode before fit was train
+    grown.branch(1).module.eval()
+    grown.forward_task(torch.randn(8, 1, 8, 8) * 3 + 1, 1)  # evaluation must not touch the trunk's BN
+    after = snapshot(grown.base)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+# ---------------------------------------------------------------------------- strategies (baselines.py)
+def test_strategies_learn_tasks_and_report_what_they_trained() -> None:
+    from incremental.baselines import STRATEGY_NAMES, SingleNet, make_strategy, rebuild_predictor
+
+    base = trained_base()
+    base_data = blobs([0, 1], 40, 1)
+    new_data = blobs([2, 3], 40, 2)
+    test0 = blobs([0, 1], 30, 11)
+    x0, y0 = test0.tensors
+    base_before = snapshot(base)
+    records, learners = {}, {}
+    for name in STRATEGY_NAMES:
+        strategy = make_strategy(name, share=2 if name == "partial_sharing" else None)
+        learner = strategy.build(base, [0, 1], base_data)
+        learner.predictor.eval()
+        aware_before = learner.predictor.predict_task_aware(x0, 0)
+        records[name] = learner.learn_task(new_data, [2, 3], CFG)
+        learners[name] = learner
+        pred = learner.predictor
+        pred.eval()
+        assert pred.tasks == 2 and pred.all_classes == [0, 1, 2, 3]
+        assert len(pred.forward_all(x0)) == 2
+        if name in ("partial_sharing", "regular_incremental", "feature_extraction"):
+            assert torch.equal(aware_before, pred.predict_task_aware(x0, 0))  # nothing forgotten
+        assert json.dumps(records[name].to_dict())
+        assert records[name].epochs == CFG.epochs
+    assert {n: r.share for n, r in records.items()} == {
+        "partial_sharing": 2, "regular_incremental": 0, "feature_extraction": 3,
+        "fine_tuning": None, "full_retraining": None,
+    }
+    assert records["full_retraining"].used_old_data and records["full_retraining"].samples == 160
+    assert not records["fine_tuning"].used_old_data and records["fine_tuning"].samples == 80
+    assert records["feature_extraction"].trainable_params == 6 * 2 + 2  # only the new classifier
+    assert records["regular_incremental"].trainable_params == sum(p.numel() for p in base.parameters())
+    assert records["partial_sharing"].fit.cache_mode == "memory"
+    # naive fine-tuning forgets task 0: fed task-0 inputs it now answers with new classes
+    ft = learners["fine_tuning"].predictor
+    assert (ft.predict_agnostic(x0) == y0).double().mean() < 0.5
+    # strategies work on deep copies: the shared base network is untouched
+    assert all(torch.equal(v, base.state_dict()[k]) for k, v in base_before.items())
+    # single-network predictors rebuild from their structure
+    rebuilt = rebuild_predictor(json.loads(json.dumps(ft.structure())), lambda n: tiny_net(n, seed=3))
+    assert isinstance(rebuilt, SingleNet)
+    rebuilt.load_state_dict(ft.state_dict())
+    rebuilt.eval()
+    assert torch.equal(rebuilt.forward_task(x0, 1), ft.forward_task(x0, 1))
+    with pytest.raises(UserError):
+        make_strategy("partial_sharing")
+    with pytest.raises(UserError):
+        make_strategy("distillation")
+
+
+def test_extend_classifier_copies_old_rows() -> None:
+    from incremental.baselines import extend_classifier
+
+    net = tiny_net(2)
+    net.eval()
+    x = torch.randn(4, 1, 8, 8)
+    old = net(x)
+    same = extend_classifier(net, 3)
+    assert same is net and net.head[-1].out_features == 5
+    new = net(x)
+    assert torch.allclose(new[:, :2], old, rtol=0, atol=1e-6)  # same rows (matmul blocking may differ)
+    with pytest.raises(ValueError):
+        extend_classifier(net, 0)

@@ -1,0 +1,432 @@
+"""One small counting rule per operator kind, held in two registries (module classes, aten ops).
+
+A rule looks at one traced :class:`~energymodel.graph.Call` and returns :class:`Work`: the arithmetic of
+one *sample* in the forward pass, in the backward pass to the input and in the backward pass to the
+weights, plus the tensors the layer keeps for its backward pass. What a call is charged (which backward
+parts run, memory levels, batch scaling, the optimizer) is decided in :mod:`energymodel.counting`, not here.
+
+Conventions (every count is per sample, ``|Y|`` = output elements, ``|X|`` = input elements):
+
+- A multiply-accumulate (MAC) is one multiplication and one addition into an accumulator.
+- ``exp`` is charged as a degree-4 polynomial (Horner form): 4 mults + 4 adds; ``sqrt`` and a division
+  as one mult each (reciprocal units); a comparison (``max``, ReLU) as one ``cmp``.
+- Per-channel terms that are O(C) per *batch* (BN running statistics, 1/sqrt(var)) are omitted: they
+  are negligible against the O(B*C*H*W) per-element work.
+
+A kind without a rule is returned as ``Work(modelled=False)``: it appears in every output as
+*unmodelled* and raises a warning, never as a silent zero.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from .graph import Call
+from .layers import Add
+
+__all__ = ["OpVec", "Work", "work_for", "MODULE_RULES", "ATEN_RULES", "EXP_MULTS", "EXP_ADDS"]
+
+EXP_MULTS = 4
+EXP_ADDS = 4
+
+
+@dataclass
+class OpVec:
+    """Arithmetic operations by type."""
+
+    mac: float = 0.0
+    add: float = 0.0
+    mult: float = 0.0
+    cmp: float = 0.0
+
+    def __add__(self, other: OpVec) -> OpVec:
+        return OpVec(self.mac + other.mac, self.add + other.add, self.mult + other.mult, self.cmp + other.cmp)
+
+    def scaled(self, k: float) -> OpVec:
+        return OpVec(self.mac * k, self.add * k, self.mult * k, self.cmp * k)
+
+    @property
+    def total(self) -> float:
+        return self.mac + self.add + self.mult + self.cmp
+
+
+@dataclass
+class Work:
+    """What one call does for one sample.
+
+    ``saved_for_input_grad`` / ``saved_for_weight_grad``: elements the backward pass to the input / to the
+    weights must keep from the forward pass. ``moves_data`` is False for zero-cost views (flatten, view,
+    identity, dropout in eval): they read and write nothing.
+    """
+
+    forward: OpVec = field(default_factory=OpVec)
+    backward_input: OpVec = field(default_factory=OpVec)
+    backward_weight: OpVec = field(default_factory=OpVec)
+    saved_for_input_grad: float = 0.0
+    saved_for_weight_grad: float = 0.0
+    moves_data: bool = True
+    modelled: bool = True
+    #: MAC operand count for the no-reuse bound (conv/linear/matmul): each MAC fetches both operands
+    gemm: bool = False
+
+
+Rule = Callable[[Call], Work]
+
+ZERO_COST = Work(moves_data=False)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    return math.prod(shape) if shape else 1
+
+
+def _out(call: Call) -> int:
+    return call.out_words
+
+
+def _in0(call: Call) -> int:
+    return _numel(call.input_shapes[0]) if call.input_shapes else 0
+
+
+# -- linear algebra --------------------------------------------------------------------------------
+
+
+def conv_macs(out_shape: tuple[int, ...], weight_shape: tuple[int, ...]) -> int:
+    """Forward MACs of a convolution (any dimensionality, groups, stride, dilation, padding).
+
+    ``MACs = |Y| * (C_in / groups) * prod(kernel)`` where ``weight_shape = (C_out, C_in/groups, *kernel)``:
+    every output element is a dot product over its receptive field within its group.
+    """
+    return _numel(out_shape) * _numel(weight_shape[1:])
+
+
+def conv_rule(call: Call) -> Work:
+    """Conv: forward ``MACs = |Y|·(C_in/g)·prod(k)`` (+ ``|Y|`` adds for a bias).
+
+    Backward to the input (a transposed convolution) and backward to the weights each do exactly one MAC
+    per forward MAC, whatever the groups/stride/dilation: every forward product ``x·w`` contributes one
+    product to ``dL/dx`` and one to ``dL/dw``. Bias gradient: ``|Y|`` adds. The weight gradient needs the
+    saved input (``|X|`` elements); the input gradient re-reads the weights, keeping nothing.
+    """
+    w = call.param_shapes.get("weight")
+    if w is None:
+        return Work(modelled=False)
+    macs = conv_macs(call.output_shapes[0], w)
+    bias = _out(call) if "bias" in call.param_shapes else 0
+    return Work(
+        forward=OpVec(mac=macs, add=bias),
+        backward_input=OpVec(mac=macs),
+        backward_weight=OpVec(mac=macs, add=bias),
+        saved_for_weight_grad=_in0(call),
+        gemm=True,
+    )
+
+
+def linear_rule(call: Call) -> Work:
+    """Linear: ``MACs = |Y| · in_features`` (+ ``|Y|`` bias adds); backward as for conv (one MAC each way)."""
+    w = call.param_shapes.get("weight")
+    if w is None:
+        return Work(modelled=False)
+    macs = _out(call) * w[1]
+    bias = _out(call) if "bias" in call.param_shapes else 0
+    return Work(
+        forward=OpVec(mac=macs, add=bias),
+        backward_input=OpVec(mac=macs),
+        backward_weight=OpVec(mac=macs, add=bias),
+        saved_for_weight_grad=_in0(call),
+        gemm=True,
+    )
+
+
+# -- normalisation --------------------------------------------------------------------------------
+
+
+def norm_rule(call: Call, always_batch_stats: bool = False) -> Work:
+    """Batch/layer/group norm, per element.
+
+    Training form (statistics of the current batch): mean (1 add), variance (1 sub, 1 square, 1 add),
+    normalise (1 mult by 1/sigma), affine (1 mult, 1 add): **3 adds + 3 mults**. Backward to the weights:
+    ``dbeta = sum dy`` (1 add), ``dgamma = sum dy·xhat`` (1 mult, 1 add); backward to the input
+    ``dx = gamma/sigma·(dy − mean(dy) − xhat·mean(dy·xhat))``: **2 adds + 2 mults** (the sums are shared
+    with the weight gradient). Both keep ``xhat`` (``|X|`` elements).
+
+    Evaluation form (running statistics folded into one scale and shift per channel): **1 mult + 1 add**;
+    its input gradient is one mult per element and keeps nothing.
+    """
+    n = _out(call)
+    affine = bool(call.param_shapes)
+    batch_stats = call.train_form or always_batch_stats
+    if batch_stats:
+        return Work(
+            forward=OpVec(add=3 * n, mult=3 * n),
+            backward_input=OpVec(add=2 * n, mult=2 * n),
+            backward_weight=OpVec(add=2 * n, mult=n) if affine else OpVec(),
+            saved_for_input_grad=n,
+            saved_for_weight_grad=n if affine else 0,
+        )
+    return Work(
+        forward=OpVec(add=n, mult=n),
+        backward_input=OpVec(mult=n),
+        backward_weight=OpVec(add=2 * n, mult=n) if affine else OpVec(),
+        saved_for_weight_grad=n if affine else 0,
+    )
+
+
+# -- element-wise -----------------------------------------------------------------------------------
+
+
+def elementwise(fwd: OpVec, bwd: OpVec, saved: float = 1.0) -> Rule:
+    """A rule for an element-wise op with ``fwd``/``bwd`` operations per output element.
+
+    ``saved`` elements per output element are kept for the backward pass (e.g. ReLU's output/mask).
+    """
+
+    def rule(call: Call) -> Work:
+        n = _out(call)
+        return Work(forward=fwd.scaled(n), backward_input=bwd.scaled(n), saved_for_input_grad=saved * n)
+
+    return rule
+
+
+_SIGMOID_FWD = OpVec(add=EXP_ADDS + 1, mult=EXP_MULTS + 1)  # 1/(1+exp(-x))
+_SIGMOID_BWD = OpVec(add=1, mult=2)  # dy·y·(1−y)
+_GELU_FWD = OpVec(add=EXP_ADDS + 3, mult=EXP_MULTS + 7)  # tanh form: 0.5x(1+tanh(c(x+0.044715x^3)))
+_SILU_FWD = OpVec(add=EXP_ADDS + 1, mult=EXP_MULTS + 2)  # x·sigmoid(x)
+_SOFTMAX_FWD = OpVec(add=EXP_ADDS + 2, mult=EXP_MULTS + 1, cmp=1)  # max, x−max, exp, sum, /sum
+_SOFTMAX_BWD = OpVec(add=2, mult=2)  # y·(dy − sum(dy·y))
+
+relu_rule = elementwise(OpVec(cmp=1), OpVec(cmp=1))
+relu6_rule = elementwise(OpVec(cmp=2), OpVec(cmp=2))
+leaky_relu_rule = elementwise(OpVec(cmp=1, mult=1), OpVec(cmp=1, mult=1))
+sigmoid_rule = elementwise(_SIGMOID_FWD, _SIGMOID_BWD)
+tanh_rule = elementwise(_SIGMOID_FWD, _SIGMOID_BWD)
+gelu_rule = elementwise(_GELU_FWD, _GELU_FWD)
+silu_rule = elementwise(_SILU_FWD, OpVec(add=2, mult=3))
+softmax_rule = elementwise(_SOFTMAX_FWD, _SOFTMAX_BWD)
+
+
+def add_rule(call: Call) -> Work:
+    """Residual/element-wise addition: ``|Y|`` adds. Backward passes ``dy`` to both inputs unchanged; the
+    two gradient paths meet again where the block input forked, which costs ``|Y|`` adds: charged here."""
+    n = _out(call)
+    return Work(forward=OpVec(add=n), backward_input=OpVec(add=n))
+
+
+def mul_rule(call: Call) -> Work:
+    """Element-wise product (or division): ``|Y|`` mults; backward ``dx=dy·b, db=dy·a``: 2 mults, keeps both inputs."""
+    n = _out(call)
+    return Work(forward=OpVec(mult=n), backward_input=OpVec(mult=2 * n), saved_for_input_grad=2 * n)
+
+
+def dropout_rule(call: Call) -> Work:
+    """Dropout: training form multiplies by a scaled mask (1 mult per element, mask kept); eval form is free."""
+    if not call.train_form:
+        return ZERO_COST
+    n = _out(call)
+    return Work(forward=OpVec(mult=n), backward_input=OpVec(mult=n), saved_for_input_grad=n)
+
+
+def copy_rule(call: Call) -> Work:
+    """Pure data movement (cat, clone, dtype copy): no arithmetic, one read and one write per element."""
+    return Work()
+
+
+# -- pooling ------------------------------------------------------------------------------------------
+
+
+def _pair(v, n: int) -> tuple[int, ...]:
+    if isinstance(v, (list, tuple)):
+        return tuple(int(x) for x in v) if len(v) == n else tuple(int(v[0]) for _ in range(n))
+    return tuple(int(v) for _ in range(n))
+
+
+def _adaptive_windows(size_in: int, size_out: int) -> list[int]:
+    """Window lengths of PyTorch's adaptive pooling: ``[floor(i·In/Out), ceil((i+1)·In/Out))``."""
+    return [math.ceil((i + 1) * size_in / size_out) - (i * size_in) // size_out for i in range(size_out)]
+
+
+def adaptive_window_sum(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(sum of window sizes over all outputs, number of outputs) for adaptive pooling over trailing dims."""
+    spatial = len(out_shape) - 2
+    lead = _numel(out_shape[: len(out_shape) - spatial])
+    total = lead
+    for d in range(spatial):
+        total *= sum(_adaptive_windows(in_shape[-spatial + d], out_shape[-spatial + d]))
+    return total, _numel(out_shape)
+
+
+def _pool_window(call: Call) -> int:
+    m = call.module
+    spatial = len(call.output_shapes[0]) - 2
+    ks = m.kernel_size if m is not None else (call.op_args[0] if call.op_args else 1)
+    return _numel(_pair(ks, spatial))
+
+
+def max_pool_rule(call: Call) -> Work:
+    """Max pooling: ``|Y|·(K−1)`` comparisons (K = window elements); keeps the argmax (``|Y|``); backward
+    scatters ``dy`` to the argmax positions: ``|Y|`` adds (windows may overlap)."""
+    n = _out(call)
+    k = _pool_window(call)
+    return Work(forward=OpVec(cmp=n * (k - 1)), backward_input=OpVec(add=n), saved_for_input_grad=n)
+
+
+def avg_pool_rule(call: Call) -> Work:
+    """Average pooling: ``|Y|·(K−1)`` adds + ``|Y|`` mults; backward ``|Y|`` mults + ``|Y|·K`` adds."""
+    n = _out(call)
+    k = _pool_window(call)
+    return Work(forward=OpVec(add=n * (k - 1), mult=n), backward_input=OpVec(mult=n, add=n * k))
+
+
+def adaptive_avg_pool_rule(call: Call) -> Work:
+    """Adaptive average pooling with PyTorch's exact windows: ``sum(window) − |Y|`` adds + ``|Y|`` mults;
+    backward ``|Y|`` mults + ``sum(window)`` adds."""
+    s, n = adaptive_window_sum(call.input_shapes[0], call.output_shapes[0])
+    return Work(forward=OpVec(add=s - n, mult=n), backward_input=OpVec(mult=n, add=s))
+
+
+def adaptive_max_pool_rule(call: Call) -> Work:
+    """Adaptive max pooling: ``sum(window) − |Y|`` comparisons; backward ``|Y|`` adds; keeps the argmax."""
+    s, n = adaptive_window_sum(call.input_shapes[0], call.output_shapes[0])
+    return Work(forward=OpVec(cmp=s - n), backward_input=OpVec(add=n), saved_for_input_grad=n)
+
+
+# -- functional linear algebra (aten) -------------------------------------------------------------
+
+
+def mm_rule(call: Call) -> Work:
+    """Matrix products (mm, addmm, bmm, matmul): ``MACs = |Y| · K`` with K the contracted dimension.
+
+    Both operands are activations here (no module owns them), so both backward products run when the
+    input needs a gradient: ``2 · |Y| · K`` MACs.
+    """
+    mats = [s for s in call.input_shapes if len(s) >= 2]
+    if len(mats) < 2:
+        return Work(modelled=False)
+    k = mats[-2][-1]
+    macs = _out(call) * k
+    bias = _out(call) if call.op == "addmm" else 0
+    return Work(
+        forward=OpVec(mac=macs, add=bias),
+        backward_input=OpVec(mac=2 * macs),
+        saved_for_input_grad=sum(_numel(s) for s in mats[-2:]),
+        gemm=True,
+    )
+
+
+def aten_conv_rule(call: Call) -> Work:
+    """Functional convolution (``F.conv2d`` outside a module): as :func:`conv_rule`, weights from input 2."""
+    if len(call.input_shapes) < 2:
+        return Work(modelled=False)
+    macs = conv_macs(call.output_shapes[0], call.input_shapes[1])
+    return Work(forward=OpVec(mac=macs), backward_input=OpVec(mac=2 * macs), saved_for_input_grad=_in0(call), gemm=True)
+
+
+def reduce_rule(call: Call) -> Work:
+    """Sum/mean over elements: ``|X| − |Y|`` adds (+ ``|Y|`` mults for a mean); backward broadcasts (``|X|`` writes)."""
+    n_in, n_out = _in0(call), _out(call)
+    mult = n_out if call.op == "mean" else 0
+    return Work(forward=OpVec(add=max(n_in - n_out, 0), mult=mult), backward_input=OpVec(mult=mult))
+
+
+# -- registries ---------------------------------------------------------------------------------------
+
+_ZERO_COST_MODULES = (nn.Identity, nn.Flatten, nn.Unflatten)
+
+MODULE_RULES: dict[type, Rule] = {
+    nn.Conv1d: conv_rule,
+    nn.Conv2d: conv_rule,
+    nn.Conv3d: conv_rule,
+    nn.Linear: linear_rule,
+    nn.BatchNorm1d: norm_rule,
+    nn.BatchNorm2d: norm_rule,
+    nn.BatchNorm3d: norm_rule,
+    nn.LayerNorm: lambda c: norm_rule(c, always_batch_stats=True),
+    nn.GroupNorm: lambda c: norm_rule(c, always_batch_stats=True),
+    nn.ReLU: relu_rule,
+    nn.ReLU6: relu6_rule,
+    nn.LeakyReLU: leaky_relu_rule,
+    nn.Sigmoid: sigmoid_rule,
+    nn.Tanh: tanh_rule,
+    nn.GELU: gelu_rule,
+    nn.SiLU: silu_rule,
+    nn.Softmax: softmax_rule,
+    nn.LogSoftmax: softmax_rule,
+    nn.MaxPool1d: max_pool_rule,
+    nn.MaxPool2d: max_pool_rule,
+    nn.MaxPool3d: max_pool_rule,
+    nn.AvgPool1d: avg_pool_rule,
+    nn.AvgPool2d: avg_pool_rule,
+    nn.AvgPool3d: avg_pool_rule,
+    nn.AdaptiveAvgPool1d: adaptive_avg_pool_rule,
+    nn.AdaptiveAvgPool2d: adaptive_avg_pool_rule,
+    nn.AdaptiveAvgPool3d: adaptive_avg_pool_rule,
+    nn.AdaptiveMaxPool1d: adaptive_max_pool_rule,
+    nn.AdaptiveMaxPool2d: adaptive_max_pool_rule,
+    nn.Dropout: dropout_rule,
+    nn.Dropout1d: dropout_rule,
+    nn.Dropout2d: dropout_rule,
+    nn.Dropout3d: dropout_rule,
+    nn.AlphaDropout: dropout_rule,
+    Add: add_rule,
+    **{cls: (lambda c: ZERO_COST) for cls in _ZERO_COST_MODULES},
+}
+
+_VIEW_OPS = (
+    "view", "_unsafe_view", "reshape", "flatten", "t", "transpose", "permute", "expand", "squeeze",
+    "unsqueeze", "slice", "select", "as_strided", "unbind", "split", "split_with_sizes", "chunk",
+    "expand_as", "view_as", "unflatten", "dropout",
+)
+
+ATEN_RULES: dict[str, Rule] = {
+    "add": add_rule,
+    "sub": add_rule,
+    "rsub": add_rule,
+    "mul": mul_rule,
+    "div": mul_rule,
+    "relu": relu_rule,
+    "threshold": relu_rule,
+    "hardtanh": relu6_rule,
+    "clamp": relu6_rule,
+    "leaky_relu": leaky_relu_rule,
+    "sigmoid": sigmoid_rule,
+    "tanh": tanh_rule,
+    "gelu": gelu_rule,
+    "silu": silu_rule,
+    "_softmax": softmax_rule,
+    "softmax": softmax_rule,
+    "_log_softmax": softmax_rule,
+    "log_softmax": softmax_rule,
+    "mm": mm_rule,
+    "addmm": mm_rule,
+    "bmm": mm_rule,
+    "matmul": mm_rule,
+    "convolution": aten_conv_rule,
+    "mean": reduce_rule,
+    "sum": reduce_rule,
+    "max_pool2d_with_indices": max_pool_rule,
+    "max_pool2d": max_pool_rule,
+    "avg_pool2d": avg_pool_rule,
+    "_adaptive_avg_pool2d": adaptive_avg_pool_rule,
+    "adaptive_avg_pool2d": adaptive_avg_pool_rule,
+    "cat": copy_rule,
+    "stack": copy_rule,
+    "clone": copy_rule,
+    "_to_copy": copy_rule,
+    "contiguous": copy_rule,
+    **{op: (lambda c: ZERO_COST) for op in _VIEW_OPS},
+}
+
+
+def work_for(call: Call) -> Work:
+    """The rule's answer for ``call``; ``Work(modelled=False)`` when no rule knows its kind."""
+    if call.module is not None:
+        for cls in type(call.module).__mro__:
+            rule = MODULE_RULES.get(cls)
+            if rule is not None:
+                return rule(call)
+        return Work(modelled=False)
+    rule = ATEN_RULES.get(call.op or "")
+    return rule(call) if rule is not None else Work(modelled=False)

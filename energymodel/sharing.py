@@ -1,0 +1,457 @@
+"""Partial network sharing: sharing points and fractions, and the cost ledger of learning a new task.
+
+**Sharing fraction** (one definition, used everywhere): at sharing point ``k`` of a :class:`BlockNet`
+with blocks ``b_0 .. b_{n-1}``, the share of the network's conv/linear layers (the classifier excluded:
+it sits in the head) that lie in ``b_0 .. b_{k-1}``::
+
+    fraction(k) = #conv/linear layers in blocks[:k] / #conv/linear layers in blocks
+
+Also reported: the fraction by parameters (all parameters of ``blocks[:k]`` over those of ``blocks``)
+and by forward MACs (same ratio for MACs).
+
+**Strategies compared** for one new task of ``new_classes`` classes (``samples_new`` training samples,
+``epochs`` epochs, batch ``batch``):
+
+- *clone-and-branch at k*: blocks ``[0,k)`` shared and frozen (forward only, evaluation form, nothing
+  saved for backward); blocks ``[k,n)`` and a head for the new classes cloned and trained on the new data.
+  With ``cache_prefix`` the shared prefix runs once per sample instead of once per epoch (its outputs are
+  cached in DRAM: written once, read every epoch).
+- *regular incremental learning*: the same at ``k = 0`` (a full clone trained on the new data).
+- *full retraining*: one network with a classifier over old + new classes, every layer trained on old +
+  new data (``samples_old + samples_new``); it must keep the old data (``data_storage_bytes``).
+
+A step on a batch of ``b`` samples costs ``count(b)``; an epoch is ``⌊S/b⌋`` full steps plus one step of
+``S mod b`` samples. Storage after the task counts shared parameters once. Inference cost of the grown
+network (per sample): the shared prefix once, then the base network's rest and every branch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from .blocks import BlockNet, as_block_net, conv_linear_names, head_with_classes
+from .counting import Counts, count
+from .errors import UserError
+from .graph import trace
+from .price import FEATURES, feature_vector, price_vector
+from .profile import as_table
+from .table import EnergyTable
+
+__all__ = [
+    "SharingPoint", "sharing_points", "block_prefixes", "Ledger", "TrainingCost", "training_cost",
+    "training_ledger", "compare", "resolve_points", "COST_COLUMNS",
+]
+
+
+@dataclass(frozen=True)
+class SharingPoint:
+    """Sharing point ``index`` = number of shared blocks; ``after`` = the last shared block (``"input"`` for 0)."""
+
+    index: int
+    after: str
+    layers_shared: int
+    layers_total: int
+    fraction: float
+    fraction_params: float
+    fraction_macs: float | None
+
+
+def block_prefixes(model: nn.Module) -> list[str]:
+    """Module-path prefixes (as in ``model.named_modules()``) of the model's blocks, in order."""
+    net = as_block_net(model)
+    names = {id(m): n for n, m in model.named_modules()}
+    out = []
+    for name, block in net.blocks.named_children():
+        out.append(names.get(id(block), name))
+    return out
+
+
+def sharing_points(model: nn.Module, input_shape: Sequence[int] | None = None) -> list[SharingPoint]:
+    """The ordered sharing points ``0..n`` of ``model`` with their fractions (by layers, params, MACs).
+
+    The MAC fraction needs ``input_shape`` (C,H,W); without it, it is ``None``.
+    """
+    net = as_block_net(model)
+    blocks = list(net.blocks.named_children())
+    layer_counts = [len(conv_linear_names(b)) for _, b in blocks]
+    param_counts = [sum(p.numel() for p in b.parameters()) for _, b in blocks]
+    mac_counts: list[float] | None = None
+    if input_shape is not None:
+        tr = trace(model, input_shape, mode="inference")
+        c = count(tr, batch=1, warn=False)
+        prefixes = block_prefixes(model)
+        macs = c.layers["macs_forward"].to_numpy()
+        names = c.layers["name"].tolist()
+        mac_counts = [float(sum(m for n, m in zip(names, macs) if _under(n, p))) for p in prefixes]
+    total_l, total_p = max(sum(layer_counts), 1), max(sum(param_counts), 1)
+    total_m = max(sum(mac_counts), 1.0) if mac_counts is not None else None
+    points = []
+    for k in range(len(blocks) + 1):
+        points.append(
+            SharingPoint(
+                index=k,
+                after=blocks[k - 1][0] if k else "input",
+                layers_shared=sum(layer_counts[:k]),
+                layers_total=sum(layer_counts),
+                fraction=sum(layer_counts[:k]) / total_l,
+                fraction_params=sum(param_counts[:k]) / total_p,
+                fraction_macs=(sum(mac_counts[:k]) / total_m) if mac_counts is not None and total_m else None,
+            )
+        )
+    return points
+
+
+def _under(name: str, prefix: str) -> bool:
+    base = name.split("#", 1)[0]
+    return base == prefix or base.startswith(prefix + ".")
+
+
+def resolve_points(model: nn.Module, share: Iterable[float | int] | None) -> list[int]:
+    """Sharing point indices from a list of indices (ints) or fractions in [0, 1] (floats, nearest point).
+
+    ``None`` means every sharing point.
+    """
+    pts = sharing_points(model)
+    if share is None:
+        return [p.index for p in pts]
+    out: list[int] = []
+    for s in share:
+        if isinstance(s, bool):
+            raise UserError(f"bad sharing point {s!r}")
+        if isinstance(s, int) or (isinstance(s, float) and s.is_integer() and s > 1):
+            k = int(s)
+            if not 0 <= k < len(pts):
+                raise UserError(f"sharing point {k} out of range 0..{len(pts) - 1}")
+        else:
+            f = float(s)
+            if not 0.0 <= f <= 1.0 or math.isnan(f):
+                raise UserError(f"sharing fraction {s!r} must lie in [0, 1]")
+            k = min(pts, key=lambda p: (abs(p.fraction - f), p.index)).index
+        if k not in out:
+            out.append(k)
+    return sorted(out)
+
+
+# -- ledgers ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Ledger:
+    """A cost as a sum of priced terms: ``Σ times · features(counts, layers)`` plus extra DRAM words.
+
+    Kept unpriced so that one ledger is priced under any number of tables (sweeps).
+    """
+
+    terms: list[tuple[Counts, float, np.ndarray]] = field(default_factory=list)
+    extra_dram_words: float = 0.0
+
+    def add(self, counts: Counts, times: float, mask: np.ndarray | None = None) -> None:
+        if times:
+            m = np.ones(len(counts.layers), dtype=bool) if mask is None else mask
+            self.terms.append((counts, float(times), m))
+
+    def features(self, table: EnergyTable) -> np.ndarray:
+        """Totals ``[mac, add, mult, cmp, rf, sram, dram]`` under ``table``'s dataflow."""
+        flow = table.dataflow
+        total = np.zeros(len(FEATURES))
+        for counts, times, mask in self.terms:
+            total += times * feature_vector(counts, word_bits=table.word_bits, buffer_bytes=flow.buffer_bytes,
+                                            rf_accesses_per_op=flow.rf_accesses_per_op, reuse=flow.reuse, layers=mask)
+        total[FEATURES.index("dram")] += self.extra_dram_words
+        return total
+
+    def column_sum(self, column: str) -> float:
+        """``Σ times · counts.layers[column][mask]`` (a raw count, independent of the table)."""
+        return float(sum(t * c.layers[column].to_numpy()[m].sum() for c, t, m in self.terms))
+
+    def access_sum(self, operands: Sequence[str], table: EnergyTable) -> float:
+        reuse = table.dataflow.reuse
+        out = 0.0
+        for c, t, m in self.terms:
+            acc = c.accesses
+            keep = m[acc["layer"].to_numpy()] & acc["operand"].isin(operands).to_numpy()
+            col = "words_noreuse" if reuse == "none" else "words"
+            out += t * float(acc[col].to_numpy()[keep].sum())
+        return out
+
+
+#: numeric columns of a priced training cost
+COST_COLUMNS = [
+    "macs", "macs_forward", "macs_backward_input", "macs_backward_weight", "other_ops", "rf_accesses",
+    "sram_accesses", "dram_accesses", "weight_accesses", "activation_accesses", "energy_compute_pj",
+    "energy_rf_pj", "energy_sram_pj", "energy_dram_pj", "energy_pj",
+]
+
+
+@dataclass
+class TrainingCost:
+    """The modelled cost of training one network (or branch) for a number of epochs."""
+
+    share: int
+    samples: int
+    epochs: int
+    batch: int
+    steps: int
+    cache_prefix: bool
+    trainable_params: int
+    training_memory_bytes: float
+    macs: float
+    macs_forward: float
+    macs_backward_input: float
+    macs_backward_weight: float
+    other_ops: float
+    rf_accesses: float
+    sram_accesses: float
+    dram_accesses: float
+    weight_accesses: float
+    activation_accesses: float
+    energy_compute_pj: float
+    energy_rf_pj: float
+    energy_sram_pj: float
+    energy_dram_pj: float
+    energy_pj: float
+    table: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def price_ledger(ledger: Ledger, table: EnergyTable) -> dict[str, float]:
+    """Price a ledger: counts, accesses per level and energy split (compute, RF, SRAM, DRAM)."""
+    f = ledger.features(table)
+    p = price_vector(table)
+    e = f * p
+    out = {
+        "macs": f[0],
+        "macs_forward": ledger.column_sum("macs_forward"),
+        "macs_backward_input": ledger.column_sum("macs_backward_input"),
+        "macs_backward_weight": ledger.column_sum("macs_backward_weight"),
+        "other_ops": f[1] + f[2] + f[3],
+        "rf_accesses": f[4],
+        "sram_accesses": f[5],
+        "dram_accesses": f[6],
+        "weight_accesses": ledger.access_sum(("weight", "weight_grad", "optimizer_state"), table),
+        "activation_accesses": ledger.access_sum(("activation", "activation_grad", "saved"), table)
+        + ledger.extra_dram_words,
+        "energy_compute_pj": float(e[:4].sum()),
+        "energy_rf_pj": float(e[4]),
+        "energy_sram_pj": float(e[5]),
+        "energy_dram_pj": float(e[6]),
+    }
+    out["energy_pj"] = out["energy_compute_pj"] + out["energy_rf_pj"] + out["energy_sram_pj"] + out["energy_dram_pj"]
+    return {k: float(v) for k, v in out.items()}
+
+
+def _with_classes(model: nn.Module, num_classes: int | None) -> BlockNet:
+    net = as_block_net(model)
+    if num_classes is None:
+        return net
+    return BlockNet(list(net.blocks.named_children()), head_with_classes(net.head, num_classes))
+
+
+def _prefix_mask(counts: Counts, prefixes: Sequence[str]) -> np.ndarray:
+    names = counts.layers["name"].tolist()
+    return np.array([any(_under(n, p) for p in prefixes) for n in names], dtype=bool)
+
+
+def training_ledger(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    share: int = 0,
+    samples: int,
+    epochs: int = 1,
+    batch: int = 128,
+    optimizer: str = "sgd",
+    num_classes: int | None = None,
+    cache_prefix: bool = False,
+    weight_decay: bool = False,
+) -> tuple[Ledger, dict]:
+    """The unpriced :class:`Ledger` of training blocks ``[share, n)`` + a head (``num_classes``) of ``model``.
+
+    Returns the ledger and facts about it (steps, trainable parameters, memory words).
+    """
+    if samples < 1 or epochs < 1 or batch < 1:
+        raise UserError(f"samples, epochs and batch must be >= 1 (got {samples}, {epochs}, {batch})")
+    net = _with_classes(model, num_classes)
+    prefixes = block_prefixes(net)
+    if not 0 <= share <= len(prefixes):
+        raise UserError(f"sharing point {share} out of range 0..{len(prefixes)}")
+    shared = prefixes[:share]
+    tr = trace(net, input_shape, mode="training", frozen=shared)
+    full, rem = divmod(samples, batch)
+    ledger = Ledger()
+    c_full = count(tr, batch=batch, optimizer=optimizer, weight_decay=weight_decay, warn=False) if full else None
+    c_rem = count(tr, batch=rem, optimizer=optimizer, weight_decay=weight_decay, warn=False) if rem else None
+    ref = c_full or c_rem
+    assert ref is not None
+    pmask = _prefix_mask(ref, shared)
+    cache = cache_prefix and share > 0
+    for c, n in ((c_full, full), (c_rem, 1)):
+        if c is None:
+            continue
+        if cache:
+            ledger.add(c, n, pmask)  # the shared prefix runs once per sample
+            ledger.add(c, n * epochs, ~pmask)
+        else:
+            ledger.add(c, n * epochs)
+    if cache:
+        feat = _prefix_output_words(ref, pmask) / ref.batch
+        ledger.extra_dram_words = samples * feat * (1 + epochs)  # write the cache once, read it every epoch
+    facts = {
+        "steps": (full + (1 if rem else 0)) * epochs,
+        "trainable_params": ref.trainable_params,
+        "training_memory_words": (c_full or c_rem).training_memory_words,
+        "uncached": not cache,
+    }
+    return ledger, facts
+
+
+def _prefix_output_words(counts: Counts, pmask: np.ndarray) -> float:
+    idx = np.flatnonzero(pmask)
+    if not len(idx):
+        return 0.0
+    return float(counts.layers["output_words"].to_numpy()[idx[-1]])
+
+
+def training_cost(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    share: int = 0,
+    samples: int,
+    epochs: int = 1,
+    batch: int = 128,
+    optimizer: str = "sgd",
+    num_classes: int | None = None,
+    table: str | EnergyTable = "45nm",
+    cache_prefix: bool = False,
+    weight_decay: bool = False,
+) -> TrainingCost:
+    """Modelled cost of training ``model``'s blocks ``[share, n)`` and a head on ``samples`` samples.
+
+    ``share=0`` trains every layer (regular incremental learning / full retraining);
+    ``share=len(blocks)`` trains only the head (feature extraction).
+    """
+    tab = as_table(table)
+    ledger, facts = training_ledger(
+        model, input_shape, share=share, samples=samples, epochs=epochs, batch=batch, optimizer=optimizer,
+        num_classes=num_classes, cache_prefix=cache_prefix, weight_decay=weight_decay,
+    )
+    priced = price_ledger(ledger, tab)
+    return TrainingCost(
+        share=share, samples=samples, epochs=epochs, batch=batch, steps=facts["steps"], cache_prefix=cache_prefix,
+        trainable_params=facts["trainable_params"],
+        training_memory_bytes=facts["training_memory_words"] * tab.word_bytes, table=tab.name, **priced,
+    )
+
+
+def _inference_counts(net: BlockNet, input_shape: Sequence[int]) -> Counts:
+    return count(trace(net, input_shape, mode="inference"), batch=1, warn=False)
+
+
+def compare(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    share: Iterable[float | int] | None = None,
+    new_classes: int | None = None,
+    old_classes: int | None = None,
+    samples_new: int = 5000,
+    samples_old: int = 5000,
+    epochs: int = 10,
+    batch: int = 128,
+    optimizer: str = "sgd",
+    table: str | EnergyTable = "45nm",
+    cache_prefix: bool = False,
+    tasks: int = 1,
+) -> pd.DataFrame:
+    """Clone-and-branch at every requested sharing point against regular incremental learning and full retraining.
+
+    One row per strategy (``partial-sharing`` at each sharing point, then ``full-retraining``) with
+    training cost, storage after the task(s), inference cost of the grown network per sample and savings
+    ratios (baseline / strategy; > 1 means cheaper). ``tasks`` new tasks of ``new_classes`` classes each
+    are learned one after another (training cost is per task; storage and inference for all of them).
+    """
+    tab = as_table(table)
+    net = as_block_net(model)
+    old_classes = old_classes or net.num_classes
+    new_classes = new_classes or old_classes
+    if tasks < 1:
+        raise UserError(f"tasks must be >= 1, got {tasks}")
+    points = {p.index: p for p in sharing_points(net, input_shape)}
+    ks = resolve_points(net, share)
+    if 0 not in ks:
+        ks = [0, *ks]
+    prefixes = block_prefixes(net)
+    bits = tab.word_bytes
+    # inference: base network (old classes) and a branch network (new classes)
+    base_inf = _inference_counts(net, input_shape)
+    branch_net = _with_classes(net, new_classes)
+    branch_inf = _inference_counts(branch_net, input_shape)
+    params_blocks = [sum(p.numel() for p in b.parameters()) for b in net.blocks.children()]
+    head_new = sum(p.numel() for p in head_with_classes(net.head, new_classes).parameters())
+    base_params = sum(p.numel() for p in net.parameters())
+    rows = []
+    for k in ks:
+        ledger, facts = training_ledger(
+            net, input_shape, share=k, samples=samples_new, epochs=epochs, batch=batch, optimizer=optimizer,
+            num_classes=new_classes, cache_prefix=cache_prefix,
+        )
+        inf = Ledger()
+        inf.add(base_inf, 1.0)
+        inf.add(branch_inf, tasks, ~_prefix_mask(branch_inf, prefixes[:k]))
+        storage_params = base_params + tasks * (sum(params_blocks[k:]) + head_new)
+        rows.append(_row("partial-sharing", k, points[k], ledger, facts, inf, storage_params, 0.0, tab, bits))
+    # full retraining: one network over all classes, trained on old + new data
+    all_classes = old_classes + tasks * new_classes
+    full_net = _with_classes(net, all_classes)
+    ledger, facts = training_ledger(
+        full_net, input_shape, share=0, samples=samples_old + samples_new * tasks, epochs=epochs, batch=batch,
+        optimizer=optimizer,
+    )
+    inf = Ledger()
+    inf.add(_inference_counts(full_net, input_shape), 1.0)
+    storage_params = sum(p.numel() for p in full_net.parameters())
+    data_bytes = float((samples_old + samples_new * (tasks - 1)) * math.prod(input_shape))  # uint8 images kept
+    rows.append(_row("full-retraining", 0, points[0], ledger, facts, inf, storage_params, data_bytes, tab, bits))
+    df = pd.DataFrame(rows)
+    reg = df[(df["strategy"] == "partial-sharing") & (df["share"] == 0)].iloc[0]
+    ret = df[df["strategy"] == "full-retraining"].iloc[0]
+    for col, short in (("energy_pj", "energy"), ("macs", "macs"), ("dram_accesses", "dram"),
+                       ("storage_bytes", "storage"), ("inference_energy_pj", "inference_energy")):
+        df[f"savings_{short}_vs_regular"] = reg[col] / df[col].replace(0, np.nan)
+        df[f"savings_{short}_vs_retraining"] = ret[col] / df[col].replace(0, np.nan)
+    df.attrs.update(
+        {"model": type(model).__name__, "input_shape": list(input_shape), "table": tab.name, "epochs": epochs,
+         "batch": batch, "optimizer": optimizer, "samples_new": samples_new, "samples_old": samples_old,
+         "new_classes": new_classes, "old_classes": old_classes, "tasks": tasks, "cache_prefix": cache_prefix}
+    )
+    return df
+
+
+def _row(strategy, k, point: SharingPoint, ledger, facts, inf: Ledger, storage_params, data_bytes, tab, bytes_per):
+    priced = price_ledger(ledger, tab)
+    inf_priced = price_ledger(inf, tab)
+    return {
+        "strategy": strategy,
+        "share": k,
+        "after": point.after,
+        "fraction": point.fraction,
+        "fraction_params": point.fraction_params,
+        "fraction_macs": point.fraction_macs,
+        "trainable_params": facts["trainable_params"],
+        "steps": facts["steps"],
+        **priced,
+        "storage_bytes": storage_params * bytes_per,
+        "data_storage_bytes": data_bytes,
+        "training_memory_bytes": facts["training_memory_words"] * bytes_per,
+        "inference_macs": inf_priced["macs"],
+        "inference_energy_pj": inf_priced["energy_pj"],
+    }
