@@ -104,6 +104,13 @@ class Counts:
         return self.weight_state_words + self.saved_words + self.peak_activation_words
 
 
+def _noreuse(gemm: bool, ideal: float, fetches: float) -> float:
+    """Words of one access group under no reuse: for conv/linear/matmul every MAC fetches its operand
+    (``fetches``), but never fewer than under ideal reuse (a stride that skips inputs, or a bias word read at
+    batch 1, must not make the upper bound undercut the lower one); other operations as under ideal reuse."""
+    return max(ideal, fetches) if gemm else ideal
+
+
 def _loss_call(trace: Trace) -> Call:
     shape = (1, *trace.output_shape)
     return Call(
@@ -173,26 +180,26 @@ def count(
         gemm_noreuse = w.gemm
         macs_f = fwd.mac
         if w.moves_data:
-            acc.append((i, "activation", "forward", n_in, macs_f if gemm_noreuse else n_in, in_size))
+            acc.append((i, "activation", "forward", n_in, _noreuse(gemm_noreuse, n_in, macs_f), in_size))
             acc.append((i, "activation", "forward", n_out, n_out, n_out))
             if params:
-                acc.append((i, "weight", "forward", params, macs_f if gemm_noreuse else params, "W"))
+                acc.append((i, "weight", "forward", params, _noreuse(gemm_noreuse, params, macs_f), "W"))
         saved = 0.0
         if training and w.moves_data:
             s_in = w.saved_for_input_grad if in_rg else 0.0
             s_w = w.saved_for_weight_grad if train_w else 0.0
             saved = B * max(s_in, s_w)
             if saved:
-                read_nr = bwd_w.mac if (gemm_noreuse and train_w) else saved
+                read_nr = _noreuse(gemm_noreuse, saved, bwd_w.mac) if train_w else saved
                 acc.append((i, "saved", "forward", saved, saved, "S"))
                 acc.append((i, "saved", "backward", saved, read_nr, "S"))
             if in_rg:
-                acc.append((i, "activation_grad", "backward", n_out, bwd_in.mac if gemm_noreuse else n_out, n_out))
+                acc.append((i, "activation_grad", "backward", n_out, _noreuse(gemm_noreuse, n_out, bwd_in.mac), n_out))
                 acc.append((i, "activation_grad", "backward", n_in, n_in, n_in))
                 if params:
-                    acc.append((i, "weight", "backward", params, bwd_in.mac if gemm_noreuse else params, "W"))
+                    acc.append((i, "weight", "backward", params, _noreuse(gemm_noreuse, params, bwd_in.mac), "W"))
             if train_w:
-                acc.append((i, "activation_grad", "backward", n_out, bwd_w.mac if gemm_noreuse else n_out, n_out))
+                acc.append((i, "activation_grad", "backward", n_out, _noreuse(gemm_noreuse, n_out, bwd_w.mac), n_out))
                 acc.append((i, "weight_grad", "backward", c.trainable_params, c.trainable_params, "W"))
                 if not first:
                     acc.append((i, "weight_grad", "backward", c.trainable_params, c.trainable_params, "W"))

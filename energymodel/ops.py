@@ -267,8 +267,9 @@ def _pool_window(call: Call) -> int:
 
 def max_pool_rule(call: Call) -> Work:
     """Max pooling: ``|Y|·(K−1)`` comparisons (K = window elements); keeps the argmax (``|Y|``); backward
-    scatters ``dy`` to the argmax positions: ``|Y|`` adds (windows may overlap)."""
-    n = _out(call)
+    scatters ``dy`` to the argmax positions: ``|Y|`` adds (windows may overlap). ``|Y|`` counts the pooled
+    values only, not the indices that ``max_pool2d_with_indices`` / ``return_indices=True`` also return."""
+    n = _numel(call.output_shapes[0])
     k = _pool_window(call)
     return Work(forward=OpVec(cmp=n * (k - 1)), backward_input=OpVec(add=n), saved_for_input_grad=n)
 

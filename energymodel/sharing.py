@@ -28,6 +28,7 @@ network (per sample): the shared prefix once, then the base network's rest and e
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -35,7 +36,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from .blocks import BlockNet, as_block_net, conv_linear_names, head_with_classes
+from .blocks import BlockNet, as_block_net, classifier_of, conv_linear_names, head_with_classes
 from .counting import Counts, count
 from .errors import UserError
 from .graph import trace
@@ -62,9 +63,34 @@ class SharingPoint:
     fraction_macs: float | None
 
 
+def _block_net(model: nn.Module) -> BlockNet:
+    """:func:`as_block_net`, with "no sharing points" reported as a one-line :class:`UserError`."""
+    try:
+        return as_block_net(model)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _new_head(head: nn.Module, num_classes: int) -> nn.Module:
+    """:func:`head_with_classes`, with "no classifier in the head" reported as a :class:`UserError`."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+        raise UserError(f"number of classes must be a positive integer, got {num_classes!r}")
+    try:
+        return head_with_classes(head, num_classes)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _num_classes(net: BlockNet) -> int:
+    try:
+        return classifier_of(net.head).out_features
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
 def block_prefixes(model: nn.Module) -> list[str]:
     """Module-path prefixes (as in ``model.named_modules()``) of the model's blocks, in order."""
-    net = as_block_net(model)
+    net = _block_net(model)
     names = {id(m): n for n, m in model.named_modules()}
     out = []
     for name, block in net.blocks.named_children():
@@ -77,7 +103,7 @@ def sharing_points(model: nn.Module, input_shape: Sequence[int] | None = None) -
 
     The MAC fraction needs ``input_shape`` (C,H,W); without it, it is ``None``.
     """
-    net = as_block_net(model)
+    net = _block_net(model)
     blocks = list(net.blocks.named_children())
     layer_counts = [len(conv_linear_names(b)) for _, b in blocks]
     param_counts = [sum(p.numel() for p in b.parameters()) for _, b in blocks]
@@ -249,10 +275,10 @@ def price_ledger(ledger: Ledger, table: EnergyTable) -> dict[str, float]:
 
 
 def _with_classes(model: nn.Module, num_classes: int | None) -> BlockNet:
-    net = as_block_net(model)
+    net = _block_net(model)
     if num_classes is None:
         return net
-    return BlockNet(list(net.blocks.named_children()), head_with_classes(net.head, num_classes))
+    return BlockNet(list(net.blocks.named_children()), _new_head(net.head, num_classes))
 
 
 def _prefix_mask(counts: Counts, prefixes: Sequence[str]) -> np.ndarray:
@@ -380,8 +406,11 @@ def compare(
     are learned one after another (training cost is per task; storage and inference for all of them).
     """
     tab = as_table(table)
-    net = as_block_net(model)
-    old_classes = old_classes or net.num_classes
+    net = _block_net(model)
+    for label, value in (("old_classes", old_classes), ("new_classes", new_classes)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+            raise UserError(f"{label} must be a positive integer, got {value!r}")
+    old_classes = old_classes or _num_classes(net)
     new_classes = new_classes or old_classes
     if tasks < 1:
         raise UserError(f"tasks must be >= 1, got {tasks}")
@@ -396,7 +425,7 @@ def compare(
     branch_net = _with_classes(net, new_classes)
     branch_inf = _inference_counts(branch_net, input_shape)
     params_blocks = [sum(p.numel() for p in b.parameters()) for b in net.blocks.children()]
-    head_new = sum(p.numel() for p in head_with_classes(net.head, new_classes).parameters())
+    head_new = sum(p.numel() for p in _new_head(net.head, new_classes).parameters())
     base_params = sum(p.numel() for p in net.parameters())
     rows = []
     for k in ks:

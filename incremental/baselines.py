@@ -40,7 +40,7 @@ from energymodel.blocks import as_block_net, classifier_of
 from energymodel.errors import UserError
 
 from .branching import GrownNet, _check_classes
-from .train import FitResult, TrainConfig, count_parameters, fit
+from .train import FitResult, TrainConfig, count_parameters, fit, fit_branch
 
 __all__ = [
     "STRATEGY_NAMES",
@@ -283,7 +283,7 @@ class BranchLearner(Learner):
         grown = self.predictor
         branch = grown.branch(grown.tasks - 1)
         fit_kwargs.setdefault("desc", f"{self.name} task {branch.task}")
-        result = fit(branch.module, data, cfg, prefix=grown.trunk(branch.share), **fit_kwargs)
+        result = fit_branch(grown, branch.task, data, cfg, **fit_kwargs)
         return TrainRecord(self.name, branch.task, branch.classes, branch.share, len(data), cfg.epochs,
                            False, count_parameters(branch.module), result)
 

@@ -46,12 +46,12 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
 from .branching import GrownNet
-from .train import TrainConfig, evaluate_logits, fit
+from .train import TrainConfig, evaluate_logits, fit_branch
 
 __all__ = [
     "CALIBRATION_METHODS",
     "SharingSearch",
-    "TaskCalibration",
+    "CalibrationResult",
     "calibrate",
     "fit_temperature_bias",
     "holdout_split",
@@ -67,7 +67,7 @@ CALIBRATION_METHODS = ("nll", "zscore")
 
 
 @dataclass
-class TaskCalibration:
+class CalibrationResult:
     """Outcome of calibrating one task."""
 
     task: int
@@ -132,15 +132,15 @@ def calibrate(
     device: str | torch.device = "auto",
     target: float = 0.0,
     method: str = "nll",
-) -> dict[int, TaskCalibration]:
+) -> dict[int, CalibrationResult]:
     """Calibrate the tasks in ``heldout`` (task → its own held-out data, local labels) and set their buffers.
 
     ``method`` as in :func:`fit_temperature_bias`. Tasks not in ``heldout`` keep their calibration. The network is evaluated in eval mode and its
-    train/eval mode restored afterwards. Returns one :class:`TaskCalibration` per calibrated task.
+    train/eval mode restored afterwards. Returns one :class:`CalibrationResult` per calibrated task.
     """
     was_training = grown.training
     grown.eval()
-    out: dict[int, TaskCalibration] = {}
+    out: dict[int, CalibrationResult] = {}
     try:
         dev = next(grown.parameters()).device if device == "auto" else device
         for task, data in sorted(heldout.items()):
@@ -148,7 +148,7 @@ def calibrate(
             temperature, bias = fit_temperature_bias(logits, labels, target, method)
             grown.set_calibration(task, temperature, bias)
             z, y = logits.double(), labels.long()
-            out[task] = TaskCalibration(
+            out[task] = CalibrationResult(
                 task=task,
                 temperature=temperature,
                 bias=bias,
@@ -284,8 +284,8 @@ def sharing_trial(
     def train_branch(k: int) -> float:
         branch = grown.add_branch(k, placeholder)
         try:
-            fit(branch.module, train_data, cfg, prefix=grown.trunk(k), augment_before_prefix=augment_before_prefix,
-                desc=f"trial k={k}")
+            fit_branch(grown, branch.task, train_data, cfg, augment_before_prefix=augment_before_prefix,
+                       desc=f"trial k={k}")
             was_training = branch.module.training
             branch.module.eval()
             try:

@@ -424,6 +424,8 @@ def fit(
         raise ValueError(f"{desc}: the module has no trainable parameters")
     show = cfg.progress and info.is_main
     use_cache, reason = _cache_decision(prefix, cfg, augment_before_prefix, desc)
+    if use_cache and start_epoch >= cfg.epochs:
+        use_cache, reason = False, "no epoch left to train: features not computed"
 
     modes = _training_modes(module) + (_training_modes(prefix) if prefix is not None else [])
     module.to(device)
@@ -565,8 +567,10 @@ def fit(
 def fit_branch(grown: Any, task: int, data: Dataset, cfg: TrainConfig, **kwargs: Any) -> FitResult:
     """Train branch ``task`` of a :class:`~incremental.branching.GrownNet` on its own task's data.
 
-    Shorthand for ``fit(branch.module, data, cfg, prefix=grown.trunk(branch.share), **kwargs)``.
+    Moves the whole network to the configured device (so the trunk, the other branches and the calibration
+    buffers stay together), then ``fit(branch.module, data, cfg, prefix=grown.trunk(branch.share), **kwargs)``.
     """
+    grown.to(resolve_device(cfg.device))
     br = grown.branch(task)
     return fit(br.module, data, cfg, prefix=grown.trunk(br.share), desc=kwargs.pop("desc", f"task {task}"), **kwargs)
 

@@ -1,0 +1,528 @@
+"""Hardware energy sweeps: how the savings of partial sharing change with the energy table.
+
+A sweep varies table entries (any key of :data:`~energymodel.table.SWEEP_KEYS`: ``mac``, ``add``, ``mult``,
+``cmp``, ``rf``, ``sram``, ``dram``, ``buffer_bytes``, ``rf_accesses_per_op``, ``word_bits``) over grids and
+takes the full cartesian product of them. At every grid point and every sharing point it reports the
+energy of learning the new task by clone-and-branch, the energy of regular incremental learning
+(sharing point 0) and of full retraining *at the same grid point*, and the savings (baseline / strategy).
+
+**How it is fast.** The networks are traced and counted once per strategy (one unpriced
+:class:`~energymodel.sharing.Ledger` each); every grid point is then array arithmetic:
+``energy = features · prices`` (:mod:`energymodel.price`). Prices are a ``(P, 7)`` array (one row per grid
+point). Features depend only on the dataflow entries ``(word_bits, buffer_bytes, rf_accesses_per_op)``:
+grid points are grouped by their unique values of those, and each group's features are read off a
+pre-sorted *access spectrum* of the ledger (every access with the size that decides its level, sorted by
+size, with prefix sums), so a group costs one binary search rather than a recount. The result equals
+``price_ledger(ledger, table.with_values(...))`` at every grid point.
+
+**Break-even.** :func:`breakeven` finds, by interpolation on the grid, the value of a varied key (by
+default the DRAM/MAC energy ratio) at which a sharing point's savings cross a target (default 1.0x:
+where sharing stops paying off against regular incremental learning). Between grid points the energy
+difference ``E_baseline - target · E_strategy`` is interpolated linearly, which is exact when the key is
+one price (energy is linear in every price).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from .blocks import BlockNet, as_block_net, head_with_classes
+from .errors import UserError
+from .price import FEATURES
+from .profile import as_table
+from .sharing import Ledger, SharingPoint, resolve_points, sharing_points, training_ledger
+from .table import LEVELS, OPERATIONS, SWEEP_KEYS, EnergyTable, resolve_key
+
+__all__ = [
+    "sweep", "prepare_sweep", "SweepLedgers", "breakeven", "format_breakeven", "parse_range", "parse_vary",
+    "column_name", "SWEEP_COLUMNS", "MAX_ROWS",
+]
+
+#: the largest number of result rows (grid points x sharing points) one sweep may produce
+MAX_ROWS = 20_000_000
+
+#: result columns after the varied keys
+SWEEP_COLUMNS = [
+    "share", "after", "fraction", "energy_pj", "energy_regular_pj", "energy_retraining_pj", "savings_vs_regular",
+    "savings_vs_retraining", "macs", "dram_accesses", "mac_pj", "dram_pj", "dram_mac_ratio",
+]
+
+_DATAFLOW_KEYS = ("word_bits", "dataflow.buffer_bytes", "dataflow.rf_accesses_per_op")
+
+
+def column_name(key: str) -> str:
+    """The result column of a sweep key: ``memory.dram``/``dram`` -> ``dram``, ``bits`` -> ``word_bits``."""
+    return resolve_key(key).rpartition(".")[2]
+
+
+# -- parsing -------------------------------------------------------------------------------------------
+
+
+def _float(text: str, what: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise UserError(f"{what}: {text!r} is not a number") from None
+    if not math.isfinite(v):
+        raise UserError(f"{what}: {text!r} must be finite")
+    return v
+
+
+def parse_range(text: str, *, log: bool = False, what: str = "range") -> np.ndarray:
+    """``"START:STOP:N"`` -> ``N`` values from START to STOP (linear; geometric with ``log`` or ``Nlog``).
+
+    ``"a,b,c"`` (or a single number) gives exactly those values. Raises :class:`UserError` for an empty
+    (``N < 1``) or reversed (``START > STOP``) range, non-numbers, or a log range that includes 0.
+    """
+    s = str(text).strip()
+    if not s:
+        raise UserError(f"{what}: empty range; use START:STOP:N")
+    if ":" not in s:
+        values = np.array([_float(p.strip(), what) for p in s.split(",") if p.strip()], dtype=float)
+        if not len(values):
+            raise UserError(f"{what}: empty list of values")
+        return values
+    parts = s.split(":")
+    if len(parts) != 3:
+        raise UserError(f"{what}: {s!r} is not START:STOP:N")
+    start, stop = _float(parts[0].strip(), what), _float(parts[1].strip(), what)
+    n_text = parts[2].strip().lower()
+    if n_text.endswith("log"):
+        log, n_text = True, n_text[:-3].strip()
+    try:
+        n = int(n_text)
+    except ValueError:
+        raise UserError(f"{what}: number of points {parts[2].strip()!r} is not an integer") from None
+    if n < 1:
+        raise UserError(f"{what}: empty range ({n} points); N must be >= 1")
+    if start > stop:
+        raise UserError(f"{what}: reversed range {start:g} > {stop:g}; use START <= STOP")
+    if log:
+        if start <= 0:
+            raise UserError(f"{what}: a log range needs START > 0, got {start:g}")
+        return np.geomspace(start, stop, n)
+    return np.linspace(start, stop, n)
+
+
+def parse_vary(spec: str, *, log: bool = False) -> tuple[str, np.ndarray]:
+    """``"dram=100:2000:20"`` -> ``("dram", values)`` (the key checked with :func:`~energymodel.table.resolve_key`)."""
+    key, sep, rng = str(spec).partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"bad --vary {spec!r}: use KEY=START:STOP:N, e.g. dram=100:2000:20")
+    name = column_name(key)
+    return name, parse_range(rng, log=log, what=f"--vary {key.strip()}")
+
+
+def _normalise_vary(vary: Mapping[str, Iterable[float] | float]) -> dict[str, np.ndarray]:
+    """Resolve keys to full names and check values (finite, >= 0; integer word bits; rounded buffer bytes)."""
+    if not vary:
+        raise UserError("nothing to vary: give at least one KEY=START:STOP:N")
+    out: dict[str, np.ndarray] = {}
+    for raw, values in vary.items():
+        full = resolve_key(raw)
+        if full in out:
+            raise UserError(f"{raw!r} is varied twice (as {column_name(full)!r})")
+        try:
+            arr = np.atleast_1d(np.asarray(values, dtype=float))
+        except (TypeError, ValueError):
+            raise UserError(f"values of {raw!r} must be numbers") from None
+        if arr.ndim != 1:
+            raise UserError(f"values of {raw!r} must be a 1-D list")
+        if not len(arr):
+            raise UserError(f"values of {raw!r}: empty range")
+        if not np.isfinite(arr).all() or (arr < 0).any():
+            raise UserError(f"values of {raw!r} must be finite and >= 0")
+        if full == "word_bits":
+            if (arr != np.round(arr)).any() or (arr < 1).any() or (arr > 64).any():
+                raise UserError(f"values of {raw!r} must be integers 1..64")
+        if full == "dataflow.buffer_bytes":
+            arr = np.round(arr)
+        out[full] = arr
+    return out
+
+
+# -- the access spectrum of a ledger ----------------------------------------------------------------
+
+
+@dataclass
+class _Spectrum:
+    """A ledger flattened for fast re-pricing: operations, and every word access with its deciding size."""
+
+    ops: np.ndarray  # (4,) mac, add, mult, cmp
+    sizes: np.ndarray  # sorted sizes (words) that decide SRAM vs DRAM
+    below: np.ndarray  # below[i] = words of the first i sizes
+    above: np.ndarray  # above[i] = words of sizes i.. (to the end)
+    extra_dram: float
+
+    @classmethod
+    def of(cls, ledger: Ledger, table: EnergyTable) -> _Spectrum:
+        base = ledger.features(table)  # operations do not depend on the dataflow
+        col = "words_noreuse" if table.dataflow.reuse == "none" else "words"
+        sizes, words = [], []
+        for counts, times, mask in ledger.terms:
+            acc = counts.accesses
+            if not len(acc):
+                continue
+            keep = mask[acc["layer"].to_numpy()]
+            sizes.append(acc["size_words"].to_numpy(dtype=float)[keep])
+            words.append(acc[col].to_numpy(dtype=float)[keep] * times)
+        s = np.concatenate(sizes) if sizes else np.zeros(0)
+        w = np.concatenate(words) if words else np.zeros(0)
+        order = np.argsort(s, kind="stable")
+        s, w = s[order], w[order]
+        below = np.concatenate([[0.0], np.cumsum(w)])
+        above = np.concatenate([np.cumsum(w[::-1])[::-1], [0.0]])
+        return cls(base[:4].copy(), s, below, above, float(ledger.extra_dram_words))
+
+    def features(self, word_bits: np.ndarray, buffer_bytes: np.ndarray, rf_per_op: np.ndarray) -> np.ndarray:
+        """``(G, 7)`` features for ``G`` dataflow settings (same rule as :func:`energymodel.price.level_of`)."""
+        g = len(word_bits)
+        out = np.empty((g, len(FEATURES)))
+        out[:, :4] = self.ops
+        out[:, 4] = self.ops.sum() * rf_per_op
+        idx = np.empty(g, dtype=np.int64)
+        for wb in np.unique(word_bits):
+            sel = word_bits == wb
+            scaled = self.sizes * (wb / 8.0)  # size · word_bytes <= buffer  ->  SRAM
+            idx[sel] = np.searchsorted(scaled, buffer_bytes[sel], side="right")
+        out[:, 5] = self.below[idx]
+        out[:, 6] = self.above[idx] + self.extra_dram
+        return out
+
+
+# -- ledgers, built once ----------------------------------------------------------------------------
+
+
+@dataclass
+class SweepLedgers:
+    """The unpriced ledgers of every strategy of a sweep, built once; :meth:`evaluate` prices grids."""
+
+    table: EnergyTable
+    points: list[SharingPoint]
+    shares: list[int]
+    ledgers: dict[int, Ledger]
+    retraining: Ledger
+    settings: dict = field(default_factory=dict)
+    _spectra: dict = field(default_factory=dict, repr=False)
+
+    def _spectrum(self, which: int | str) -> _Spectrum:
+        if which not in self._spectra:
+            ledger = self.retraining if which == "retraining" else self.ledgers[which]
+            self._spectra[which] = _Spectrum.of(ledger, self.table)
+        return self._spectra[which]
+
+    def evaluate(self, vary: Mapping[str, Iterable[float] | float]) -> pd.DataFrame:
+        """One row per grid point (cartesian product of ``vary``) x sharing point; see :func:`sweep`."""
+        grid = _normalise_vary(vary)
+        sizes = [len(v) for v in grid.values()]
+        n_points = math.prod(sizes)
+        n_rows = n_points * len(self.shares)
+        if n_rows > MAX_ROWS:
+            raise UserError(f"sweep too large: {n_points} grid points x {len(self.shares)} sharing points "
+                            f"= {n_rows} rows (at most {MAX_ROWS})")
+        mesh = np.meshgrid(*grid.values(), indexing="ij") if len(grid) > 1 else list(grid.values())
+        cols = {k: m.reshape(-1) for k, m in zip(grid, mesh)}
+        tab = self.table
+
+        def value(key: str) -> np.ndarray:
+            if key in cols:
+                return cols[key]
+            base = float(tab.word_bits) if key == "word_bits" else tab.get(key)
+            return np.full(n_points, base)
+
+        word_bits = value("word_bits")
+        prices = np.empty((n_points, len(FEATURES)))
+        for i, op in enumerate(OPERATIONS):
+            prices[:, i] = value(f"operations.{op}")
+        for j, lvl in enumerate(LEVELS):
+            prices[:, len(OPERATIONS) + j] = value(f"memory.{lvl}") * word_bits / tab.memory[lvl].bits
+
+        # group grid points by their dataflow (what the features depend on): the groups are the
+        # sub-grid of the varied dataflow keys; a point's group follows from its grid index
+        flow_axes = [i for i, k in enumerate(grid) if k in _DATAFLOW_KEYS]
+        if flow_axes:
+            sub = np.meshgrid(*[list(grid.values())[i] for i in flow_axes], indexing="ij")
+            sub_cols = {list(grid)[i]: m.reshape(-1) for i, m in zip(flow_axes, sub)}
+            n_groups = sub[0].size
+            flow = [sub_cols[k] if k in sub_cols else np.full(n_groups, value(k)[0]) for k in _DATAFLOW_KEYS]
+            idx = np.unravel_index(np.arange(n_points), sizes)
+            group = np.ravel_multi_index([idx[i] for i in flow_axes], [sizes[i] for i in flow_axes])
+        else:
+            flow = [value(k)[:1] for k in _DATAFLOW_KEYS]
+            group = None
+
+        def energy_and_features(which) -> tuple[np.ndarray, np.ndarray]:
+            feats = self._spectrum(which).features(*flow)  # (G, 7)
+            if group is None:
+                # einsum, not BLAS: a (P x 7) @ (7,) product is memory-bound and BLAS threads only add overhead
+                return np.einsum("pf,f->p", prices, feats[0]), np.broadcast_to(feats[0], (n_points, len(FEATURES)))
+            f = feats[group]
+            return np.einsum("pf,pf->p", f, prices), f
+
+        e_regular, _ = energy_and_features(0)
+        e_retrain, _ = energy_and_features("retraining")
+        pts = {p.index: p for p in self.points}
+        n_sh = len(self.shares)
+        energy = np.empty((n_points, n_sh))
+        macs = np.empty((n_points, n_sh))
+        dram = np.empty((n_points, n_sh))
+        for j, k in enumerate(self.shares):
+            e, f = energy_and_features(k)
+            energy[:, j] = e
+            macs[:, j] = f[:, 0]
+            dram[:, j] = f[:, 6]
+
+        def per_row(a: np.ndarray) -> np.ndarray:  # one value per grid point -> one per row
+            return np.broadcast_to(a[:, None], (n_points, n_sh)).reshape(-1)
+
+        def per_share(a) -> np.ndarray:  # one value per sharing point -> one per row
+            return np.broadcast_to(np.asarray(a)[None, :], (n_points, n_sh)).reshape(-1)
+
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sav_reg = e_regular[:, None] / energy
+            sav_ret = e_retrain[:, None] / energy
+            mac_pj = prices[:, 0]
+            dram_pj = prices[:, 6]
+            ratio = np.where(mac_pj > 0, dram_pj / np.where(mac_pj > 0, mac_pj, 1.0), np.inf)
+        afters = [pts[k].after for k in self.shares]
+        data: dict[str, object] = {"point": per_row(np.arange(n_points))}
+        for k, v in cols.items():
+            if k == "word_bits":
+                v = v.astype(int)
+            elif k == "dataflow.buffer_bytes":
+                v = v.astype(np.int64)
+            data[column_name(k)] = per_row(v)
+        data.update({
+            "share": per_share(self.shares),
+            "after": pd.Categorical.from_codes(per_share(np.arange(n_sh)), categories=pd.Index(afters, dtype=object))
+            if len(set(afters)) == len(afters) else per_share(np.array(afters, dtype=object)),
+            "fraction": per_share([pts[k].fraction for k in self.shares]),
+            "energy_pj": energy.reshape(-1),
+            "energy_regular_pj": per_row(e_regular),
+            "energy_retraining_pj": per_row(e_retrain),
+            "savings_vs_regular": sav_reg.reshape(-1),
+            "savings_vs_retraining": sav_ret.reshape(-1),
+            "macs": macs.reshape(-1),
+            "dram_accesses": dram.reshape(-1),
+            "mac_pj": per_row(mac_pj),
+            "dram_pj": per_row(dram_pj),
+            "dram_mac_ratio": per_row(ratio),
+        })
+        df = pd.DataFrame(data)
+        df.attrs.update(self.settings)
+        df.attrs["vary"] = [column_name(k) for k in cols]
+        df.attrs["grid_points"] = n_points
+        return df
+
+
+def prepare_sweep(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    share: Iterable[float | int] | None = None,
+    table: str | EnergyTable = "45nm",
+    samples_new: int = 5000,
+    samples_old: int = 5000,
+    epochs: int = 10,
+    batch: int = 128,
+    optimizer: str = "sgd",
+    new_classes: int | None = None,
+    old_classes: int | None = None,
+    cache_prefix: bool = False,
+    tasks: int = 1,
+) -> SweepLedgers:
+    """Trace and count every strategy once: clone-and-branch at each requested sharing point (and at 0,
+    regular incremental learning) and full retraining, with the same settings as
+    :func:`energymodel.sharing.compare` (``tasks`` new tasks: full retraining covers all their classes
+    and data; clone-and-branch and regular incremental learning cost the same for each task)."""
+    if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
+        raise UserError(f"tasks must be a positive integer, got {tasks!r}")
+    tab = as_table(table)
+    try:  # a model that is not a BlockNet, or has no classifier: one line, as in compare()
+        net = as_block_net(model)
+        old_classes = old_classes or net.num_classes
+        new_classes = new_classes or old_classes
+        full_head = head_with_classes(net.head, old_classes + tasks * new_classes)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    points = sharing_points(net)
+    shares = resolve_points(net, share)
+    ledgers: dict[int, Ledger] = {}
+    for k in sorted({0, *shares}):
+        ledgers[k], _ = training_ledger(
+            net, input_shape, share=k, samples=samples_new, epochs=epochs, batch=batch, optimizer=optimizer,
+            num_classes=new_classes, cache_prefix=cache_prefix,
+        )
+    full_net = BlockNet(list(net.blocks.named_children()), full_head)
+    retraining, _ = training_ledger(  # as in compare(): one network over all classes, old + new data
+        full_net, input_shape, share=0, samples=samples_old + samples_new * tasks,
+        epochs=epochs, batch=batch, optimizer=optimizer,
+    )
+    settings = {
+        "model": type(model).__name__, "input_shape": list(input_shape), "table": tab.name,
+        "samples_new": samples_new, "samples_old": samples_old, "epochs": epochs, "batch": batch,
+        "optimizer": optimizer, "new_classes": new_classes, "old_classes": old_classes, "cache_prefix": cache_prefix,
+        "tasks": tasks,
+    }
+    return SweepLedgers(tab, points, shares, ledgers, retraining, settings)
+
+
+def sweep(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    vary: Mapping[str, Iterable[float] | float],
+    *,
+    share: Iterable[float | int] | None = None,
+    table: str | EnergyTable = "45nm",
+    samples_new: int = 5000,
+    samples_old: int = 5000,
+    epochs: int = 10,
+    batch: int = 128,
+    optimizer: str = "sgd",
+    new_classes: int | None = None,
+    old_classes: int | None = None,
+    cache_prefix: bool = False,
+    tasks: int = 1,
+) -> pd.DataFrame:
+    """Energy and savings of clone-and-branch at every grid point x sharing point.
+
+    ``vary`` maps table keys (``"dram"``, ``"memory.dram"``, ``"buffer_bytes"``, ``"bits"`` ...) to the
+    values each takes; the grid is their full cartesian product (other entries keep ``table``'s values).
+    ``share`` picks sharing points (indices or fractions; default all). Returns a DataFrame with one row
+    per grid point x sharing point: ``point`` (grid index), the varied keys (columns named by
+    :func:`column_name`), then :data:`SWEEP_COLUMNS`: ``energy_regular_pj`` / ``energy_retraining_pj``
+    are regular incremental learning (share 0) and full retraining at the same grid point; ``savings_*``
+    are baseline / strategy; ``dram_mac_ratio`` = pJ per DRAM word / pJ per MAC.
+    """
+    prepared = prepare_sweep(
+        model, input_shape, share=share, table=table, samples_new=samples_new, samples_old=samples_old,
+        epochs=epochs, batch=batch, optimizer=optimizer, new_classes=new_classes, old_classes=old_classes,
+        cache_prefix=cache_prefix, tasks=tasks,
+    )
+    return prepared.evaluate(vary)
+
+
+# -- break-even ---------------------------------------------------------------------------------------
+
+
+def _varied(frame: pd.DataFrame) -> list[str]:
+    if "vary" in frame.attrs:
+        return list(frame.attrs["vary"])
+    known = {column_name(k) for k in SWEEP_KEYS}
+    return [c for c in frame.columns if c in known]
+
+
+def breakeven(
+    frame: pd.DataFrame,
+    *,
+    key: str | None = None,
+    target: float = 1.0,
+    against: str = "regular",
+    share: Iterable[int] | None = None,
+) -> pd.DataFrame:
+    """Where each sharing point's savings vs ``against`` (``regular`` or ``retraining``) cross ``target``.
+
+    ``key``: ``"dram_mac_ratio"`` (default when DRAM or MAC energy is varied) or a varied key (default:
+    the first varied key). With several varied keys the crossing is found along ``key`` separately for
+    every combination of the others (their values are columns of the result). Returns one row per
+    crossing (or one row with ``breakeven`` NaN when the savings stay on one side on the grid):
+    ``share, after, fraction, <other keys>, key, target, against, breakeven, pays_off`` where
+    ``pays_off`` says where savings >= target: ``"below"`` / ``"above"`` the break-even value, or
+    ``"always"`` / ``"never"`` on the grid; plus ``savings_min`` and ``savings_max`` on the line.
+    """
+    if against not in ("regular", "retraining"):
+        raise UserError(f"against must be 'regular' or 'retraining', got {against!r}")
+    if not math.isfinite(target) or target <= 0:
+        raise UserError(f"target savings must be a positive number, got {target!r}")
+    varied = _varied(frame)
+    if not varied:
+        raise UserError("breakeven needs a sweep result with a varied key")
+    if key is None:
+        key = "dram_mac_ratio" if {"dram", "mac"} & set(varied) else varied[0]
+    if key in ("dram_mac_ratio", "ratio"):
+        key = "dram_mac_ratio"
+        driver = next((k for k in ("dram", "mac") if k in varied), None)
+        if driver is None:
+            raise UserError("break-even on the DRAM/MAC ratio needs dram or mac among the varied keys")
+    else:
+        try:
+            driver = column_name(key)
+        except UserError:
+            raise UserError(f"unknown break-even key {key!r}; use dram_mac_ratio or a varied key "
+                            f"({', '.join(varied)})") from None
+        if driver not in varied:
+            raise UserError(f"break-even key {key!r} is not varied in this sweep (varied: {', '.join(varied)})")
+        key = driver
+    others = [k for k in varied if k != driver]
+    base_col = f"energy_{against}_pj"
+    df = frame
+    if share is not None:
+        df = df[df["share"].isin(list(share))]
+    if against == "regular":
+        df = df[df["share"] != 0]  # the baseline itself: savings are 1 by definition
+    rows = []
+    group_cols = ["share", *others]
+    for gkey, g in df.groupby(group_cols, sort=True):
+        gvals = gkey if isinstance(gkey, tuple) else (gkey,)
+        g = g.sort_values(key, kind="stable")
+        x = g[key].to_numpy(dtype=float)
+        d = g[base_col].to_numpy(dtype=float) - target * g["energy_pj"].to_numpy(dtype=float)
+        sav = g[f"savings_vs_{against}"].to_numpy(dtype=float)
+        base = {"share": int(gvals[0]), "after": g["after"].iloc[0], "fraction": float(g["fraction"].iloc[0]),
+                **dict(zip(others, gvals[1:])), "key": key, "target": target, "against": against}
+        stats = {"savings_min": float(np.nanmin(sav)), "savings_max": float(np.nanmax(sav))}
+        crossings = _crossings(x, d)
+        if not crossings:
+            rows.append({**base, "breakeven": math.nan, "pays_off": "always" if (d >= 0).all() else "never", **stats})
+        for xc, side in crossings:
+            rows.append({**base, "breakeven": xc, "pays_off": side, **stats})
+    cols = ["share", "after", "fraction", *others, "key", "target", "against", "breakeven", "pays_off",
+            "savings_min", "savings_max"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _crossings(x: np.ndarray, d: np.ndarray) -> list[tuple[float, str]]:
+    """Zeros of the piecewise-linear ``d(x)`` where its sign changes, with the side where ``d >= 0``."""
+    ok = np.isfinite(x) & np.isfinite(d)
+    x, d = x[ok], d[ok]
+    out: list[tuple[float, str]] = []
+    sign = np.sign(d)
+    nz = np.flatnonzero(sign != 0)
+    for a, b in itertools.pairwise(nz):
+        if sign[a] == sign[b]:
+            continue
+        if b > a + 1:  # exact zeros between two opposite signs: the crossing is the first zero
+            xc = float(x[a + 1])
+        else:
+            xc = float(x[a] + (x[b] - x[a]) * d[a] / (d[a] - d[b]))
+        out.append((xc, "below" if sign[a] > 0 else "above"))
+    return out
+
+
+def format_breakeven(be: pd.DataFrame) -> str:
+    """Human lines for :func:`breakeven`'s result (one per row)."""
+    if be.empty:
+        return "break-even: no sharing point to report\n"
+    lines = []
+    for r in be.to_dict(orient="records"):
+        extra = [f"{k}={r[k]:g}" for k in be.columns
+                 if k not in ("share", "after", "fraction", "key", "target", "against", "breakeven", "pays_off",
+                              "savings_min", "savings_max")]
+        where = f" at {', '.join(extra)}" if extra else ""
+        head = (f"share {r['share']} (after {r['after']}, fraction {r['fraction']:.2f}){where}: "
+                f"savings vs {r['against']} >= {r['target']:g}x")
+        if r["pays_off"] in ("below", "above"):
+            cmp = "<" if r["pays_off"] == "below" else ">"
+            lines.append(f"{head} while {r['key']} {cmp} {r['breakeven']:.4g} (break-even {r['key']} = "
+                         f"{r['breakeven']:.4g})")
+        else:
+            word = "everywhere" if r["pays_off"] == "always" else "nowhere"
+            lines.append(f"{head} {word} on the grid (savings {r['savings_min']:.3g}x .. {r['savings_max']:.3g}x)")
+    return "\n".join(lines) + "\n"
