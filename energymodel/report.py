@@ -18,7 +18,6 @@ import datetime as _dt
 import inspect
 import json
 import math
-import os
 import platform
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -190,7 +189,8 @@ def load_measured(path: str | Path) -> dict[str, Any]:
 def load_engine(run_dir: str | Path) -> dict[str, Any]:
     """Read ``RUN_DIR/results.json`` and return the engine section."""
     path = Path(run_dir) / "results.json"
-    return engine_section_from_results(_load_json(path, "engine results"))
+    results = _load_json(path, "engine results")
+    return engine_section_from_results(results.get("report", results) if isinstance(results, dict) else results)
 
 
 # -- building ------------------------------------------------------------------------------------------
@@ -732,12 +732,5 @@ def write_report(data: ReportData, path: str | Path) -> Path:
     from .atomic import write_text
 
     html = render_report(data)  # fully rendered before anything touches the target
-    out = write_text(path, html)
-    try:  # the temporary file was private (0600); a report is an ordinary file
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(out, 0o666 & ~umask)
-    except OSError:
-        pass
-    return out
+    return write_text(path, html)
 
