@@ -103,7 +103,7 @@ def write_html_report(results: dict[str, Any], path: str | Path) -> Path:
         model = factory(len(tasks[0]["classes"]))
         new = [t for t in tasks[1:]]
         compare_frame = compare(
-            model, tuple(results["dataset"]["input_shape"]), share=[results["report"]["chosen_share"]],
+            model, tuple(results["dataset"]["input_shape"]), share=None,
             new_classes=len(new[0]["classes"]), old_classes=len(tasks[0]["classes"]),
             samples_new=max(1, new[0]["train"]), samples_old=max(1, first["base"]["samples"]),
             epochs=cfg["branch"]["epochs"], batch=cfg["branch"]["batch"], optimizer=cfg["branch"]["optimizer"],
