@@ -3,8 +3,9 @@
 For each sharing point ``k`` (0 = full fine-tuning of a clone .. n = head only) a fresh branch of the
 model is trained with :func:`incremental.train.fit_branch` on random data for ``--epochs`` epochs, once
 with the frozen prefix's features cached (``cache_features=on``) and once without (``off``; at ``k = 0``
-there is no prefix, so one run serves both). Measured: wall seconds per epoch on this machine, the median
-of the epochs after ``--warmup``; with caching the one-off feature pass is added, so a run costs
+there is no prefix, so one run serves both); every configuration ``--repeats`` times, the repeats
+interleaved across configurations. Measured: wall seconds per epoch on this machine, the median of the
+epochs after ``--warmup`` over all repeats; with caching the one-off feature pass is added, so a run costs
 ``feature_seconds + epochs * median_epoch`` -- the same work the model prices
 (:func:`energymodel.sharing.training_cost` with ``cache_prefix`` matching: prefix once per sample, the rest
 every epoch). Speed-ups are relative to ``k = 0``.
@@ -48,7 +49,7 @@ TOLERANCE = 0.2
 
 
 def run_point(args: argparse.Namespace, data, share: int, cache: str, meter) -> dict:
-    """Train one branch; return measured figures."""
+    """Train one branch once; return its measured figures."""
     grown, task = grown_with_branch(args.model, share, seed=args.seed)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, lr=args.lr, optimizer=args.optimizer,
                       weight_decay=args.weight_decay, seed=args.seed, device=args.device, cache_features=cache,
@@ -58,12 +59,22 @@ def run_point(args: argparse.Namespace, data, share: int, cache: str, meter) -> 
     res = fit_branch(grown, task, data, cfg, desc=f"k={share} cache={cache}")
     wall = time.perf_counter() - t0
     joules = meter.stop()
-    timed = res.epoch_seconds[args.warmup:] or res.epoch_seconds
+    return {"epoch_seconds": res.epoch_seconds, "feature_seconds": res.feature_seconds, "wall_seconds": wall,
+            "cache_mode": res.cache_mode, "joules": joules}
+
+
+def combine(args: argparse.Namespace, reps: list[dict]) -> dict:
+    """Figures of one configuration from its repeats: median of every timed epoch, median feature pass."""
+    timed = [s for r in reps for s in (r["epoch_seconds"][args.warmup:] or r["epoch_seconds"])]
     median = statistics.median(timed)
-    total = res.feature_seconds + args.epochs * median
-    return {"median_epoch_seconds": median, "feature_seconds": res.feature_seconds,
-            "epoch_seconds": res.epoch_seconds, "total_seconds": total, "wall_seconds": wall,
-            "cache_mode": res.cache_mode, "measured_joules": joules}
+    feature = statistics.median(r["feature_seconds"] for r in reps)
+    joules = [r["joules"] for r in reps]
+    return {"median_epoch_seconds": median, "feature_seconds": feature,
+            "total_seconds": feature + args.epochs * median,
+            "epoch_seconds": [r["epoch_seconds"] for r in reps] if len(reps) > 1 else reps[0]["epoch_seconds"],
+            "wall_seconds": [r["wall_seconds"] for r in reps] if len(reps) > 1 else reps[0]["wall_seconds"],
+            "cache_mode": reps[0]["cache_mode"],
+            "measured_joules": None if any(j is None for j in joules) else statistics.median(joules)}
 
 
 def modelled(args: argparse.Namespace, shape, share: int, cache: bool) -> dict:
@@ -93,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=3, help="epochs per run (the first --warmup are not timed)")
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=2,
+                    help="runs per configuration, interleaved across configurations (figures: medians)")
     ap.add_argument("--shares", default="all", help="comma-separated sharing points, or 'all'")
     ap.add_argument("--optimizer", default="momentum", choices=["sgd", "momentum", "adam"])
     ap.add_argument("--lr", type=float, default=0.01)
@@ -106,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.epochs <= args.warmup:
         ap.error("--epochs must exceed --warmup")
+    if args.repeats < 1:
+        ap.error("--repeats must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     shape = parse_shape(args.input) if args.input else get_entry(args.model).input_shape
@@ -118,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     meter = best_meter(device)
     print(f"# {args.model} {shape}, {args.samples} samples, batch {args.batch}, {args.epochs} epochs "
-          f"(median of the last {args.epochs - args.warmup}), {args.optimizer}, device {device}")
+          f"x {args.repeats} interleaved repeats (median of the epochs after {args.warmup} warm-up), {args.optimizer}, device {device}")
     print(f"# machine: {machine()}")
     print(f"# energy meter: {meter.describe()}")
 
@@ -126,8 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[tuple[int, str]] = [(k, c) for k in shares for c in (("off",) if k == 0 else ("on", "off"))]
     rows: list[dict] = []
     base: dict | None = None
+    measured: dict[tuple[int, str], list[dict]] = {r: [] for r in runs}
+    for rep in range(args.repeats):  # interleaved, alternating order: drift and load hit every point alike
+        for k, cache in (runs if rep % 2 == 0 else runs[::-1]):
+            measured[(k, cache)].append(run_point(args, data, k, cache, meter))
+            if args.repeats > 1:
+                print(f"  repeat {rep + 1}/{args.repeats} k={k} cache={cache}: "
+                      f"{measured[(k, cache)][-1]['wall_seconds']:.2f} s", flush=True)
     for k, cache in runs:
-        m = run_point(args, data, k, cache, meter)
+        m = combine(args, measured[(k, cache)])
         mod = modelled(args, shape, k, cache == "on")
         label = "k=0 full fine-tune" if k == 0 else f"k={k} {'cached' if cache == 'on' else 'uncached'}"
         row = {"label": label, "share": k, "after": points[k].after, "fraction": points[k].fraction, "cache": cache,

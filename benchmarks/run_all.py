@@ -3,7 +3,7 @@
 Writes ``out/bench/`` (or ``--out``):
 
 - ``measured.json``: :mod:`bench_train` (measured vs modelled training cost per sharing point, the report's
-  "measured" section format: ``energymodel report --measured out/bench/measured.json``, or a recipe's
+  "measured" section format: ``python -m energymodel report RECIPE.toml --measured out/bench/measured.json``, or a recipe's
   ``[measured]``);
 - ``memory.json``: :mod:`bench_memory` (peak memory, deep sharing point with cached features vs k = 0);
 - ``profile.json``: :mod:`bench_profile` (``energymodel.profile`` vs fvcore);
@@ -43,7 +43,7 @@ def commands(out: Path, quick: bool) -> dict[str, list[str]]:
     profile = ["--json", str(out / "profile.json")]
     sweep: list[str] = []
     if quick:
-        train += ["--samples", "256", "--batch", "64", "--epochs", "2", "--shares", "0,2,4"]
+        train += ["--samples", "256", "--batch", "64", "--epochs", "2", "--repeats", "1", "--shares", "0,2,4"]
         memory += ["--samples", "256", "--batch", "64"]
         profile += ["--model", "smallcnn", "--repeats", "3", "--warmup", "1"]
         sweep += ["--model", "cifar_resnet20", "--classes", "10", "--points", "2000", "--subset", "3", "--repeat", "1"]

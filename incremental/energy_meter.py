@@ -169,10 +169,10 @@ def best_meter(device: Any = None, *, cuda_available: bool | None = None) -> Ene
 
     if cuda_available is None:
         cuda_available = torch.cuda.is_available()
-    if device is not None and torch.device(device).type != "cuda":
-        return NullMeter(f"{NO_METER}: {device} is not a CUDA device (no energy counter for CPUs here)")
     if not cuda_available:
         return NullMeter(f"{NO_METER}: CPU-only machine (no CUDA device)")
+    if device is not None and torch.device(device).type != "cuda":
+        return NullMeter(f"{NO_METER}: {device} is not a CUDA device (no energy counter for CPUs here)")
     index = torch.device(device).index if device is not None else None
     if index is None:
         index = torch.cuda.current_device() if torch.cuda.is_available() else 0
