@@ -220,6 +220,32 @@ class _Tracer:
         )
 
 
+def _add_container_parameters(
+    model: nn.Module, tracer: _Tracer, frozen: set[str], trainable: set[int], mode: str
+) -> None:
+    """Record parameters owned directly by a non-leaf module (``nn.Parameter`` used inside a ``forward``).
+
+    Their arithmetic is seen as functional aten ops; this row carries their storage, gradient and
+    optimizer update (kind ``aten.(parameters)``), so no parameter is left out of the totals.
+    """
+    for name, module in model.named_modules():
+        if _is_leaf(module):
+            continue
+        params = list(module.parameters(recurse=False))
+        if not params:
+            continue
+        n_train = sum(p.numel() for p in params if id(p) in trainable) if mode == "training" else 0
+        tracer.calls.append(
+            Call(
+                index=len(tracer.calls), name=f"{name}.(parameters)" if name else "(parameters)",
+                kind="aten.(parameters)", module=None, input_shapes=[], output_shapes=[],
+                input_requires_grad=False, params=sum(p.numel() for p in params), trainable_params=n_train,
+                train_form=mode == "training" and name not in frozen, first_call=True, op="(parameters)",
+                param_shapes={k: tuple(p.shape) for k, p in module.named_parameters(recurse=False)},
+            )
+        )
+
+
 def _is_leaf(module: nn.Module) -> bool:
     return next(module.children(), None) is None
 
@@ -296,6 +322,7 @@ def trace(
         for h in handles:
             h.remove()
     out_t = next(_tensors(out), None)
+    _add_container_parameters(model, tracer, frozen_set, trainable, mode)
     total = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if id(p) in trainable)
     return Trace(

@@ -379,6 +379,7 @@ _VIEW_OPS = (
     "view", "_unsafe_view", "reshape", "flatten", "t", "transpose", "permute", "expand", "squeeze",
     "unsqueeze", "slice", "select", "as_strided", "unbind", "split", "split_with_sizes", "chunk",
     "expand_as", "view_as", "unflatten", "dropout",
+    "(parameters)",  # parameters of a container module: their arithmetic is counted by the aten rows
 )
 
 ATEN_RULES: dict[str, Rule] = {

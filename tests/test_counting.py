@@ -565,3 +565,25 @@ def test_worked_example_in_the_doc_equals_profile(resnet18_cifar, tag, pinned, m
         assert math.isclose(float(r[key]), value, rel_tol=1e-12, abs_tol=1e-6), (key, float(r[key]), value)
     for key, value in pinned.items():
         assert math.isclose(doc[key], value, rel_tol=1e-12, abs_tol=1e-6), key
+
+
+def test_parameters_of_a_container_module_are_counted():
+    """An nn.Parameter owned by a non-leaf module (used in its forward) still has storage and an update."""
+
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+            self.scale = nn.Parameter(torch.ones(3))
+
+        def forward(self, x):
+            return self.fc(x.flatten(1)) * self.scale
+
+    model = Scaled()
+    prof = profile(model, (4,), batch=2, mode="training", optimizer="sgd")
+    row = prof.layers[prof.layers["name"] == "(parameters)"].iloc[0]
+    assert row["params"] == 3 and row["trainable"]
+    assert row["update_ops"] == 3 * 2  # sgd: 1 mult + 1 add per parameter
+    assert prof.totals["params"] == sum(p.numel() for p in model.parameters()) == 18
+    assert prof.totals["storage_bytes"] == 18 * 4
+    assert prof.unmodelled == []
