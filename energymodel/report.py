@@ -215,7 +215,7 @@ def build_report(recipe: Recipe, *, engine: dict | None = None, measured: dict |
     from .blocks import as_block_net
     from .modelspec import resolve_model
     from .profile import profile
-    from .sharing import compare, sharing_points
+    from .sharing import compare, sharing_points, strategy_ledgers
     from .sweep import breakeven, prepare_sweep
     from .table import load_table
 
@@ -232,10 +232,13 @@ def build_report(recipe: Recipe, *, engine: dict | None = None, measured: dict |
     table = load_table(recipe.table)
     prof = profile(model, shape, batch=recipe.batch, mode="training", optimizer=recipe.optimizer, table=table,
                    warn=False)
-    cmp = compare(model, shape, share=recipe.share, new_classes=recipe.new_classes, samples_new=recipe.samples_new,
-                  samples_old=recipe.samples_old, epochs=recipe.epochs, batch=recipe.batch,
-                  optimizer=recipe.optimizer, table=table, cache_prefix=recipe.cache_prefix, tasks=recipe.tasks)
+    settings = {"new_classes": recipe.new_classes, "samples_new": recipe.samples_new, "samples_old": recipe.samples_old,
+                "epochs": recipe.epochs, "batch": recipe.batch, "optimizer": recipe.optimizer,
+                "cache_prefix": recipe.cache_prefix, "tasks": recipe.tasks}
+    ledgers = strategy_ledgers(model, shape, share=recipe.share, **settings)  # traced once, priced below
+    cmp = compare(model, shape, share=recipe.share, table=table, ledgers=ledgers, **settings)
     sweeps = []
+    own_key = tuple(recipe.share) if recipe.share is not None else None
     prepared: dict[Any, Any] = {}
     for i, spec in enumerate(recipe.sweeps):
         share = spec.share if spec.share is not None else recipe.share
@@ -245,7 +248,7 @@ def build_report(recipe: Recipe, *, engine: dict | None = None, measured: dict |
                 model, shape, share=share, table=table, samples_new=recipe.samples_new,
                 samples_old=recipe.samples_old, epochs=recipe.epochs, batch=recipe.batch,
                 optimizer=recipe.optimizer, new_classes=recipe.new_classes, cache_prefix=recipe.cache_prefix,
-                tasks=recipe.tasks,
+                tasks=recipe.tasks, ledgers=ledgers if cache_key == own_key else None,
             )
         frame = prepared[cache_key].evaluate(spec.vary)
         be = breakeven(frame, key=spec.key, target=spec.target, against=spec.against)

@@ -46,7 +46,7 @@ from .table import EnergyTable
 
 __all__ = [
     "SharingPoint", "sharing_points", "block_prefixes", "Ledger", "TrainingCost", "training_cost",
-    "training_ledger", "compare", "resolve_points", "COST_COLUMNS",
+    "training_ledger", "compare", "StrategyLedgers", "strategy_ledgers", "resolve_points", "COST_COLUMNS",
 ]
 
 
@@ -382,6 +382,63 @@ def _inference_counts(net: BlockNet, input_shape: Sequence[int]) -> Counts:
     return count(trace(net, input_shape, mode="inference"), batch=1, warn=False)
 
 
+@dataclass
+class StrategyLedgers:
+    """The unpriced training ledgers of every strategy compared, built once and priced many times.
+
+    ``branch[k]``: clone-and-branch at sharing point ``k`` (``k = 0`` is regular incremental learning) on the
+    new task's data; ``retraining``: one network over all classes (``full_net``) trained on old + new data.
+    Each value is ``(Ledger, facts)`` as returned by :func:`training_ledger`.
+    """
+
+    net: BlockNet
+    requested: list[int]
+    shares: list[int]
+    branch: dict[int, tuple[Ledger, dict]]
+    full_net: BlockNet
+    retraining: tuple[Ledger, dict]
+    old_classes: int
+    new_classes: int
+    tasks: int
+
+
+def strategy_ledgers(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    share: Iterable[float | int] | None = None,
+    new_classes: int | None = None,
+    old_classes: int | None = None,
+    samples_new: int = 5000,
+    samples_old: int = 5000,
+    epochs: int = 10,
+    batch: int = 128,
+    optimizer: str = "sgd",
+    cache_prefix: bool = False,
+    tasks: int = 1,
+) -> StrategyLedgers:
+    """Trace and count every strategy of :func:`compare` once (see the module docstring for the strategies)."""
+    net = _block_net(model)
+    for label, value in (("old_classes", old_classes), ("new_classes", new_classes)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+            raise UserError(f"{label} must be a positive integer, got {value!r}")
+    if isinstance(tasks, bool) or not isinstance(tasks, numbers.Integral) or tasks < 1:
+        raise UserError(f"tasks must be a positive integer, got {tasks!r}")
+    old_classes = int(old_classes or _num_classes(net))
+    new_classes = int(new_classes or old_classes)
+    requested = resolve_points(net, share)
+    shares = sorted({0, *requested})
+    branch = {
+        k: training_ledger(net, input_shape, share=k, samples=samples_new, epochs=epochs, batch=batch,
+                           optimizer=optimizer, num_classes=new_classes, cache_prefix=cache_prefix)
+        for k in shares
+    }
+    full_net = _with_classes(net, old_classes + tasks * new_classes)
+    retraining = training_ledger(full_net, input_shape, share=0, samples=samples_old + samples_new * tasks,
+                                 epochs=epochs, batch=batch, optimizer=optimizer)
+    return StrategyLedgers(net, requested, shares, branch, full_net, retraining, old_classes, new_classes, int(tasks))
+
+
 def compare(
     model: nn.Module,
     input_shape: Sequence[int],
@@ -397,6 +454,7 @@ def compare(
     table: str | EnergyTable = "45nm",
     cache_prefix: bool = False,
     tasks: int = 1,
+    ledgers: StrategyLedgers | None = None,
 ) -> pd.DataFrame:
     """Clone-and-branch at every requested sharing point against regular incremental learning and full retraining.
 
@@ -404,20 +462,17 @@ def compare(
     training cost, storage after the task(s), inference cost of the grown network per sample and savings
     ratios (baseline / strategy; > 1 means cheaper). ``tasks`` new tasks of ``new_classes`` classes each
     are learned one after another (training cost is per task; storage and inference for all of them).
+    ``ledgers`` (from :func:`strategy_ledgers` with the same settings) skips building them again.
     """
     tab = as_table(table)
-    net = _block_net(model)
-    for label, value in (("old_classes", old_classes), ("new_classes", new_classes)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
-            raise UserError(f"{label} must be a positive integer, got {value!r}")
-    old_classes = old_classes or _num_classes(net)
-    new_classes = new_classes or old_classes
-    if tasks < 1:
-        raise UserError(f"tasks must be >= 1, got {tasks}")
+    led = ledgers or strategy_ledgers(
+        model, input_shape, share=share, new_classes=new_classes, old_classes=old_classes, samples_new=samples_new,
+        samples_old=samples_old, epochs=epochs, batch=batch, optimizer=optimizer, cache_prefix=cache_prefix,
+        tasks=tasks,
+    )
+    net, old_classes, new_classes, tasks = led.net, led.old_classes, led.new_classes, led.tasks
     points = {p.index: p for p in sharing_points(net, input_shape)}
-    ks = resolve_points(net, share)
-    if 0 not in ks:
-        ks = [0, *ks]
+    ks = led.shares
     prefixes = block_prefixes(net)
     bits = tab.word_bytes
     # inference: base network (old classes) and a branch network (new classes)
@@ -429,22 +484,15 @@ def compare(
     base_params = sum(p.numel() for p in net.parameters())
     rows = []
     for k in ks:
-        ledger, facts = training_ledger(
-            net, input_shape, share=k, samples=samples_new, epochs=epochs, batch=batch, optimizer=optimizer,
-            num_classes=new_classes, cache_prefix=cache_prefix,
-        )
+        ledger, facts = led.branch[k]
         inf = Ledger()
         inf.add(base_inf, 1.0)
         inf.add(branch_inf, tasks, ~_prefix_mask(branch_inf, prefixes[:k]))
         storage_params = base_params + tasks * (sum(params_blocks[k:]) + head_new)
         rows.append(_row("partial-sharing", k, points[k], ledger, facts, inf, storage_params, 0.0, tab, bits))
     # full retraining: one network over all classes, trained on old + new data
-    all_classes = old_classes + tasks * new_classes
-    full_net = _with_classes(net, all_classes)
-    ledger, facts = training_ledger(
-        full_net, input_shape, share=0, samples=samples_old + samples_new * tasks, epochs=epochs, batch=batch,
-        optimizer=optimizer,
-    )
+    full_net = led.full_net
+    ledger, facts = led.retraining
     inf = Ledger()
     inf.add(_inference_counts(full_net, input_shape), 1.0)
     storage_params = sum(p.numel() for p in full_net.parameters())

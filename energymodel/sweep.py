@@ -33,11 +33,10 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from .blocks import BlockNet, as_block_net, head_with_classes
 from .errors import UserError
 from .price import FEATURES
 from .profile import as_table
-from .sharing import Ledger, SharingPoint, resolve_points, sharing_points, training_ledger
+from .sharing import Ledger, SharingPoint, StrategyLedgers, sharing_points, strategy_ledgers
 from .table import LEVELS, OPERATIONS, SWEEP_KEYS, EnergyTable, resolve_key
 
 __all__ = [
@@ -337,41 +336,31 @@ def prepare_sweep(
     old_classes: int | None = None,
     cache_prefix: bool = False,
     tasks: int = 1,
+    ledgers: StrategyLedgers | None = None,
 ) -> SweepLedgers:
     """Trace and count every strategy once: clone-and-branch at each requested sharing point (and at 0,
     regular incremental learning) and full retraining, with the same settings as
     :func:`energymodel.sharing.compare` (``tasks`` new tasks: full retraining covers all their classes
-    and data; clone-and-branch and regular incremental learning cost the same for each task)."""
-    if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
-        raise UserError(f"tasks must be a positive integer, got {tasks!r}")
+    and data; clone-and-branch and regular incremental learning cost the same for each task). ``ledgers``
+    (from :func:`energymodel.sharing.strategy_ledgers` with the same settings) skips building them again."""
     tab = as_table(table)
-    try:  # a model that is not a BlockNet, or has no classifier: one line, as in compare()
-        net = as_block_net(model)
-        old_classes = old_classes or net.num_classes
-        new_classes = new_classes or old_classes
-        full_head = head_with_classes(net.head, old_classes + tasks * new_classes)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    points = sharing_points(net)
-    shares = resolve_points(net, share)
-    ledgers: dict[int, Ledger] = {}
-    for k in sorted({0, *shares}):
-        ledgers[k], _ = training_ledger(
-            net, input_shape, share=k, samples=samples_new, epochs=epochs, batch=batch, optimizer=optimizer,
-            num_classes=new_classes, cache_prefix=cache_prefix,
-        )
-    full_net = BlockNet(list(net.blocks.named_children()), full_head)
-    retraining, _ = training_ledger(  # as in compare(): one network over all classes, old + new data
-        full_net, input_shape, share=0, samples=samples_old + samples_new * tasks,
-        epochs=epochs, batch=batch, optimizer=optimizer,
+    led = ledgers or strategy_ledgers(
+        model, input_shape, share=share, new_classes=new_classes, old_classes=old_classes, samples_new=samples_new,
+        samples_old=samples_old, epochs=epochs, batch=batch, optimizer=optimizer, cache_prefix=cache_prefix,
+        tasks=tasks,
     )
+    points = sharing_points(led.net)
+    shares = led.requested
+    ledgers_by_k = {k: ledger for k, (ledger, _) in led.branch.items()}
+    retraining = led.retraining[0]
+    new_classes, old_classes = led.new_classes, led.old_classes
     settings = {
         "model": type(model).__name__, "input_shape": list(input_shape), "table": tab.name,
         "samples_new": samples_new, "samples_old": samples_old, "epochs": epochs, "batch": batch,
         "optimizer": optimizer, "new_classes": new_classes, "old_classes": old_classes, "cache_prefix": cache_prefix,
         "tasks": tasks,
     }
-    return SweepLedgers(tab, points, shares, ledgers, retraining, settings)
+    return SweepLedgers(tab, points, shares, ledgers_by_k, retraining, settings)
 
 
 def sweep(
