@@ -15,7 +15,7 @@ and by forward MACs (same ratio for MACs).
 - *clone-and-branch at k*: blocks ``[0,k)`` shared and frozen (forward only, evaluation form, nothing
   saved for backward); blocks ``[k,n)`` and a head for the new classes cloned and trained on the new data.
   With ``cache_prefix`` the shared prefix runs once per sample instead of once per epoch (its outputs are
-  cached in DRAM: written once, read every epoch).
+  cached in DRAM: written once; the branch's entry layers read them from DRAM every epoch).
 - *regular incremental learning*: the same at ``k = 0`` (a full clone trained on the new data).
 - *full retraining*: one network with a classifier over old + new classes, every layer trained on old +
   new data (``samples_old + samples_new``); it must keep the old data (``data_storage_bytes``).
@@ -27,6 +27,7 @@ network (per sample): the shared prefix once, then the base network's rest and e
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Iterable, Sequence
@@ -324,12 +325,12 @@ def training_ledger(
             continue
         if cache:
             ledger.add(c, n, pmask)  # the shared prefix runs once per sample
-            ledger.add(c, n * epochs, ~pmask)
+            ledger.add(_reading_cache(c, pmask), n * epochs, ~pmask)  # the branch reads the cache every epoch
         else:
             ledger.add(c, n * epochs)
     if cache:
         feat = _prefix_output_words(ref, pmask) / ref.batch
-        ledger.extra_dram_words = samples * feat * (1 + epochs)  # write the cache once, read it every epoch
+        ledger.extra_dram_words = samples * feat  # the cache is written to DRAM once
     facts = {
         "steps": (full + (1 if rem else 0)) * epochs,
         "trainable_params": ref.trainable_params,
@@ -337,6 +338,26 @@ def training_ledger(
         "uncached": not cache,
     }
     return ledger, facts
+
+
+def _reading_cache(counts: Counts, pmask: np.ndarray) -> Counts:
+    """``counts`` with the branch's entry reads served from DRAM: the feature cache.
+
+    A branch call whose input needs no gradient and has the size of the frozen prefix's output reads that
+    output; with cached features it comes from the cache in DRAM every epoch, whatever its size (its
+    forward input read, the first forward activation access of the call, is moved to DRAM by giving it an
+    infinite deciding size).
+    """
+    layers = counts.layers
+    feat = _prefix_output_words(counts, pmask)
+    entry = (~pmask) & (~layers["input_requires_grad"].to_numpy(dtype=bool))
+    entry &= (layers["input_words"].to_numpy() == feat) & (feat > 0)
+    acc = counts.accesses.copy()
+    fwd_act = (acc["operand"] == "activation") & (acc["phase"] == "forward")
+    first = fwd_act & (acc[fwd_act].groupby("layer").cumcount().reindex(acc.index, fill_value=-1) == 0)
+    rows = first & entry[acc["layer"].to_numpy()]
+    acc.loc[rows, "size_words"] = math.inf
+    return dataclasses.replace(counts, accesses=acc)
 
 
 def _prefix_output_words(counts: Counts, pmask: np.ndarray) -> float:

@@ -176,3 +176,20 @@ def test_inference_of_the_grown_network(compared) -> None:
     # base network once, then each of the 2 branches from its sharing point on
     for k, macs in zip(part["share"], part["inference_macs"]):
         assert macs == sum(MACS) + 640 + 2 * (sum(MACS[k:]) + 640), k
+
+
+def test_cached_features_are_written_once_and_read_from_dram_every_epoch() -> None:
+    """With every tensor fitting on chip, the only DRAM traffic is the input images (uncached: every
+    epoch) or the input images once + the feature cache written once and read by the branch every epoch."""
+    from energymodel.table import load_table
+
+    table = load_table("45nm").with_values({"buffer_bytes": 2**40})
+    model = build("smallcnn", num_classes=5)
+    samples, epochs, k = 300, 3, 2
+    kw = dict(samples=samples, batch=100, epochs=epochs, table=table, share=k)
+    plain = training_cost(model, (1, 28, 28), **kw)
+    cached = training_cost(model, (1, 28, 28), cache_prefix=True, **kw)
+    image = 28 * 28
+    feat = 32 * 14 * 14  # output of block conv2 (32 channels, pooled to 14x14)
+    assert plain.dram_accesses == samples * image * epochs
+    assert cached.dram_accesses == samples * image + samples * feat * (1 + epochs)
