@@ -16,7 +16,10 @@ import pandas as pd
 from .atomic import write_text
 from .errors import UserError
 
-__all__ = ["main", "emit", "add_common_table", "build_parser"]
+__all__ = [
+    "main", "emit", "add_common_table", "add_model_args", "add_strategy_args", "add_format_args", "model_and_shape",
+    "strategy_settings", "parse_share", "build_parser",
+]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,13 +67,13 @@ def add_common_table(p: argparse.ArgumentParser) -> None:
     p.add_argument("--table", default="45nm", help="energy table: a shipped name (see `energymodel tables`) or a .toml file")
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="zoo name, package.module:factory or path/to/file.py:factory")
     p.add_argument("--input", help="input shape C,H,W (default: the zoo model's own)")
     p.add_argument("--classes", type=int, help="number of classes of the model (default: the model's)")
 
 
-def _model_and_shape(args) -> tuple:
+def model_and_shape(args) -> tuple:
     from .modelspec import parse_shape, resolve_model
 
     resolved = resolve_model(args.model, args.classes)
@@ -80,7 +83,7 @@ def _model_and_shape(args) -> tuple:
     return resolved.model, shape
 
 
-def _fmt_args(p: argparse.ArgumentParser) -> None:
+def add_format_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.add_argument("-o", "--output", help="write here (atomically) instead of stdout")
 
@@ -90,21 +93,21 @@ def _fmt_args(p: argparse.ArgumentParser) -> None:
 
 def _profile_parser(sub) -> None:
     p = sub.add_parser("profile", help="per-layer MACs, memory accesses, storage and energy of one pass/step")
-    _add_model_args(p)
+    add_model_args(p)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--mode", choices=("inference", "training"), default="inference")
     p.add_argument("--frozen", default="", help="comma-separated module prefixes whose parameters do not train")
     p.add_argument("--optimizer", choices=("sgd", "momentum", "adam"), default="sgd")
     p.add_argument("--weight-decay", action="store_true", help="charge weight decay in the update")
     add_common_table(p)
-    _fmt_args(p)
+    add_format_args(p)
     p.set_defaults(func=_run_profile)
 
 
 def _run_profile(args) -> None:
     from .profile import LAYER_COLUMNS, profile
 
-    model, shape = _model_and_shape(args)
+    model, shape = model_and_shape(args)
     frozen = [f for f in args.frozen.split(",") if f.strip()]
     prof = profile(model, shape, batch=args.batch, mode=args.mode, frozen=frozen, optimizer=args.optimizer,
                    table=args.table, weight_decay=args.weight_decay)
@@ -137,9 +140,8 @@ def parse_share(text: str | None) -> list[float | int] | None:
     return out
 
 
-def _compare_parser(sub) -> None:
-    p = sub.add_parser("compare", help="clone-and-branch at each sharing point vs regular incremental learning and full retraining")
-    _add_model_args(p)
+def add_strategy_args(p: argparse.ArgumentParser) -> None:
+    """The settings of learning a new task that ``compare`` and ``sweep`` share (see :func:`strategy_settings`)."""
     p.add_argument("--share", help="sharing points (indices 0..n) or fractions (0.5); default: all")
     p.add_argument("--new-classes", type=int, help="classes of the new task (default: as many as the model has)")
     p.add_argument("--samples-new", type=int, default=5000, help="training samples of the new task")
@@ -149,18 +151,30 @@ def _compare_parser(sub) -> None:
     p.add_argument("--tasks", type=int, default=1, help="number of new tasks (storage and inference of all)")
     p.add_argument("--optimizer", choices=("sgd", "momentum", "adam"), default="sgd")
     p.add_argument("--cache-prefix", action="store_true", help="run the shared prefix once per sample (cached features)")
+
+
+def strategy_settings(args) -> dict:
+    """Keyword arguments of :func:`energymodel.sharing.strategy_ledgers` from :func:`add_strategy_args` flags."""
+    out = {"share": parse_share(args.share), "new_classes": args.new_classes, "samples_new": args.samples_new,
+           "samples_old": args.samples_old, "epochs": args.epochs, "batch": args.batch,
+           "optimizer": args.optimizer, "cache_prefix": args.cache_prefix, "tasks": args.tasks}
+    return out
+
+
+def _compare_parser(sub) -> None:
+    p = sub.add_parser("compare", help="clone-and-branch at each sharing point vs regular incremental learning and full retraining")
+    add_model_args(p)
+    add_strategy_args(p)
     add_common_table(p)
-    _fmt_args(p)
+    add_format_args(p)
     p.set_defaults(func=_run_compare)
 
 
 def _run_compare(args) -> None:
     from .sharing import compare
 
-    model, shape = _model_and_shape(args)
-    df = compare(model, shape, share=parse_share(args.share), new_classes=args.new_classes,
-                 samples_new=args.samples_new, samples_old=args.samples_old, epochs=args.epochs, batch=args.batch,
-                 optimizer=args.optimizer, table=args.table, cache_prefix=args.cache_prefix, tasks=args.tasks)
+    model, shape = model_and_shape(args)
+    df = compare(model, shape, table=args.table, **strategy_settings(args))
     if args.format == "table":
         cols = ["strategy", "share", "after", "fraction", "macs", "energy_pj", "dram_accesses", "storage_bytes",
                 "inference_energy_pj", "savings_energy_vs_regular", "savings_energy_vs_retraining"]
@@ -174,8 +188,8 @@ def _run_compare(args) -> None:
 
 def _points_parser(sub) -> None:
     p = sub.add_parser("points", help="list a model's sharing points and fractions")
-    _add_model_args(p)
-    _fmt_args(p)
+    add_model_args(p)
+    add_format_args(p)
     p.set_defaults(func=_run_points)
 
 
@@ -184,7 +198,7 @@ def _run_points(args) -> None:
 
     from .sharing import sharing_points
 
-    model, shape = _model_and_shape(args)
+    model, shape = model_and_shape(args)
     df = pd.DataFrame([asdict(p) for p in sharing_points(model, shape)])
     emit(df, args.format, args.output)
 
@@ -195,7 +209,7 @@ def _run_points(args) -> None:
 def _tables_parser(sub) -> None:
     p = sub.add_parser("tables", help="list shipped energy tables, or show/check one")
     p.add_argument("table", nargs="?", help="a shipped name or a .toml file to validate and show")
-    _fmt_args(p)
+    add_format_args(p)
     p.set_defaults(func=_run_tables)
 
 

@@ -20,7 +20,7 @@ _TABLE_COLUMNS = [
 
 def add_parser(subparsers) -> None:
     """Register ``sweep`` on the ``energymodel`` sub-command parser."""
-    from .cli import add_common_table
+    from .cli import add_common_table, add_format_args, add_model_args, add_strategy_args
 
     p = subparsers.add_parser(
         "sweep", help="vary energy-table entries (DRAM pJ, buffer size, word bits ...) and report savings",
@@ -28,21 +28,12 @@ def add_parser(subparsers) -> None:
         "grid point and sharing point, the training energy of clone-and-branch against regular incremental "
         "learning and full retraining at the same grid point, then the break-even points.",
     )
-    p.add_argument("model", help="zoo name, package.module:factory or path/to/file.py:factory")
-    p.add_argument("--input", help="input shape C,H,W (default: the zoo model's own)")
-    p.add_argument("--classes", type=int, help="number of classes of the model (default: the model's)")
+    add_model_args(p)
     p.add_argument("--vary", action="append", required=True, metavar="KEY=START:STOP:N",
                    help="a table entry and its grid, e.g. dram=100:2000:20, buffer=1e4:1e8:9log or bits=8,16,32; "
                    "keys: mac add mult cmp rf sram dram buffer_bytes rf_accesses_per_op bits (repeatable)")
     p.add_argument("--log", action="store_true", help="geometric (log-spaced) grids for every --vary range")
-    p.add_argument("--share", help="sharing points (indices 0..n) or fractions (0.5); default: all")
-    p.add_argument("--new-classes", type=int, help="classes of the new task (default: as many as the model has)")
-    p.add_argument("--samples-new", type=int, default=5000, help="training samples of the new task")
-    p.add_argument("--samples-old", type=int, default=5000, help="training samples of the old task(s)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--optimizer", choices=("sgd", "momentum", "adam"), default="sgd")
-    p.add_argument("--cache-prefix", action="store_true", help="run the shared prefix once per sample (cached features)")
+    add_strategy_args(p)
     p.add_argument("--target", type=float, default=1.0,
                    help="savings (x) whose crossing is reported as break-even (default 1.0: stops paying off)")
     p.add_argument("--against", choices=("regular", "retraining"), default="regular",
@@ -50,8 +41,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--breakeven-key", help="break-even along this key (default: dram_mac_ratio when dram or mac "
                    "is varied, else the first --vary key)")
     add_common_table(p)
-    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    p.add_argument("-o", "--output", help="write here (atomically) instead of stdout")
+    add_format_args(p)
     p.set_defaults(func=run)
 
 
@@ -70,7 +60,7 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> None:
-    from .cli import _model_and_shape, emit, parse_share
+    from .cli import emit, model_and_shape, strategy_settings
     from .sweep import breakeven, format_breakeven, parse_vary, sweep
 
     vary: dict = {}
@@ -79,10 +69,8 @@ def run(args: argparse.Namespace) -> None:
         if key in vary:
             raise UserError(f"--vary {key} given twice")
         vary[key] = values
-    model, shape = _model_and_shape(args)
-    df = sweep(model, shape, vary, share=parse_share(args.share), table=args.table, samples_new=args.samples_new,
-               samples_old=args.samples_old, epochs=args.epochs, batch=args.batch, optimizer=args.optimizer,
-               new_classes=args.new_classes, cache_prefix=args.cache_prefix)
+    model, shape = model_and_shape(args)
+    df = sweep(model, shape, vary, table=args.table, **strategy_settings(args))
     be = breakeven(df, key=args.breakeven_key, target=args.target, against=args.against)
     if args.format == "table":
         text = _human(df[[*df.attrs["vary"], *_TABLE_COLUMNS]])
