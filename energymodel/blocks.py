@@ -21,7 +21,8 @@ from collections.abc import Iterable
 
 from torch import nn
 
-__all__ = ["BlockNet", "as_block_net", "classifier_of", "head_with_classes", "split_at", "conv_linear_names"]
+__all__ = ["BlockNet", "as_block_net", "classifier_of", "head_with_classes", "split_at", "conv_linear_names",
+           "replace_module"]
 
 
 class BlockNet(nn.Module):
@@ -89,14 +90,22 @@ def head_with_classes(head: nn.Module, num_classes: int) -> nn.Module:
     new = copy.deepcopy(head)
     old = classifier_of(new)
     fresh = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
-    if new is old:
-        return fresh
-    for parent in new.modules():
+    return replace_module(new, old, fresh)
+
+
+def replace_module(root: nn.Module, old: nn.Module, new: nn.Module) -> nn.Module:
+    """Put ``new`` where ``old`` sits inside ``root`` (or return ``new`` when ``old`` is ``root``); return the root.
+
+    Raises ``ValueError`` when ``old`` is not a submodule of ``root``.
+    """
+    if root is old:
+        return new
+    for parent in root.modules():
         for name, child in parent.named_children():
             if child is old:
-                setattr(parent, name, fresh)
-                return new
-    raise AssertionError("classifier not found in its own head")  # pragma: no cover
+                setattr(parent, name, new)
+                return root
+    raise ValueError(f"{type(old).__name__} is not a submodule of {type(root).__name__}")
 
 
 def split_at(model: nn.Module, k: int) -> tuple[nn.Sequential, nn.Sequential]:

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, Dataset
 
-from energymodel.blocks import as_block_net, classifier_of
+from energymodel.blocks import as_block_net, classifier_of, replace_module
 from energymodel.errors import UserError
 
 from .branching import GrownNet, _check_classes
@@ -105,12 +105,7 @@ def extend_classifier(model: nn.Module, n_new: int) -> nn.Module:
             new.bias[: old.out_features].copy_(old.bias)
     for p in new.parameters():
         p.requires_grad_(old.weight.requires_grad)
-    for parent in model.modules():
-        for name, child in parent.named_children():
-            if child is old:
-                setattr(parent, name, new)
-                return model
-    raise ValueError("the classifier is not a child module of the model")  # pragma: no cover
+    return replace_module(model, old, new)
 
 
 class OffsetLabels(Dataset):
