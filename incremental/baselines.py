@@ -39,7 +39,7 @@ from torch.utils.data import ConcatDataset, Dataset
 from energymodel.blocks import as_block_net, classifier_of, replace_module
 from energymodel.errors import UserError
 
-from .branching import GrownNet, _check_classes
+from .branching import GrownNet, TaskPredictor, _check_classes
 from .train import FitResult, TrainConfig, count_parameters, fit, fit_branch
 
 __all__ = [
@@ -123,7 +123,7 @@ class OffsetLabels(Dataset):
         return x, y + self.offset
 
 
-class SingleNet(nn.Module):
+class SingleNet(TaskPredictor, nn.Module):
     """One network whose classifier covers every task's classes; task ``t`` owns a contiguous column range.
 
     Offers the predictor interface of :class:`~incremental.branching.GrownNet`. Task-aware prediction takes
@@ -145,10 +145,6 @@ class SingleNet(nn.Module):
 
     def classes_of(self, task: int) -> list[int]:
         return list(self._classes[task])
-
-    @property
-    def all_classes(self) -> list[int]:
-        return [c for cls in self._classes for c in cls]
 
     def columns(self, task: int) -> slice:
         """The classifier columns of ``task``."""
@@ -176,17 +172,9 @@ class SingleNet(nn.Module):
     def forward_task(self, x: Tensor, task: int) -> Tensor:
         return self.model(x)[:, self.columns(task)]
 
-    def predict_task_aware(self, x: Tensor, task: int) -> Tensor:
-        with torch.no_grad():
-            logits = self.forward_task(x, task)
-            ids = torch.tensor(self._classes[task], device=logits.device)
-            return ids[logits.argmax(dim=1)]
-
     def predict_agnostic(self, x: Tensor, calibrated: bool = True) -> Tensor:
         with torch.no_grad():
-            logits = self.model(x)
-            ids = torch.tensor(self.all_classes, device=logits.device)
-            return ids[logits.argmax(dim=1)]
+            return self.to_class_ids(self.model(x), self.all_classes)
 
     def structure(self) -> dict[str, Any]:
         return {"kind": "single", "version": 1, "task_classes": [list(c) for c in self._classes]}

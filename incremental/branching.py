@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from energymodel.blocks import BlockNet, as_block_net, classifier_of, head_with_classes
 from energymodel.errors import UserError
 
-__all__ = ["Branch", "GrownNet", "TaskCalibration"]
+__all__ = ["Branch", "GrownNet", "TaskCalibration", "TaskPredictor"]
 
 STRUCTURE_VERSION = 1
 
@@ -108,7 +108,33 @@ def _device_dtype(module: nn.Module) -> tuple[torch.device, torch.dtype] | None:
     return None
 
 
-class GrownNet(nn.Module):
+class TaskPredictor:
+    """Predictions shared by every predictor: task ``t`` answers with the global class ids ``_classes[t]``.
+
+    A subclass provides ``_classes`` (one list of global ids per task, in its logits' column order) and
+    ``forward_task(x, task)``.
+    """
+
+    _classes: list[list[int]]
+
+    @property
+    def all_classes(self) -> list[int]:
+        """Global class ids of all tasks concatenated in task order (the columns of task-agnostic logits)."""
+        return [c for cls in self._classes for c in cls]
+
+    @staticmethod
+    def to_class_ids(logits: Tensor, classes: Sequence[int]) -> Tensor:
+        """The global class id of each row's argmax column (``classes[j]`` is column ``j``'s id)."""
+        ids = torch.tensor(list(classes), device=logits.device)
+        return ids[logits.argmax(dim=1)]
+
+    def predict_task_aware(self, x: Tensor, task: int) -> Tensor:
+        """Global class ids predicted when the task is known (argmax within that task's classes)."""
+        with torch.no_grad():
+            return self.to_class_ids(self.forward_task(x, task), self._classes[task])
+
+
+class GrownNet(TaskPredictor, nn.Module):
     """A base network plus one clone-and-branch branch per later task.
 
     Parameters
@@ -160,11 +186,6 @@ class GrownNet(nn.Module):
         """Global class ids of ``task`` (copy), in the order of its classifier's outputs."""
         self._check_task(task)
         return list(self._classes[task])
-
-    @property
-    def all_classes(self) -> list[int]:
-        """Global class ids of all tasks concatenated in task order (the columns of task-agnostic logits)."""
-        return [c for cls in self._classes for c in cls]
 
     def branch(self, task: int) -> Branch:
         """The :class:`Branch` record of ``task`` (task 0 wraps the base head; its module is not registered)."""
@@ -358,22 +379,13 @@ class GrownNet(nn.Module):
             raise ValueError(f"expected logits of {self.tasks} tasks, got {len(logits)}")
         return [self.calibration[t](lg) for t, lg in enumerate(logits)]
 
-    def predict_task_aware(self, x: Tensor, task: int) -> Tensor:
-        """Global class ids predicted when the task is known (argmax within that task's classes)."""
-        with torch.no_grad():
-            logits = self.forward_task(x, task)
-            ids = torch.tensor(self._classes[task], device=logits.device)
-            return ids[logits.argmax(dim=1)]
-
     def predict_agnostic(self, x: Tensor, calibrated: bool = True) -> Tensor:
         """Global class ids predicted without the task: argmax over all tasks' concatenated (calibrated) logits."""
         with torch.no_grad():
             logits = self.forward_all(x)
             if calibrated:
                 logits = self.calibrated_logits(logits)
-            cat = torch.cat(logits, dim=1)
-            ids = torch.tensor(self.all_classes, device=cat.device)
-            return ids[cat.argmax(dim=1)]
+            return self.to_class_ids(torch.cat(logits, dim=1), self.all_classes)
 
     # ------------------------------------------------------------------ persistence
     def structure(self) -> dict[str, Any]:
