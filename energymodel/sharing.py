@@ -99,10 +99,13 @@ def block_prefixes(model: nn.Module) -> list[str]:
     return out
 
 
-def sharing_points(model: nn.Module, input_shape: Sequence[int] | None = None) -> list[SharingPoint]:
+def sharing_points(
+    model: nn.Module, input_shape: Sequence[int] | None = None, *, counts: Counts | None = None
+) -> list[SharingPoint]:
     """The ordered sharing points ``0..n`` of ``model`` with their fractions (by layers, params, MACs).
 
-    The MAC fraction needs ``input_shape`` (C,H,W); without it, it is ``None``.
+    The MAC fraction needs ``input_shape`` (C,H,W); without it, it is ``None``. ``counts`` (an inference
+    count of ``model`` at that shape, when the caller has one) saves tracing the model again.
     """
     net = _block_net(model)
     blocks = list(net.blocks.named_children())
@@ -110,8 +113,7 @@ def sharing_points(model: nn.Module, input_shape: Sequence[int] | None = None) -
     param_counts = [sum(p.numel() for p in b.parameters()) for _, b in blocks]
     mac_counts: list[float] | None = None
     if input_shape is not None:
-        tr = trace(model, input_shape, mode="inference")
-        c = count(tr, batch=1, warn=False)
+        c = counts if counts is not None else _inference_counts(model, input_shape)
         prefixes = block_prefixes(model)
         macs = c.layers["macs_forward"].to_numpy()
         names = c.layers["name"].tolist()
@@ -492,12 +494,12 @@ def compare(
         tasks=tasks,
     )
     net, old_classes, new_classes, tasks = led.net, led.old_classes, led.new_classes, led.tasks
-    points = {p.index: p for p in sharing_points(net, input_shape)}
     ks = led.shares
     prefixes = block_prefixes(net)
     bits = tab.word_bytes
     # inference: base network (old classes) and a branch network (new classes)
     base_inf = _inference_counts(net, input_shape)
+    points = {p.index: p for p in sharing_points(net, input_shape, counts=base_inf)}
     branch_net = _with_classes(net, new_classes)
     branch_inf = _inference_counts(branch_net, input_shape)
     params_blocks = [sum(p.numel() for p in b.parameters()) for b in net.blocks.children()]
