@@ -103,6 +103,19 @@ def conv_macs(out_shape: tuple[int, ...], weight_shape: tuple[int, ...]) -> int:
     return _numel(out_shape) * _numel(weight_shape[1:])
 
 
+def _weighted_gemm(call: Call, macs: int) -> Work:
+    """Work of a layer with weights: ``macs`` MACs in each of forward, backward to input and backward to
+    weights; ``|Y|`` bias adds forward and for the bias gradient; the weight gradient keeps the input."""
+    bias = _out(call) if "bias" in call.param_shapes else 0
+    return Work(
+        forward=OpVec(mac=macs, add=bias),
+        backward_input=OpVec(mac=macs),
+        backward_weight=OpVec(mac=macs, add=bias),
+        saved_for_weight_grad=_in0(call),
+        gemm=True,
+    )
+
+
 def conv_rule(call: Call) -> Work:
     """Conv: forward ``MACs = |Y|·(C_in/g)·prod(k)`` (+ ``|Y|`` adds for a bias).
 
@@ -114,15 +127,7 @@ def conv_rule(call: Call) -> Work:
     w = call.param_shapes.get("weight")
     if w is None:
         return Work(modelled=False)
-    macs = conv_macs(call.output_shapes[0], w)
-    bias = _out(call) if "bias" in call.param_shapes else 0
-    return Work(
-        forward=OpVec(mac=macs, add=bias),
-        backward_input=OpVec(mac=macs),
-        backward_weight=OpVec(mac=macs, add=bias),
-        saved_for_weight_grad=_in0(call),
-        gemm=True,
-    )
+    return _weighted_gemm(call, conv_macs(call.output_shapes[0], w))
 
 
 def linear_rule(call: Call) -> Work:
@@ -130,15 +135,7 @@ def linear_rule(call: Call) -> Work:
     w = call.param_shapes.get("weight")
     if w is None:
         return Work(modelled=False)
-    macs = _out(call) * w[1]
-    bias = _out(call) if "bias" in call.param_shapes else 0
-    return Work(
-        forward=OpVec(mac=macs, add=bias),
-        backward_input=OpVec(mac=macs),
-        backward_weight=OpVec(mac=macs, add=bias),
-        saved_for_weight_grad=_in0(call),
-        gemm=True,
-    )
+    return _weighted_gemm(call, _out(call) * w[1])
 
 
 # -- normalisation --------------------------------------------------------------------------------
