@@ -12,6 +12,7 @@ from collections import OrderedDict
 from torch import nn
 
 from ..blocks import BlockNet
+from .resnet import init_weights
 
 __all__ = ["smallcnn"]
 
@@ -48,10 +49,5 @@ def smallcnn(num_classes: int = 10, in_channels: int = 1, dropout: float = 0.25)
         ),
     ]
     model = BlockNet(blocks, nn.Sequential(OrderedDict(fc=nn.Linear(128, num_classes))))
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.constant_(m.weight, 1)
-            nn.init.constant_(m.bias, 0)
+    init_weights(model)  # the ResNet convention: Kaiming-normal convs, BN 1/0
     return model
