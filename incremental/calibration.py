@@ -22,31 +22,24 @@ learned; earlier branches (whose data may be gone) are never recalibrated, yet a
 Calibration changes neither task-aware predictions (``T > 0`` keeps the argmax within a task) nor any
 weight; it is stored as per-task buffers of the :class:`~incremental.branching.GrownNet`.
 
-(b) Sharing-point search
-------------------------
-:func:`search_sharing_point` trains trial branches at candidate sharing points on a subset of the new task
-and chooses the deepest sharing point (most sharing, cheapest) whose held-out accuracy is within
-``tolerance`` of the no-sharing reference (``k = 0``). :func:`sharing_trial` builds the ``train_branch``
-callable for a :class:`~incremental.branching.GrownNet`.
+(b) Sharing-point search: :mod:`incremental.search` (re-exported here).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
 from .branching import GrownNet
-from .train import TrainConfig, evaluate_logits, fit_branch
+from .search import SharingSearch, search_sharing_point, sharing_trial
+from .train import evaluate_logits
 
 __all__ = [
     "CALIBRATION_METHODS",
@@ -164,87 +157,6 @@ def calibrate(
     return out
 
 
-# ---------------------------------------------------------------------------- sharing-point search
-@dataclass
-class SharingSearch:
-    """Result of :func:`search_sharing_point`.
-
-    ``curve``: one row per evaluated sharing point, ascending: ``share``, ``accuracy``, ``drop``
-    (reference − accuracy), ``within_tolerance``, ``chosen``, ``seconds`` and any cost columns.
-    """
-
-    curve: pd.DataFrame
-    chosen: int
-    reference_accuracy: float
-    tolerance: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able copy (NaN → None)."""
-        rows = [
-            {k: (None if isinstance(v, float) and math.isnan(v) else _plain(v)) for k, v in row.items()}
-            for row in self.curve.to_dict(orient="records")
-        ]
-        return {"chosen": self.chosen, "reference_accuracy": self.reference_accuracy,
-                "tolerance": self.tolerance, "curve": rows}
-
-
-def _plain(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else v
-
-
-def search_sharing_point(
-    train_branch: Callable[[int], float],
-    candidates: Sequence[int],
-    tolerance: float,
-    costs: Mapping[int, Mapping[str, Any]] | None = None,
-) -> SharingSearch:
-    """Choose the deepest sharing point whose accuracy is within ``tolerance`` of no sharing.
-
-    ``train_branch(k)`` trains a trial branch at sharing point ``k`` (on a subset of the new task, a few
-    epochs) and returns its held-out accuracy. ``k = 0`` is always evaluated as the reference; every
-    candidate is evaluated (deepest first) so the whole accuracy-vs-sharing curve is reported. The chosen
-    ``k`` is the largest with ``accuracy >= reference - tolerance`` (0 qualifies, so one always exists).
-    ``costs[k]`` (e.g. energy, storage per sharing point) is merged into the curve as extra columns.
-    """
-    if not (tolerance >= 0 and math.isfinite(tolerance)):
-        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance}")
-    shares = sorted({int(k) for k in candidates} | {0})
-    if shares[0] < 0:
-        raise ValueError(f"sharing points must be >= 0, got {shares[0]}")
-    accuracy: dict[int, float] = {}
-    seconds: dict[int, float] = {}
-    for k in sorted(shares, reverse=True):
-        t0 = time.perf_counter()
-        acc = float(train_branch(k))
-        seconds[k] = time.perf_counter() - t0
-        if not math.isfinite(acc):
-            raise ValueError(f"train_branch({k}) returned a non-finite accuracy {acc}")
-        accuracy[k] = acc
-        logger.info("sharing point %d: held-out accuracy %.4f (%.1f s)", k, acc, seconds[k])
-    ref = accuracy[0]
-    within = {k: accuracy[k] >= ref - tolerance - 1e-12 for k in shares}
-    chosen = max(k for k in shares if within[k])
-    rows = []
-    for k in shares:
-        row: dict[str, Any] = {
-            "share": k,
-            "accuracy": accuracy[k],
-            "drop": ref - accuracy[k],
-            "within_tolerance": within[k],
-            "chosen": k == chosen,
-            "seconds": seconds[k],
-        }
-        if costs is not None:
-            for name, value in (costs.get(k) or {}).items():
-                if name in row:
-                    raise ValueError(f"cost column {name!r} clashes with a curve column")
-                row[name] = value
-        rows.append(row)
-    curve = pd.DataFrame(rows)
-    logger.info("sharing-point search: chose k=%d (reference accuracy %.4f, tolerance %.4f)", chosen, ref, tolerance)
-    return SharingSearch(curve=curve, chosen=chosen, reference_accuracy=ref, tolerance=float(tolerance))
-
-
 def random_subset(data: Dataset, n: int, seed: int) -> Dataset:
     """``n`` samples of ``data`` drawn without replacement (seeded); all of it when ``n >= len(data)``."""
     total = len(data)
@@ -262,40 +174,3 @@ def holdout_split(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, D
     n_held = min(max(1, round(fraction * total)), total - 1)
     perm = torch.randperm(total, generator=torch.Generator().manual_seed(seed)).tolist()
     return Subset(data, sorted(perm[n_held:])), Subset(data, sorted(perm[:n_held]))
-
-
-def sharing_trial(
-    grown: GrownNet,
-    train_data: Dataset,
-    val_data: Dataset,
-    num_classes: int,
-    cfg: TrainConfig,
-    *,
-    augment_before_prefix: bool = False,
-) -> Callable[[int], float]:
-    """A ``train_branch(k)`` for :func:`search_sharing_point` on ``grown``.
-
-    Each call grows a temporary branch at ``k`` (cloned from the base, like a real one), trains it on
-    ``train_data`` with ``cfg``, measures task-aware accuracy on ``val_data`` (local labels) and removes
-    the branch again, so ``grown`` is unchanged afterwards (apart from its base being frozen).
-    """
-    placeholder = list(range(-num_classes, 0))  # never a real class id; the branch is removed afterwards
-
-    def train_branch(k: int) -> float:
-        branch = grown.add_branch(k, placeholder)
-        try:
-            fit_branch(grown, branch.task, train_data, cfg, augment_before_prefix=augment_before_prefix,
-                       desc=f"trial k={k}")
-            was_training = branch.module.training
-            branch.module.eval()
-            try:
-                device = next(branch.module.parameters()).device
-                logits, labels = evaluate_logits(lambda x: grown.forward_task(x, branch.task), val_data,
-                                                 cfg.batch_size, device)
-            finally:
-                branch.module.train(was_training)
-            return float((logits.argmax(dim=1) == labels).double().mean())
-        finally:
-            grown.pop_branch()
-
-    return train_branch

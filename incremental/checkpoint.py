@@ -18,7 +18,7 @@ import torch
 from energymodel.atomic import atomic_path
 from energymodel.errors import UserError
 
-__all__ = ["check_checkpoint_object", "load_checkpoint", "save_checkpoint"]
+__all__ = ["check_checkpoint_object", "load_checkpoint", "load_state", "save_checkpoint"]
 
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -58,6 +58,8 @@ def save_checkpoint(path: str | os.PathLike, obj: dict[str, Any]) -> Path:
             torch.save(obj, tmp)
         except OSError as exc:
             raise UserError(f"cannot write checkpoint {target}: {exc.strerror or exc}") from None
+        except RuntimeError as exc:  # torch.save reports a full disk as a RuntimeError from its zip writer
+            raise UserError(f"cannot write checkpoint {target}: {_one_line(exc)}") from None
     return target
 
 
@@ -82,3 +84,25 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(obj, dict):
         raise UserError(f"checkpoint {target} holds a {type(obj).__name__}, not a dict")
     return obj
+
+
+def load_state(module: torch.nn.Module, state: Any, path: str | os.PathLike) -> None:
+    """``module.load_state_dict(state)``; a checkpoint that does not fit the module is one :class:`UserError` line.
+
+    A mismatch usually means the model's code changed between a kill and the resume.
+    """
+    if not isinstance(state, dict):
+        raise UserError(f"checkpoint {path} holds no state dict")
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+        ours = set(module.state_dict())
+        missing, unexpected = sorted(ours - set(state)), sorted(set(state) - ours)
+        what = []
+        if missing:
+            what.append(f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+        if unexpected:
+            what.append(f"unexpected {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}")
+        detail = "; ".join(what) or _one_line(exc)
+        raise UserError(f"checkpoint {path} does not fit the model ({detail}): the model code changed? "
+                        "rerun with --force") from None

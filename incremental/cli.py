@@ -25,6 +25,7 @@ from typing import Any
 from energymodel.errors import UserError
 
 from . import __version__
+from .html_report import write_html_report
 
 __all__ = ["main", "build_parser", "write_html_report", "setup_logging"]
 
@@ -38,12 +39,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class _TqdmHandler(logging.StreamHandler):
+    """Writes log lines through ``tqdm.write`` so that they never overwrite a progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+def progress_wanted() -> bool:
+    """Progress bars only on a terminal: redirected logs get no bars and no carriage returns."""
+    return sys.stderr.isatty()
+
+
 def setup_logging(quiet: bool = False) -> None:
     """Phase lines of the ``incremental`` logger on stderr (``incremental: ...``); warnings only when quiet.
 
-    Under ``torchrun`` ranks other than 0 log errors only.
+    Lines go through ``tqdm.write`` (bars and lines do not overwrite each other). Under ``torchrun`` ranks
+    other than 0 log errors only.
     """
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _TqdmHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("incremental: %(message)s"))
     logger.handlers[:] = [handler]
     rank = os.environ.get("RANK", "0").strip() or "0"
@@ -52,83 +71,6 @@ def setup_logging(quiet: bool = False) -> None:
     else:
         logger.setLevel(logging.WARNING if quiet else logging.INFO)
     logger.propagate = False
-
-
-# ---------------------------------------------------------------------------- report
-def write_html_report(results: dict[str, Any], path: str | Path) -> Path:
-    """Write the HTML report of a finished run's ``results`` (``results.json`` content) with :mod:`energymodel.report`.
-
-    The report holds the run's setup, the analytical sharing comparison of the model at the chosen sharing
-    point (:func:`energymodel.sharing.compare` for the run's task sizes, samples and epochs) and the engine
-    section (``results["report"]``).
-    """
-    try:
-        from energymodel.report import ReportData, engine_section_from_results, versions, write_report
-    except ImportError as exc:
-        raise UserError(f"cannot write the HTML report: energymodel.report is not available ({exc})") from None
-    import datetime as dt
-
-    engine = engine_section_from_results(results["report"])
-    cfg = results["config"]
-    tasks = results["dataset"]["tasks"]
-    setup: dict[str, Any] = {
-        "model": {"spec": results["model"]["name"], "input_shape": results["dataset"]["input_shape"],
-                  "blocks": [p["after"] for p in results["model"]["sharing_points"][1:]],
-                  "sharing_points": len(results["model"]["sharing_points"])},
-        "training": {"base_epochs": cfg["base"]["epochs"], "branch_epochs": cfg["branch"]["epochs"],
-                     "batch": cfg["branch"]["batch"], "optimizer": cfg["branch"]["optimizer"],
-                     "lr": cfg["branch"]["lr"], "augment": cfg["augment"],
-                     "train_images_per_task": [t["train"] for t in tasks],
-                     "test_images_per_task": [t["test"] for t in tasks]},
-        "dataset": f"{results['dataset']['name']} ({results['dataset']['source']})",
-        "tasks": f"{cfg['tasks']}: " + "; ".join(f"task {t['task']} = {', '.join(t['class_names'])}" for t in tasks),
-        "share": str(cfg["share"]),
-        "seeds": ", ".join(map(str, results["seeds"])),
-        "device": results["environment"]["device"],
-        "run directory": results["run_dir"],
-        "versions": versions(),
-        "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-    }
-    compare_frame = None
-    try:
-        from energymodel.profile import as_table
-        from energymodel.sharing import compare
-
-        from .run import _model_factory
-
-        table = as_table(results["energy_table"])
-        setup["table"] = table.to_dict()
-        first = results["per_seed"][0]
-        factory = _model_factory(_config_from_results(results), None)
-        model = factory(len(tasks[0]["classes"]))
-        new = [t for t in tasks[1:]]
-        compare_frame = compare(
-            model, tuple(results["dataset"]["input_shape"]), share=None,
-            new_classes=len(new[0]["classes"]), old_classes=len(tasks[0]["classes"]),
-            samples_new=max(1, new[0]["train"]), samples_old=max(1, first["base"]["samples"]),
-            epochs=cfg["branch"]["epochs"], batch=cfg["branch"]["batch"], optimizer=cfg["branch"]["optimizer"],
-            table=table, cache_prefix=not cfg["augment"] and cfg["cache_features"] != "off", tasks=len(new),
-        )
-    except (UserError, ImportError, KeyError, ValueError) as exc:  # the comparison is extra: never fail on it
-        logger.warning("report: analytical comparison left out (%s)", exc)
-    seeds = results["seeds"]
-    desc = (f"Clone-and-branch incremental learning (partial network sharing) on {results['dataset']['name']} with "
-            f"{results['model']['name']}, tasks {cfg['tasks']}, "
-            f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}{' (means over seeds)' if len(seeds) > 1 else ''}. "
-            f"Accuracies are on the test images; energies are modelled by energymodel ({results['energy_table']}) "
-            "for the training each strategy really did; times are measured wall clock on "
-            f"{results['environment']['device']}.")
-    data = ReportData(title=f"Incremental learning run: {results.get('name') or Path(results['run_dir']).name}",
-                      description=desc, setup=setup, compare=compare_frame, engine=engine)
-    return write_report(data, path)
-
-
-def _config_from_results(results: dict[str, Any]):
-    from .config import RunConfig
-
-    cfg = {k: v for k, v in results["config"].items() if v is not None}
-    cfg = {k: ({kk: vv for kk, vv in v.items() if vv is not None} if isinstance(v, dict) else v) for k, v in cfg.items()}
-    return RunConfig.from_dict(cfg, source=f"{results['run_dir']}/results.json")
 
 
 # ---------------------------------------------------------------------------- commands
@@ -146,7 +88,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         value = getattr(args, dest, None)
         if value is not None:
             overrides[path] = value
-    if args.quiet and "progress" not in overrides:
+    if (args.quiet or not progress_wanted()) and "progress" not in overrides:
         overrides["progress"] = "false"
     cfg = load_config(args.config, overrides)
     if args.print_config:
@@ -157,7 +99,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     results = load_results(out)
     if _is_main():
         sys.stdout.write(format_summary(results))
+        report = write_html_report(results, out / "report.html")
         print(f"results: {out / 'results.json'}")
+        print(f"report:  {report}")
     return 0
 
 
@@ -166,13 +110,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     setup_logging(args.quiet)
     demo(out=args.out, data_root=args.data_root, quick=args.quick, force=args.force, device=args.device,
-         progress=not args.quiet)
+         progress=not args.quiet and progress_wanted())
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from .run import load_results
 
+    setup_logging(quiet=False)
     results = load_results(args.run_dir)
     out = Path(args.output) if args.output else Path(args.run_dir) / "report.html"
     write_html_report(results, out)
@@ -233,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="write the HTML report of a finished run",
                        description="Write the HTML report of a finished run directory (refuses unfinished runs).")
     r.add_argument("run_dir", help="run directory (holds results.json and DONE)")
-    r.add_argument("-o", "--output", help="HTML file to write (default RUN_DIR/report.html)")
+    r.add_argument("-o", "--out", "--output", dest="output", help="HTML file to write (default RUN_DIR/report.html)")
     r.set_defaults(func=_cmd_report)
     return parser
 

@@ -330,6 +330,9 @@ class SearchSection:
     candidates: str | list[int] = _spec("all", _candidates, "sharing points to try: all, or a list of indices")
     val_fraction: float = _spec(0.25, _float(0.0, 1.0, open_low=True, open_high=True),
                                 "share of the search subset held out to score each trial")
+    min_steps: int = _spec(50, _int(1), "floor on each trial's optimizer steps (more epochs when the subset is small)")
+    per_task: bool = _spec(False, _bool, "search a sharing point for every new task (else task 1's point for all)")
+    oracle: bool = _spec(False, _bool, "also train a full branch at every candidate point and report the search's regret")
 
 
 @dataclass
@@ -342,11 +345,47 @@ class OutputCalibrationSection:
     method: str = _spec("nll", _choice(*CALIBRATION_METHODS), "temperature by NLL (nll) or max-logit spread (zscore)")
 
 
+def _method(value: Any, where: str) -> str:
+    from .agnostic import method_names
+
+    return _choice(*method_names())(value, where)
+
+
+_method.expected = "task-agnostic method name"  # type: ignore[attr-defined]
+
+
+def _methods(value: Any, where: str) -> str | list[str]:
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return "all"
+    return _list(_method, "method names")(value, where)
+
+
+_methods.expected = "all | list of method names"  # type: ignore[attr-defined]
+
+
+@dataclass
+class AgnosticSection:
+    """Task-agnostic prediction (no task given): every method in ``methods`` is fitted and reported."""
+
+    method: str = _spec("routed", _method, "the headline method (task_agnostic_accuracy)")
+    methods: str | list[str] = _spec("all", _methods, "methods fitted and reported side by side: all, or a list")
+    covariance: str = _spec("class", _choice("class", "task"),
+                            "Gaussian methods: a covariance per class, or one pooled per task (fewer bytes)")
+
+    def names(self) -> list[str]:
+        """The methods to fit, the headline method included, in registry order."""
+        from .agnostic import method_names
+
+        chosen = method_names() if self.methods == "all" else list(self.methods)
+        return [m for m in method_names() if m in chosen or m == self.method]
+
+
 SECTIONS: dict[str, type] = {
     "base": TrainSection,
     "branch": TrainSection,
     "calibration": SearchSection,
     "output_calibration": OutputCalibrationSection,
+    "agnostic": AgnosticSection,
 }
 
 
@@ -383,6 +422,7 @@ class RunConfig:
     branch: TrainSection = field(default_factory=TrainSection)
     calibration: SearchSection = field(default_factory=SearchSection)
     output_calibration: OutputCalibrationSection = field(default_factory=OutputCalibrationSection)
+    agnostic: AgnosticSection = field(default_factory=AgnosticSection)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -537,6 +577,8 @@ def parse_flag_value(text: str) -> Any:
         return tomllib.loads(f"v = {stripped}")["v"]
     except (tomllib.TOMLDecodeError, KeyError):
         return stripped
+    except RecursionError:
+        raise UserError(f"value {stripped[:40]!r}... is nested too deeply") from None
 
 
 def flag_name(path: str) -> str:
@@ -617,6 +659,11 @@ def load_config(path: str | os.PathLike | None, overrides: Mapping[str, Any] | N
             raise UserError(f"cannot read config file {p}: {exc.strerror or exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise UserError(f"{p}: invalid TOML: {str(exc).splitlines()[0]}") from None
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{p}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                            "TOML files are UTF-8") from None
+        except RecursionError:
+            raise UserError(f"{p}: nested too deeply to be a run configuration") from None
         # validate the file alone first so that its errors name the file
         RunConfig.from_dict(_with_required_placeholders(data, overrides), source=source)
         data.setdefault("name", p.stem)

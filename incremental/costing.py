@@ -15,8 +15,17 @@ regular incremental, task t   ``share=0``, task t's images
 feature extraction, task t    ``share=n`` (only the head trains), task t's images
 naive fine-tuning, task t     ``share=0``, classifier over all classes so far, task t's images only
 full retraining, task t       ``share=0``, classifier over all classes so far, images of tasks 0..t
-sharing-point search trial k  ``share=k``, the search subset's training part, ``[calibration]`` epochs
+sharing-point search trial k  ``share=k``, the search subset's training part, its trial epochs
+task-agnostic statistics      one forward pass (inference form, ``eval_batch``) of the base network and of
+                              the branch (blocks ``[k, n)`` + head) over the task's training and held-out
+                              images, plus the statistics' arithmetic and one DRAM write of every stored number
 ============================  =============================================================================
+
+Statistics (:meth:`CostModel.statistics`): ``E = P (E_base + E_branch(k)) / B + M (e_mac + r e_rf) + W e_dram``
+with ``P`` images passed, ``E_base``/``E_branch(k)`` the modelled inference energy of one batch of ``B`` images
+through the base network / the branch's layers, ``M`` the method's arithmetic MACs (``N D^2`` scatter +
+``D^3`` per inverted covariance), ``r`` the table's register-file accesses per operation and ``W`` the numbers
+stored.
 
 Storage after the last task counts every distinct parameter once (the shared trunk once, each branch once),
 at the energy table's word size; full retraining also stores the old tasks' training images (uint8).
@@ -32,7 +41,7 @@ from torch import nn
 
 from energymodel.blocks import as_block_net
 from energymodel.errors import UserError
-from energymodel.profile import as_table
+from energymodel.profile import as_table, profile
 from energymodel.sharing import COST_COLUMNS, sharing_points, training_cost
 
 __all__ = ["CostModel", "SUMMED", "sum_costs", "timing_row"]
@@ -107,6 +116,40 @@ class CostModel:
             out[int(k)] = {f"{prefix}{col}": float(c[col])
                            for col in ("energy_pj", "macs", "dram_accesses", "training_memory_bytes")}
         return out
+
+    def _inference_layers(self, batch: int):
+        key = ("inference", int(batch))
+        if key not in self._cache:
+            self._cache[key] = profile(self.template, self.input_shape, batch=int(batch), mode="inference",
+                                       table=self.table, warn=False).layers
+        return self._cache[key]
+
+    def forward_pass(self, share: int, samples: int, batch: int) -> dict[str, float]:
+        """Modelled cost of running ``samples`` images through the base network and a branch at ``share``.
+
+        The base network runs whole (it gives the common features and the shared trunk); the branch adds its
+        own copies of blocks ``[share, n)`` and the head. Inference form, batches of ``batch``.
+        """
+        layers = self._inference_layers(batch)
+        kept = list(self.template.blocks.named_children())[share:]
+        names = [f"blocks.{name}" for name, _ in kept] + ["head"]
+        branch = layers["name"].map(lambda n: any(n == p or n.startswith(p + ".") for p in names)).to_numpy()
+        scale = samples / batch
+        return {
+            "macs": float(scale * (layers["macs"].sum() + layers["macs"][branch].sum())),
+            "energy_pj": float(scale * (layers["energy_pj"].sum() + layers["energy_pj"][branch].sum())),
+            "samples": float(samples),
+        }
+
+    def statistics(self, *, share: int, samples: int, batch: int, macs: float, words: int) -> dict[str, float]:
+        """Cost of fitting task-agnostic statistics (module docstring): forward pass + arithmetic + storing."""
+        fwd = self.forward_pass(share, samples, batch) if samples else {"macs": 0.0, "energy_pj": 0.0}
+        rf = float(getattr(self.table.dataflow, "rf_accesses_per_op", 3.0))
+        per_mac = self.table.op_pj("mac") + rf * self.table.level_pj("rf")
+        energy = fwd["energy_pj"] + macs * per_mac + words * self.table.level_pj("dram")
+        return {"macs": fwd["macs"] + macs, "energy_pj": energy, "forward_energy_pj": fwd["energy_pj"],
+                "arithmetic_macs": float(macs), "stored_words": float(words),
+                "storage_bytes": float(words) * self.word_bytes, "samples": float(samples)}
 
     def storage(self, predictor: nn.Module, old_images: int = 0, image_shape: Sequence[int] | None = None
                 ) -> dict[str, float]:

@@ -52,7 +52,7 @@ QUICK: dict[str, Any] = {
     "test_per_class": 10,
     "base": {"epochs": 1},
     "branch": {"epochs": 1},
-    "calibration": {"subset_per_class": 16, "epochs": 1},
+    "calibration": {"subset_per_class": 16, "epochs": 1, "min_steps": 4},
     "output_calibration": {"holdout_fraction": 0.2},
 }
 
@@ -76,7 +76,7 @@ def demo_config(out: str | Path = "out/demo", data_root: str | Path | None = Non
 def demo(out: str | Path = "out/demo", data_root: str | Path | None = None, quick: bool = False,
          force: bool = False, device: str = "auto", progress: bool = True) -> Path:
     """Run the demo into ``out`` (resumes an unfinished one, reuses a finished one), write and return ``report.html``."""
-    from .cli import write_html_report
+    from .html_report import write_html_report
     from .run import format_summary, load_results, run
 
     cfg = demo_config(out, data_root, quick, device, progress)

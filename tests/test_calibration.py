@@ -101,7 +101,7 @@ def test_search_picks_deepest_sharing_point_within_tolerance() -> None:
 
     costs = {k: {"energy_j": 10.0 - k, "storage_mb": 5.0 - k} for k in table}
     result = search_sharing_point(train_branch, [4, 1, 3, 2], tolerance=0.03, costs=costs)
-    assert calls == [4, 3, 2, 1, 0]  # deepest first, k = 0 added as the reference
+    assert calls == [0, 4, 3, 2, 1]  # k = 0 (the reference) first, then deepest first
     assert result.chosen == 2
     assert result.reference_accuracy == 0.90
     curve = result.curve
@@ -144,10 +144,73 @@ def test_sharing_trial_trains_temporary_branches_on_a_real_network() -> None:
     trial = sharing_trial(grown, random_subset(train, 40, seed=1), val, 2, dataclasses.replace(cfg, epochs=12))
     result = search_sharing_point(trial, [1, 2], tolerance=0.1)
     assert result.curve["share"].tolist() == [0, 1, 2]
-    assert all(0.0 <= a <= 1.0 for a in result.curve["accuracy"])
     assert result.reference_accuracy >= 0.8
-    assert result.chosen in (0, 1, 2)
     assert grown.tasks == 1  # the trial branches were removed again
     after = grown.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert len(random_subset(train, 1000, seed=0)) == 60
+
+
+# ---------------------------------------------------------------------------- a search whose answer is known
+def _projection_base() -> BlockNet:
+    """Linear blocks: b0 = identity, b1 = keeps dims 0-3 and zeroes dims 4-7, b2 = identity.
+
+    A new task whose classes live in dims 4-7 can be learned when the branch starts at or before b1
+    (k <= 1: b1 is cloned and trainable) and not after it (k >= 2: the shared trunk has erased the signal).
+    The deepest sharing point that works is therefore exactly k = 1.
+    """
+    blocks = [(f"b{i}", nn.Linear(8, 8)) for i in range(3)]
+    base = BlockNet(blocks, nn.Sequential(nn.Linear(8, 2)))
+    with torch.no_grad():
+        for name, layer in blocks:
+            layer.bias.zero_()
+            layer.weight.copy_(torch.eye(8))
+        blocks[1][1].weight.copy_(torch.diag(torch.tensor([1.0] * 4 + [0.0] * 4)))
+    return base
+
+
+def _task_in_dims_4_to_7(n: int, seed: int) -> TensorDataset:
+    x = torch.randn(n, 8, generator=torch.Generator().manual_seed(seed))
+    return TensorDataset(x, (x[:, 4] + x[:, 5] > 0).long())
+
+
+def test_search_finds_the_known_deepest_sharing_point() -> None:
+    from incremental.search import search_sharing_point as search
+
+    torch.manual_seed(0)
+    grown = GrownNet(_projection_base(), [0, 1])
+    cfg = TrainConfig(epochs=30, batch_size=32, lr=0.1, progress=False, device="cpu", weight_decay=0.0)
+    trial = sharing_trial(grown, _task_in_dims_4_to_7(256, 1), _task_in_dims_4_to_7(300, 2), 2, cfg)
+    result = search(trial, [1, 2, 3], tolerance=0.05, classes=2, val_samples=300)
+    acc = dict(zip(result.curve["share"], result.curve["accuracy"]))
+    assert acc[0] > 0.9 and acc[1] > 0.9  # the signal survives up to b1
+    assert acc[2] < 0.65 and acc[3] < 0.65  # after b1 it is gone: chance
+    assert result.chosen == 1
+
+
+def test_search_never_falls_back_to_no_sharing_silently() -> None:
+    from incremental.search import SearchFailed, above_chance, trial_epochs
+    from incremental.search import search_sharing_point as search
+
+    # the binomial test: chance 1/2 on 100 images needs 0.5 + 3 * 0.05 = 0.65
+    assert above_chance(0.65, 2, 100) and not above_chance(0.64, 2, 100)
+    assert above_chance(0.262, 5, 375) and not above_chance(0.26, 5, 375)  # 0.2 + 3 * sqrt(0.16 / 375) = 0.2620
+    # a trial is at least min_steps optimizer steps: 300 images / batch 128 = 3 steps per epoch
+    assert trial_epochs(2, 300, 128, 150) == 50 and trial_epochs(60, 300, 128, 150) == 60
+    calls: list[tuple[str, int]] = []
+
+    def at_chance(k: int) -> float:
+        calls.append(("short", k))
+        return 0.52
+
+    def longer(k: int) -> float:
+        calls.append(("long", k))
+        return {0: 0.95, 1: 0.94, 2: 0.60}[k]
+
+    result = search(at_chance, [1, 2], tolerance=0.02, classes=2, val_samples=100, longer=longer)
+    assert calls == [("short", 0), ("long", 0), ("long", 2), ("long", 1)]
+    assert result.longer and result.chosen == 1
+    with pytest.raises(SearchFailed, match=r"reference \(k=0\) reached only 52.0% even after training 4x longer"):
+        search(at_chance, [1, 2], tolerance=0.02, classes=2, val_samples=100, longer=at_chance)
+    with pytest.raises(SearchFailed, match="raise calibration.min_steps"):
+        search(at_chance, [1], tolerance=0.02, classes=2, val_samples=100)

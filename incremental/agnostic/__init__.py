@@ -1,0 +1,70 @@
+"""Task-agnostic (class-incremental) prediction for grown networks, exemplar-free.
+
+:mod:`.methods` holds the registry of methods; :mod:`.gaussian` the statistics; :mod:`.features` the one
+forward pass they all read. :class:`AgnosticSuite` fits every configured method of one strategy task by task
+and evaluates them side by side; the grown network itself stays ignorant of them (its checkpoint carries
+their state next to its weights).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor
+
+from energymodel.errors import UserError
+
+from .features import Outputs, collect
+from .methods import METHODS, AgnosticMethod, TaskData, make_method, method_names, register_method
+
+__all__ = ["AgnosticSuite", "DEFAULT_METHOD", "METHODS", "AgnosticMethod", "Outputs", "TaskData", "collect",
+           "make_method", "method_names", "register_method"]
+
+#: The default, chosen by measurement (README "Task-agnostic accuracy", docs/engine.md).
+DEFAULT_METHOD = "routed"
+
+
+class AgnosticSuite:
+    """Every method in ``names`` for one predictor, fitted task by task (0, 1, ...) on each task's own data."""
+
+    def __init__(self, names: Sequence[str], covariance: str = "class") -> None:
+        if not names:
+            raise UserError("at least one task-agnostic method is needed")
+        self.methods: dict[str, AgnosticMethod] = {n: make_method(n, covariance=covariance) for n in names}
+        self.fitted = 0
+
+    @property
+    def needs_training_pass(self) -> bool:
+        return any(m.uses_training_pass for m in self.methods.values())
+
+    def fit_task(self, task: int, train: Outputs, heldout: Outputs | None) -> None:
+        """Fit ``task`` (must be the next one) from its own training (and held-out) outputs."""
+        if task != self.fitted:
+            raise ValueError(f"task-agnostic statistics: expected task {self.fitted}, got {task}")
+        tr = TaskData(train, task)
+        ho = TaskData(heldout, task) if heldout is not None else None
+        for m in self.methods.values():
+            m.fit_task(tr, ho)
+        self.fitted += 1
+
+    def predict(self, out: Outputs) -> dict[str, Tensor]:
+        """Predicted column (task order) of every input under every method."""
+        return {name: m.predict(out) for name, m in self.methods.items()}
+
+    def words(self) -> dict[str, int]:
+        return {name: m.words() for name, m in self.methods.items()}
+
+    def state(self) -> dict[str, Any]:
+        return {"fitted": self.fitted, "methods": {name: m.state() for name, m in self.methods.items()}}
+
+    def load(self, state: dict[str, Any]) -> None:
+        try:
+            saved = state["methods"]
+            for name, m in self.methods.items():
+                if name not in saved:
+                    raise UserError(f"the checkpoint has no statistics for task-agnostic method {name!r}")
+                m.load(saved[name])
+            self.fitted = int(state["fitted"])
+        except (KeyError, TypeError, IndexError) as exc:
+            raise UserError(f"task-agnostic statistics in the checkpoint are malformed ({exc})") from None

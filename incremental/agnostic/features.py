@@ -1,0 +1,103 @@
+"""What every task-agnostic method reads: each task's logits and penultimate features, in one forward pass.
+
+For a :class:`~incremental.branching.GrownNet` the *own* features of task ``t`` are the input of task ``t``'s
+classifier (the last ``nn.Linear`` of its head): the branch's own penultimate representation. Task 0 is the
+base network, so ``own[0]`` is also the **common** feature space: every input runs through the whole base
+(the tree inference of :meth:`GrownNet.forward_all` computes it anyway), so common-space statistics cost no
+extra inference. For a single network (naive fine-tuning, full retraining) every task reads the same network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from energymodel.blocks import classifier_of
+
+__all__ = ["Outputs", "collect", "outputs_of_batch"]
+
+
+@dataclass
+class Outputs:
+    """Per task ``t``: ``logits[t]`` (N x C_t) and ``own[t]`` (N x D_t); ``labels`` (N, local labels or -1).
+
+    ``calibration[t]`` is task ``t``'s output calibration ``(T, b)`` (None for an uncalibrated predictor).
+    """
+
+    logits: list[Tensor]
+    own: list[Tensor]
+    labels: Tensor
+    calibration: list[tuple[float, float]] | None = None
+
+    @property
+    def common(self) -> Tensor:
+        """The base network's penultimate features (task 0's own space)."""
+        return self.own[0]
+
+    @property
+    def tasks(self) -> int:
+        return len(self.logits)
+
+    def task(self, t: int) -> Outputs:
+        """Only what task ``t`` itself produces (its logits and own features) plus the common features."""
+        own = [self.own[0]] + ([self.own[t]] if t else [])
+        return Outputs([self.logits[t]], own, self.labels, None)
+
+
+def _classifiers(predictor: nn.Module) -> list[nn.Module]:
+    if hasattr(predictor, "branch_modules"):  # GrownNet
+        return [classifier_of(predictor.base.head)] + [classifier_of(m.head) for m in predictor.branch_modules]
+    from energymodel.blocks import as_block_net
+
+    clf = classifier_of(as_block_net(predictor.model).head)
+    return [clf] * predictor.tasks
+
+
+def outputs_of_batch(predictor: nn.Module, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+    """``(logits per task, own features per task)`` of one input batch (call under ``no_grad``, eval mode)."""
+    classifiers = _classifiers(predictor)
+    captured: dict[int, Tensor] = {}
+    hooks = []
+    for i, clf in enumerate(dict.fromkeys(classifiers)):  # a single network has one classifier for all tasks
+        def hook(_m, args, i=i):
+            captured[i] = args[0].flatten(1)
+        hooks.append(clf.register_forward_pre_hook(hook))
+    try:
+        logits = predictor.forward_all(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    unique = list(dict.fromkeys(classifiers))
+    own = [captured[unique.index(c)] for c in classifiers]
+    return logits, own
+
+
+def collect(predictor: nn.Module, data: Dataset, batch_size: int, device: torch.device,
+            calibrated: bool = False) -> Outputs:
+    """:class:`Outputs` of ``predictor`` over ``data`` (in order, on the CPU, float32), eval mode, no grad."""
+    from ..train import _split_batch
+
+    predictor.eval()
+    predictor.to(device)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+    logits: list[list[Tensor]] = []
+    own: list[list[Tensor]] = []
+    labels: list[Tensor] = []
+    with torch.no_grad():
+        for batch in loader:
+            x, y = _split_batch(batch)
+            lg, ow = outputs_of_batch(predictor, x.to(device))
+            logits.append([t.float().cpu() for t in lg])
+            own.append([t.float().cpu() for t in ow])
+            labels.append(y.cpu())
+    if not labels:
+        raise ValueError("cannot collect outputs of an empty dataset")
+    tasks = len(logits[0])
+    cal = None
+    if calibrated and hasattr(predictor, "get_calibration"):
+        cal = [predictor.get_calibration(t) for t in range(tasks)]
+    return Outputs([torch.cat([b[t] for b in logits]) for t in range(tasks)],
+                   [torch.cat([b[t] for b in own]) for t in range(tasks)], torch.cat(labels), cal)

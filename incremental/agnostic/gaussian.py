@@ -1,0 +1,139 @@
+"""Per-class Gaussian statistics of features: power normalisation, Ledoit-Wolf shrinkage, Mahalanobis distance.
+
+Formulas (``docs/engine.md`` "Task-agnostic prediction" has a worked example):
+
+* feature map ``phi(x) = u / ||u||_2`` with ``u_i = sign(x_i) |x_i|^beta`` (Tukey's power transform, ``beta = 0.5``
+  as in FeCAM, Goswami et al., NeurIPS 2023; it makes ReLU features closer to Gaussian), then L2 normalisation so
+  that spaces of different width and scale become comparable;
+* per class ``c`` with ``n_c`` samples: mean ``mu_c`` and covariance ``S_c = (1/n_c) sum (phi - mu_c)(phi - mu_c)^T``,
+  shrunk towards a scaled identity: ``Sigma_c = (1 - a) S_c + a m I + eps I`` with ``m = tr(S_c)/D`` and ``a`` the
+  Ledoit-Wolf (2004) coefficient estimated from the same samples (no tuning; ``a -> 1`` when ``n_c << D``, so a
+  covariance is always defined, never NaN), ``eps = 1e-6 m + 1e-12``;
+* squared Mahalanobis distance ``d_c(x)^2 = (phi(x) - mu_c)^T Sigma_c^{-1} (phi(x) - mu_c)``.
+
+``covariance = "task"`` pools the within-class scatter of one task into a single ``Sigma`` (fewer bytes:
+``D^2`` per task instead of per class).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["Gaussians", "fit_gaussians", "ledoit_wolf", "power_normalise", "Scale", "fit_scale"]
+
+BETA = 0.5
+
+
+def power_normalise(x: Tensor, beta: float = BETA) -> Tensor:
+    """``phi(x)``: signed power transform, then rows scaled to unit L2 norm (zero rows stay zero)."""
+    x = x.double()
+    u = x.sign() * x.abs().pow(beta)
+    return u / u.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def ledoit_wolf(xc: Tensor) -> tuple[Tensor, float]:
+    """Ledoit-Wolf shrunk covariance of centred samples ``xc`` (n x D) and the shrinkage ``a`` in [0, 1].
+
+    ``S = xc^T xc / n``, ``m = tr(S)/D``; ``d^2 = ||S - m I||_F^2 / D``;
+    ``b^2 = min(d^2, (1/(n^2 D)) sum_i ||x_i x_i^T - S||_F^2)``; ``a = b^2 / d^2`` (0 when ``d^2 = 0``).
+    """
+    n, d = xc.shape
+    s = xc.T @ xc / n
+    m = float(torch.trace(s)) / d
+    d2 = float(((s - m * torch.eye(d, dtype=s.dtype)) ** 2).sum()) / d
+    # sum_i ||x_i x_i^T - S||_F^2 = sum_i ||x_i||^4 - n ||S||_F^2
+    b2 = (float((xc.pow(2).sum(dim=1) ** 2).sum()) - n * float((s**2).sum())) / (n * n * d)
+    b2 = min(max(b2, 0.0), d2)
+    a = b2 / d2 if d2 > 0 else 1.0
+    return (1.0 - a) * s + a * m * torch.eye(d, dtype=s.dtype), a
+
+
+@dataclass
+class Gaussians:
+    """Class means (C x D) and precision matrices (C x D x D, or 1 x D x D when pooled) in one feature space."""
+
+    means: Tensor
+    precisions: Tensor
+    shrinkage: list[float]
+
+    def distances(self, x: Tensor) -> Tensor:
+        """Squared Mahalanobis distances (N x C) of raw features ``x`` (N x D) to every class."""
+        z = power_normalise(x)
+        diff = z[:, None, :] - self.means[None, :, :].double()  # N x C x D
+        prec = self.precisions.double()
+        if prec.shape[0] == 1:
+            return torch.einsum("ncd,de,nce->nc", diff, prec[0], diff)
+        return torch.einsum("ncd,cde,nce->nc", diff, prec, diff)
+
+    def words(self) -> int:
+        """Numbers stored (means + precisions)."""
+        return int(self.means.numel() + self.precisions.numel())
+
+    def state(self) -> dict[str, Tensor]:
+        return {"means": self.means.float(), "precisions": self.precisions.float(),
+                "shrinkage": torch.tensor(self.shrinkage, dtype=torch.float64)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Tensor]) -> Gaussians:
+        return cls(state["means"], state["precisions"], [float(v) for v in state["shrinkage"]])
+
+
+def _precision(cov: Tensor) -> Tensor:
+    d = cov.shape[0]
+    m = float(torch.trace(cov)) / d
+    cov = cov + (1e-6 * m + 1e-12) * torch.eye(d, dtype=cov.dtype)
+    return torch.cholesky_inverse(torch.linalg.cholesky(cov))
+
+
+def fit_gaussians(x: Tensor, labels: Tensor, num_classes: int, covariance: str = "class") -> Gaussians:
+    """Fit one Gaussian per class ``0..num_classes-1`` to features ``x`` (N x D) with local ``labels`` (N)."""
+    if covariance not in ("class", "task"):
+        raise ValueError(f"covariance must be 'class' or 'task', got {covariance!r}")
+    z = power_normalise(x)
+    d = z.shape[1]
+    means, precisions, shrink = [], [], []
+    pooled, total = torch.zeros(d, d, dtype=torch.float64), 0
+    for c in range(num_classes):
+        zc = z[labels == c]
+        if len(zc) == 0:
+            raise ValueError(f"class {c} has no sample to fit its statistics")
+        mu = zc.mean(dim=0)
+        means.append(mu)
+        xc = zc - mu
+        if covariance == "class":
+            cov, a = ledoit_wolf(xc)
+            precisions.append(_precision(cov))
+            shrink.append(a)
+        else:
+            pooled += xc.T @ xc
+            total += len(zc)
+    if covariance == "task":
+        centred = torch.cat([z[labels == c] - means[c] for c in range(num_classes)])
+        cov, a = ledoit_wolf(centred)
+        precisions.append(_precision(cov))
+        shrink.append(a)
+    return Gaussians(torch.stack(means), torch.stack(precisions), shrink)
+
+
+@dataclass
+class Scale:
+    """Robust location and spread of a score on a task's own data: ``z = (s - location) / spread``."""
+
+    location: float
+    spread: float
+
+    def standardise(self, s: Tensor) -> Tensor:
+        return (s - self.location) / self.spread
+
+
+def fit_scale(values: Tensor) -> Scale:
+    """Median and ``IQR / 1.349`` (the normal-consistent spread) of ``values``; spread floored at 1e-6."""
+    v = values.double().flatten()
+    q = torch.quantile(v, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+    spread = float(q[2] - q[0]) / 1.349
+    if not spread > 1e-6:
+        spread = max(float(v.std()) if len(v) > 1 else 0.0, 1e-6)
+    return Scale(float(q[1]), spread)

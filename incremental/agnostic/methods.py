@@ -1,0 +1,249 @@
+"""Task-agnostic prediction methods: one small class per method in a registry (like the cost model's op rules).
+
+A method is fitted **one task at a time, on that task's own data only** (its training images, and its held-out
+images where it standardises a score) — never on another task's images — and predicts over the classes of all
+tasks learned so far. No image of an old task is ever stored: only the statistics below.
+
+============================  ======================================================================================
+``raw-logits``                argmax over the concatenated logits of every task
+``calibrated-logits``         the same after each task's output calibration ``logits / T_t + b_t``
+``branch-gaussian``           per-class Gaussians in each task's **own** penultimate space (its branch);
+                              score ``-(d^2 - med_t) / spread_t``: the distance standardised by its median and spread
+                              on task t's own held-out images, so branches of different depth and width compare
+``common-gaussian``           per-class Gaussians in **one common** space every input passes through (the base
+                              network's penultimate features), argmin Mahalanobis over all classes (FeCAM-style)
+``combined-gaussian``         sum of the standardised own-space and common-space scores
+``routed``                    choose the task by the combined score's best class, then that task's own argmax
+                              (its branch's logits: the task-aware classifier)
+============================  ======================================================================================
+
+Scores are returned as one matrix ``N x sum_t C_t`` in task order (the columns of task-agnostic logits), so
+``argmax`` gives the column and ``all_classes[column]`` the global class.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from energymodel.errors import UserError
+
+from .features import Outputs
+from .gaussian import Gaussians, Scale, fit_gaussians, fit_scale
+
+__all__ = ["METHODS", "AgnosticMethod", "make_method", "method_names", "register_method", "TaskData"]
+
+
+class TaskData:
+    """One task's own data as a method may see it: ``logits`` (N x C), ``own`` and ``common`` features, ``labels``."""
+
+    def __init__(self, outputs: Outputs, task: int) -> None:
+        self.task = task
+        self.logits = outputs.logits[task]
+        self.own = outputs.own[task]
+        self.common = outputs.common
+        self.labels = outputs.labels
+        self.num_classes = int(self.logits.shape[1])
+
+
+class AgnosticMethod(ABC):
+    """Fit per task (``fit_task``), score all classes (``scores``), persist (``state``/``load``), size (``words``)."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    #: needs a forward pass over the task's training images (the Gaussians) / its held-out images
+    uses_training_pass: ClassVar[bool] = False
+    uses_heldout_pass: ClassVar[bool] = False
+
+    def __init__(self, covariance: str = "class") -> None:
+        self.covariance = covariance
+
+    def fit_task(self, train: TaskData, heldout: TaskData | None) -> None:  # noqa: B027 - optional
+        """Fit task ``train.task`` from its own data (tasks arrive in order 0, 1, 2, ...)."""
+
+    @abstractmethod
+    def scores(self, out: Outputs) -> Tensor:
+        """``N x sum_t C_t`` scores over the classes of the first ``out.tasks`` tasks (higher = more likely)."""
+
+    def predict(self, out: Outputs) -> Tensor:
+        """Column (in task order) of the best class of every input."""
+        return self.scores(out).argmax(dim=1)
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional
+        pass
+
+    def words(self) -> int:
+        """Numbers the method stores (its statistics); 0 for the logit methods."""
+        return 0
+
+    def arithmetic_macs(self, samples: int, own_dims: int, common_dims: int, classes: int) -> float:
+        """MACs of fitting one task's statistics from ``samples`` features (widths ``own_dims``, ``common_dims``)."""
+        return 0.0
+
+
+METHODS: dict[str, type[AgnosticMethod]] = {}
+
+
+def register_method(cls: type[AgnosticMethod]) -> type[AgnosticMethod]:
+    """Add a method class to :data:`METHODS` under its ``name`` (a decorator)."""
+    METHODS[cls.name] = cls
+    return cls
+
+
+def method_names() -> list[str]:
+    return list(METHODS)
+
+
+def make_method(name: str, **options: Any) -> AgnosticMethod:
+    if name not in METHODS:
+        raise UserError(f"unknown task-agnostic method {name!r} (choose from {', '.join(METHODS)})")
+    return METHODS[name](**options)
+
+
+# ---------------------------------------------------------------------------- logits
+@register_method
+class RawLogits(AgnosticMethod):
+    name = "raw-logits"
+    description = "argmax over all tasks' concatenated logits"
+
+    def scores(self, out: Outputs) -> Tensor:
+        return torch.cat(out.logits, dim=1)
+
+
+@register_method
+class CalibratedLogits(AgnosticMethod):
+    name = "calibrated-logits"
+    description = "argmax over logits / T_t + b_t (per-task output calibration on the task's own held-out images)"
+    uses_heldout_pass = True
+
+    def scores(self, out: Outputs) -> Tensor:
+        if out.calibration is None:
+            return torch.cat(out.logits, dim=1)
+        return torch.cat([lg / t + b for lg, (t, b) in zip(out.logits, out.calibration)], dim=1)
+
+
+# ---------------------------------------------------------------------------- Gaussians
+def _covariance_macs(samples: int, dims: int, classes: int, covariance: str) -> float:
+    """Fitting cost in MACs: ``N D^2`` for the scatter matrices + ``D^3`` per inverted covariance."""
+    inversions = classes if covariance == "class" else 1
+    return float(samples) * dims * dims + float(inversions) * dims**3
+
+
+class _GaussianMethod(AgnosticMethod):
+    uses_training_pass = True
+    space: ClassVar[str]  # "own" | "common" | "both"
+
+    def __init__(self, covariance: str = "class") -> None:
+        super().__init__(covariance)
+        self.gaussians: dict[str, list[Gaussians]] = {"own": [], "common": []}
+        self.scales: dict[str, list[Scale]] = {"own": [], "common": []}
+
+    def _fit_space(self, space: str, train: TaskData, heldout: TaskData | None) -> None:
+        feats = train.own if space == "own" else train.common
+        g = fit_gaussians(feats, train.labels, train.num_classes, self.covariance)
+        ref = heldout if heldout is not None else train
+        d = g.distances(ref.own if space == "own" else ref.common)
+        own_best = d.gather(1, ref.labels.view(-1, 1).clamp_min(0)).squeeze(1)  # distance to the true class
+        self.gaussians[space].append(g)
+        self.scales[space].append(fit_scale(own_best))
+
+    def _standardised(self, space: str, out: Outputs) -> Tensor:
+        cols = []
+        for t in range(out.tasks):
+            feats = out.own[t] if space == "own" else out.common
+            d = self.gaussians[space][t].distances(feats)
+            cols.append(-self.scales[space][t].standardise(d))
+        return torch.cat(cols, dim=1)
+
+    def _check(self, out: Outputs, spaces: tuple[str, ...]) -> None:
+        for space in spaces:
+            if len(self.gaussians[space]) < out.tasks:
+                raise UserError(f"task-agnostic method {self.name}: statistics of {len(self.gaussians[space])} "
+                                f"task(s) but {out.tasks} to predict (the checkpoint lacks them)")
+
+    def words(self) -> int:
+        n = sum(g.words() for space in self.gaussians.values() for g in space)
+        return n + 2 * sum(len(s) for s in self.scales.values())
+
+    def arithmetic_macs(self, samples: int, own_dims: int, common_dims: int, classes: int) -> float:
+        dims = {"own": [own_dims], "common": [common_dims], "both": [own_dims, common_dims]}[self.space]
+        return sum(_covariance_macs(samples, d, classes, self.covariance) for d in dims)
+
+    def state(self) -> dict[str, Any]:
+        return {space: [g.state() for g in gs] for space, gs in self.gaussians.items()} | {
+            f"{space}_scales": torch.tensor([[s.location, s.spread] for s in ss], dtype=torch.float64).reshape(-1, 2)
+            for space, ss in self.scales.items()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        for space in ("own", "common"):
+            self.gaussians[space] = [Gaussians.from_state(s) for s in state.get(space, [])]
+            self.scales[space] = [Scale(float(r[0]), float(r[1])) for r in state.get(f"{space}_scales", [])]
+
+
+@register_method
+class BranchGaussian(_GaussianMethod):
+    space = "own"
+    name = "branch-gaussian"
+    description = "per-class Gaussians in each branch's own penultimate space, distances standardised per task"
+
+    def fit_task(self, train: TaskData, heldout: TaskData | None) -> None:
+        self._fit_space("own", train, heldout)
+
+    def scores(self, out: Outputs) -> Tensor:
+        self._check(out, ("own",))
+        return self._standardised("own", out)
+
+
+@register_method
+class CommonGaussian(_GaussianMethod):
+    space = "common"
+    name = "common-gaussian"
+    description = "per-class Gaussians in the base network's penultimate space, argmin Mahalanobis (FeCAM-style)"
+
+    def fit_task(self, train: TaskData, heldout: TaskData | None) -> None:
+        self._fit_space("common", train, heldout)
+
+    def scores(self, out: Outputs) -> Tensor:
+        self._check(out, ("common",))
+        return -torch.cat([self.gaussians["common"][t].distances(out.common) for t in range(out.tasks)], dim=1)
+
+
+@register_method
+class CombinedGaussian(_GaussianMethod):
+    space = "both"
+    name = "combined-gaussian"
+    description = "own-space + common-space standardised Gaussian scores"
+
+    def fit_task(self, train: TaskData, heldout: TaskData | None) -> None:
+        self._fit_space("own", train, heldout)
+        self._fit_space("common", train, heldout)
+
+    def scores(self, out: Outputs) -> Tensor:
+        self._check(out, ("own", "common"))
+        return self._standardised("own", out) + self._standardised("common", out)
+
+
+
+@register_method
+class Routed(CombinedGaussian):
+    name = "routed"
+    description = "task chosen by the combined Gaussian score, class by that task's own classifier"
+
+    def scores(self, out: Outputs) -> Tensor:
+        gauss = super().scores(out)
+        sizes = [lg.shape[1] for lg in out.logits]
+        task_score = torch.stack([part.max(dim=1).values for part in gauss.split(sizes, dim=1)], dim=1)
+        task = task_score.argmax(dim=1)
+        result = torch.full_like(gauss, float("-inf"))
+        start = 0
+        for t, lg in enumerate(out.logits):
+            mask = task == t
+            result[mask, start:start + sizes[t]] = lg[mask].double() if result.dtype == torch.float64 else lg[mask]
+            start += sizes[t]
+        return result
