@@ -241,12 +241,12 @@ def test_a_failed_render_never_replaces_a_good_report(report, tmp_path, monkeypa
     target = tmp_path / "r.html"
     write_report(data, target)
     good = target.read_text()
-    import energymodel.report as rep
+    import energymodel.report.views as rep
 
     def broken(*a, **k):
         raise RuntimeError("plot failed")
 
-    monkeypatch.setattr(rep, "_layers_view", broken)
+    monkeypatch.setattr(rep, "layers_view", broken)
     with pytest.raises(RuntimeError):
         write_report(data, target)
     assert target.read_text() == good
