@@ -12,17 +12,61 @@ from markupsafe import Markup, escape
 _CODE = re.compile(r"``(.+?)``")
 _STRONG = re.compile(r"\*\*([^*\n]+?)\*\*")
 _EM = re.compile(r"(?<![\w*])\*([^*\n]+?)\*(?![\w*])")
-_REF = re.compile(r":(?:func|class|mod|data|meth|attr):`~?([^`]+)`")
+_REF = re.compile(r":(?:func|class|mod|data|meth|attr|obj|exc):`~?([^`]+)`")
+_TICK = re.compile(r"(?<![`\w])`([^`\n]+)`(?!`)")
+_ITEM = re.compile(r"^(?:[-*•]|\d+\.)\s+")
+_DIRECTIVE = re.compile(r"^\.\. [\w-]+::.*$")
+
+
+def _inline(text: str) -> str:
+    """Escaped text with reST inline markup turned into HTML (``code``, roles, **strong**, *em*)."""
+    html = str(escape(text))
+    html = _REF.sub(lambda m: f"<code>{m.group(1).rpartition('.')[2] if m.group(0).find('~') > 0 else m.group(1)}</code>",
+                    html)
+    html = _CODE.sub(lambda m: f"<code>{m.group(1)}</code>", html)
+    html = _TICK.sub(lambda m: f"<code>{m.group(1)}</code>", html)
+    html = _STRONG.sub(lambda m: f"<strong>{m.group(1)}</strong>", html)
+    return _EM.sub(lambda m: f"<em>{m.group(1)}</em>", html)
 
 
 def _doc_html(text: str) -> Markup:
-    """A docstring as escaped text with ``code`` spans (layout kept by CSS ``white-space: pre-wrap``)."""
-    html = str(escape(inspect.cleandoc(text)))
-    html = _REF.sub(lambda m: f"<code>{m.group(1)}</code>", html)
-    html = _CODE.sub(lambda m: f"<code>{m.group(1)}</code>", html)
-    html = _STRONG.sub(lambda m: f"<strong>{m.group(1)}</strong>", html)
-    html = _EM.sub(lambda m: f"<em>{m.group(1)}</em>", html)
-    return Markup(html)
+    """A docstring as HTML: paragraphs re-flowed (hard line breaks dropped), lists as lists, indented and
+    ``::`` blocks as preformatted text, reST directives dropped and inline markup turned into HTML."""
+    lines = inspect.cleandoc(text).splitlines()
+    blocks: list[list[str]] = [[]]
+    for line in lines:
+        if line.strip():
+            blocks[-1].append(line)
+        elif blocks[-1]:
+            blocks.append([])
+    out: list[str] = []
+    literal_next = False
+    for block in (b for b in blocks if b):
+        if _DIRECTIVE.match(block[0]):
+            block = block[1:]
+            literal_next = True
+            if not block:
+                continue
+        if literal_next or all(line.startswith((" ", "\t")) for line in block):
+            body = inspect.cleandoc("\n".join(block))
+            out.append(f'<pre class="formula">{escape(body)}</pre>')
+            literal_next = False
+            continue
+        literal_next = block[-1].rstrip().endswith("::")
+        if literal_next:
+            block[-1] = block[-1].rstrip()[:-1]  # "...::" -> "...:"
+        if _ITEM.match(block[0]):
+            items: list[list[str]] = []
+            for line in block:
+                if _ITEM.match(line):
+                    items.append([_ITEM.sub("", line)])
+                else:
+                    items[-1].append(line.strip())
+            tag = "ol" if block[0][0].isdigit() else "ul"
+            out.append(f"<{tag}>" + "".join(f"<li>{_inline(' '.join(i))}</li>" for i in items) + f"</{tag}>")
+        else:
+            out.append(f"<p>{_inline(' '.join(line.strip() for line in block))}</p>")
+    return Markup("\n".join(out))
 
 
 def _describe_elementwise(rule: Callable) -> str | None:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .build import versions
-from .fmt import _header, _records, _svg, _table, fmt_bytes, fmt_energy, fmt_num, fmt_text, fmt_x
+from .fmt import header as _header, records as _records, svg as _svg, table as _table, fmt_bytes, fmt_energy, fmt_num, fmt_text, fmt_x
 from .inputs import _MEASURED_COLUMNS, ENGINE_STRATEGY_COLUMNS
 
 
