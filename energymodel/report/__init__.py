@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import UserError
+from . import engine as engine_views
 from . import views
 from .appendix import formulas
 from .build import build_report, versions
@@ -60,28 +61,30 @@ def render_report(data: ReportData) -> str:
             for full in SWEEP_KEYS:
                 short = full.rpartition(".")[2]
                 base_values[short] = float(tab.word_bits) if full == "word_bits" else tab.get(full)
+    word_bits = int((tab_dict or {}).get("word_bits") or 32) if isinstance(tab_dict, dict) else 32
     sections = []
     if setup["groups"] or setup["table"]:
         sections.append(("setup", "Setup"))
-    layers = views.layers_view(data.layers) if data.layers is not None and len(data.layers) else None
+    layers = views.layers_view(data.layers, word_bits) if data.layers is not None and len(data.layers) else None
     if layers:
         sections.append(("layers", "Per-layer costs"))
-    compare = views.compare_view(data.compare) if data.compare is not None and len(data.compare) else None
+    compare = views.compare_view(data.compare, word_bits) if data.compare is not None and len(data.compare) else None
     if compare:
         sections.append(("sharing", "Sharing-fraction comparison"))
     sweeps = [views.sweep_view(sw, base_values) for sw in data.sweeps]
     if sweeps:
         sections.append(("sweep", "Energy sweeps"))
-    engine = views.engine_view(data.engine) if data.engine else None
+    engine = engine_views.engine_view(data.engine) if data.engine else None
     if engine:
         sections.append(("engine", "Engine results"))
     measured = views.measured_view(data.measured) if data.measured else None
     if measured:
         sections.append(("measured", "Measured vs modelled"))
     sections.append(("appendix", "Appendix: the cost model"))
+    headline = engine_views.headline(data.engine, data.compare)
     return _template().render(
-        title=data.title, description=data.description, sections=sections, setup=setup, layers=layers,
-        compare=compare, sweeps=sweeps, engine=engine, measured=measured, appendix=formulas(),
+        title=data.title, description=data.description, headline=headline, sections=sections, setup=setup,
+        layers=layers, compare=compare, sweeps=sweeps, engine=engine, measured=measured, appendix=formulas(),
     )
 
 

@@ -7,7 +7,7 @@ One quantity, one format, everywhere in the report (tables, callouts, captions):
 * forgetting and backward transfer (differences of accuracies) in percentage points: ``-0.032`` ->
   ``−3.2 pp`` (backward transfer always signed);
 * sharing fraction with two decimals: ``0.6`` -> ``0.60``;
-* savings (baseline / strategy, > 1 is cheaper) with three significant digits: ``3.14×``;
+* savings (baseline / strategy, > 1 is cheaper): ``3.14×``, ``2.00×``, ``12.3×``;
 * energy (pJ in the data) in J / mJ / µJ / nJ / pJ, bytes in B / KiB / MiB / GiB, seconds in s;
 * counts (MACs, accesses, parameters) with a k / M / G suffix; the unit (e.g. 32-bit words) in the header.
 """
@@ -76,9 +76,11 @@ def fmt_bytes(v: Any) -> str:
 
 
 def fmt_x(v: Any) -> str:
-    """A ratio (savings, speed-up) -> ``3.14×``."""
+    """A ratio (savings, speed-up) -> ``3.14×``, ``2.00×``, ``12.3×``, ``150×`` (two decimals below 10)."""
     f = _finite(v)
-    return "–" if f is None else f"{f:.3g}×"
+    if f is None:
+        return "–"
+    return f"{f:.0f}×" if abs(f) >= 99.95 else f"{f:.1f}×" if abs(f) >= 9.995 else f"{f:.2f}×"
 
 
 def fmt_pct(v: Any, std: Any = None) -> str:
@@ -184,7 +186,10 @@ def cell(v: Any, fmt: Callable[[Any], str]) -> dict[str, Any]:
 
 def table(rows: Sequence[dict], columns: Sequence[tuple[str, str]] | None = None,
           formats: dict[str, Callable] | None = None) -> dict[str, Any]:
-    """A table for the template: ``columns`` (key, header); cells pre-formatted, numbers right-aligned."""
+    """A table for the template: ``columns`` (key, header); cells pre-formatted, numbers right-aligned.
+
+    An accuracy column ``k`` is shown with the row's ``k_std`` (standard deviation over seeds) when present.
+    """
     if columns is None:
         keys: list[str] = []
         for r in rows:
@@ -193,7 +198,14 @@ def table(rows: Sequence[dict], columns: Sequence[tuple[str, str]] | None = None
     formats = formats or {}
     body = []
     for r in rows:
-        body.append([cell(r.get(k), formats.get(k) or formatter_for(k)) for k, _ in columns])
+        line = []
+        for k, _ in columns:
+            fmt = formats.get(k) or formatter_for(k)
+            if fmt is fmt_pct and r.get(f"{k}_std") is not None:  # mean ± std over seeds
+                line.append(cell(r.get(k), lambda v, s=r[f"{k}_std"]: fmt_pct(v, s)))
+            else:
+                line.append(cell(r.get(k), fmt))
+        body.append(line)
     numeric = [any(row[i]["num"] for row in body) for i in range(len(columns))]
     return {"headers": [h for _, h in columns], "rows": body, "numeric": numeric}
 

@@ -17,9 +17,11 @@ SECTION_IDS = ("setup", "layers", "sharing", "sweep", "engine", "measured", "app
 #: engine ``strategies`` columns shown first, in this order (any other keys follow)
 ENGINE_STRATEGY_COLUMNS = [
     "strategy", "share", "fraction", "task_aware_accuracy", "task_agnostic_accuracy",
-    "task_agnostic_uncalibrated_accuracy", "energy_pj", "macs", "measured_train_seconds", "modelled_train_energy_pj",
+    "task_agnostic_uncalibrated_accuracy", "modelled_train_energy_pj", "energy_pj", "storage_bytes",
+    "measured_train_seconds", "macs",
 ]
-_ENGINE_KEYS = ("strategies", "matrices", "calibration_curve", "chosen_share", "timing")
+_ENGINE_KEYS = ("strategies", "matrices", "calibration_curve", "chosen_share", "timing", "tolerance", "search",
+                "agnostic_methods", "agnostic_default")
 _MEASURED_COLUMNS = [
     "label", "share", "measured_seconds_per_epoch", "modelled_macs", "modelled_energy_pj", "speedup_measured",
     "speedup_modelled_macs", "speedup_modelled_energy",
@@ -63,7 +65,11 @@ def engine_section_from_results(results: dict[str, Any]) -> dict[str, Any]:
     Every key is optional: ``strategies`` (list of objects, see :data:`ENGINE_STRATEGY_COLUMNS`),
     ``matrices`` (``{name: {"tasks": [...], "values": [[number|null, ...], ...]}}``), ``calibration_curve``
     (list of ``{share, fraction, accuracy, energy_pj, within_tolerance}``), ``chosen_share`` (int) and
-    ``timing`` (list of ``{label, measured_seconds, modelled_macs, modelled_energy_pj}``). Other keys are
+    ``timing`` (list of ``{label, measured_seconds, modelled_macs, modelled_energy_pj}``), ``tolerance``
+    (number: the sharing-point search's accuracy tolerance), ``search`` (``{per_seed: [{seed, chosen,
+    reference_accuracy, warning}], oracle: [{share, accuracy, energy_pj}] | null}``), ``agnostic_methods``
+    (``[{method, description, default}]``) and ``agnostic_default`` (str). A strategy may carry
+    ``agnostic``: ``{method: {accuracy, std, storage_bytes}}``. Other keys are
     kept under ``extra`` and shown as JSON. A key of the wrong shape is a one-line :class:`UserError`.
     """
     if not isinstance(results, dict):
@@ -104,6 +110,33 @@ def engine_section_from_results(results: dict[str, Any]) -> dict[str, Any]:
         out["chosen_share"] = cs
     if results.get("timing") is not None:
         out["timing"] = _list_of_dicts(results["timing"], "engine results: 'timing'")
+    if results.get("tolerance") is not None:
+        tol = results["tolerance"]
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)):
+            raise UserError(f"engine results: 'tolerance' must be a number, got {tol!r}")
+        out["tolerance"] = float(tol)
+    if results.get("search") is not None:
+        search = results["search"]
+        if not isinstance(search, dict):
+            raise UserError("engine results: 'search' must be an object {per_seed, oracle}")
+        out["search"] = {"per_seed": _list_of_dicts(search.get("per_seed") or [], "engine results: search.per_seed"),
+                         "oracle": (None if search.get("oracle") is None
+                                    else _list_of_dicts(search["oracle"], "engine results: search.oracle"))}
+    if results.get("agnostic_methods") is not None:
+        methods = _list_of_dicts(results["agnostic_methods"], "engine results: 'agnostic_methods'")
+        for i, m in enumerate(methods):
+            if not isinstance(m.get("method"), str):
+                raise UserError(f"engine results: agnostic_methods[{i}] needs a 'method' (a string)")
+        out["agnostic_methods"] = methods
+    if results.get("agnostic_default") is not None:
+        if not isinstance(results["agnostic_default"], str):
+            raise UserError("engine results: 'agnostic_default' must be a string")
+        out["agnostic_default"] = results["agnostic_default"]
+    for i, r in enumerate(out.get("strategies", [])):
+        if r.get("agnostic") is not None and (not isinstance(r["agnostic"], dict)
+                                               or any(not isinstance(v, dict) for v in r["agnostic"].values())):
+            raise UserError(f"engine results: strategies[{i}].agnostic must be an object {{method: {{accuracy, "
+                            "std, storage_bytes}}}")
     extra = {k: v for k, v in results.items() if k not in _ENGINE_KEYS}
     if extra:
         out["extra"] = extra

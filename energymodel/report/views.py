@@ -1,4 +1,9 @@
-"""Views of the report's sections (setup, per-layer costs, sharing comparison, sweeps, engine, measured)."""
+"""Views of the report's sections (setup, per-layer costs, sharing comparison, sweeps, measured timings).
+
+A view is a plain dict for the template: tables of pre-formatted cells (:func:`~energymodel.report.fmt.table`)
+chosen to fit the page at 1,400 px (the rest behind ``<details>``), inline SVG plots and one-line
+summaries. The engine section is in :mod:`energymodel.report.engine`.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,21 @@ import numpy as np
 import pandas as pd
 
 from .build import versions
-from .fmt import header as _header, records as _records, svg as _svg, table as _table, fmt_bytes, fmt_energy, fmt_num, fmt_text, fmt_x
-from .inputs import _MEASURED_COLUMNS, ENGINE_STRATEGY_COLUMNS
+from .fmt import (
+    SWEEP_UNITS,
+    fmt_bytes,
+    fmt_energy,
+    fmt_fraction,
+    fmt_key_value,
+    fmt_num,
+    fmt_text,
+    fmt_x,
+    header,
+    records,
+    svg,
+    table,
+)
+from .inputs import _MEASURED_COLUMNS
 
 
 def setup_view(setup: dict[str, Any]) -> dict[str, Any]:
@@ -43,8 +61,8 @@ def setup_view(setup: dict[str, Any]) -> dict[str, Any]:
             "name": t.get("name"), "description": t.get("description"), "source": t.get("source"),
             "path": t.get("path"), "datatype": t.get("datatype"), "word_bits": word_bits,
             "technology": t.get("technology"), "voltage": t.get("voltage"),
-            "ops": _table(ops, [("entry", "operation"), ("pj", "pJ / op"), ("source", "source")], {"pj": fmt_num}),
-            "memory": _table(mem, [("entry", "level"), ("pj", "pJ / access"), ("bits", "bits / access"),
+            "ops": table(ops, [("entry", "operation"), ("pj", "pJ / op"), ("source", "source")], {"pj": fmt_num}),
+            "memory": table(mem, [("entry", "level"), ("pj", "pJ / access"), ("bits", "bits / access"),
                                    ("pj_per_word", f"pJ / {word_bits}-bit word"), ("source", "source")],
                              {"pj": fmt_num, "pj_per_word": fmt_num, "bits": fmt_num}),
             "dataflow": [("on-chip buffer (SRAM)", fmt_bytes(flow.get("buffer_bytes"))),
@@ -60,60 +78,196 @@ def setup_view(setup: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-_LAYER_COLUMNS = [
-    ("name", "layer"), ("kind", "kind"), ("trainable", "trains"), ("macs_forward", "MACs fwd"),
-    ("macs_backward_input", "MACs bwd input"), ("macs_backward_weight", "MACs bwd weight"), ("params", "params"),
-    ("rf_accesses", "RF acc."), ("sram_accesses", "SRAM acc."), ("dram_accesses", "DRAM acc."),
-    ("energy_compute_pj", "compute"), ("energy_rf_pj", "RF"), ("energy_sram_pj", "SRAM"), ("energy_dram_pj", "DRAM"),
-    ("energy_pj", "energy"),
-]
-_COMPARE_COLUMNS = [
-    ("strategy", "strategy"), ("share", "k"), ("after", "shared through"), ("fraction", "fraction"),
-    ("trainable_params", "trained params"), ("macs", "training MACs"), ("sram_accesses", "SRAM accesses"),
-    ("dram_accesses", "DRAM accesses"), ("energy_pj", "training energy"), ("storage_bytes", "storage"),
-    ("data_storage_bytes", "old data kept"), ("inference_macs", "inference MACs / sample"),
-    ("inference_energy_pj", "inference energy / sample"), ("savings_energy_vs_regular", "energy savings vs regular"),
-    ("savings_energy_vs_retraining", "energy savings vs retraining"), ("savings_macs_vs_regular", "MAC savings vs regular"),
-    ("savings_storage_vs_retraining", "storage savings vs retraining"),
-]
-
-
-def layers_view(layers: pd.DataFrame) -> dict[str, Any]:
-    cols = [(k, h) for k, h in _LAYER_COLUMNS if k in layers.columns]
-    rows = _records(layers)
-    totals = {k: float(layers[k].sum()) for k, _ in cols if k not in ("name", "kind", "trainable")
-              and pd.api.types.is_numeric_dtype(layers[k])}
-    if "params" in totals and "first_call" in layers:
-        totals["params"] = float(layers.loc[layers["first_call"].astype(bool), "params"].sum())
-    totals["name"] = "total"
-    view = _table(rows + [totals], cols)
-    return {"table": view, "plot": _svg(_plot("layer_energy_plot", layers)),
-            "total_energy": fmt_energy(totals.get("energy_pj")), "n": len(layers)}
-
-
 def _plot(name: str, *args, **kwargs) -> str | None:
     from .. import plots
 
     return getattr(plots, name)(*args, **kwargs)
 
 
-def compare_view(cmp: pd.DataFrame) -> dict[str, Any]:
-    cols = [(k, h) for k, h in _COMPARE_COLUMNS if k in cmp.columns]
-    best = cmp[cmp["strategy"] == "partial-sharing"]
-    summary = None
-    if len(best) and "savings_energy_vs_regular" in best:
-        top = best.loc[best["savings_energy_vs_regular"].idxmax()]
-        summary = {"share": int(top["share"]), "fraction": f"{top['fraction']:.2f}",
-                   "regular": fmt_x(top["savings_energy_vs_regular"]),
-                   "retraining": fmt_x(top.get("savings_energy_vs_retraining"))}
-    settings = dict(cmp.attrs)
-    return {"table": _table(_records(cmp), cols), "plot": _svg(_plot("sharing_plot", cmp)), "summary": summary,
-            "settings": settings}
+def _columns(frame_or_rows, cols: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    keys = frame_or_rows.columns if isinstance(frame_or_rows, pd.DataFrame) else \
+        {k for r in frame_or_rows for k in r}
+    return [(k, h) for k, h in cols if k in keys]
+
+
+# -- per-layer costs --------------------------------------------------------------------------------------
+
+#: the per-layer table: what each layer costs (energy split by where it is spent)
+_LAYER_COLUMNS = [
+    ("name", "layer"), ("kind", "kind"), ("trainable", "trains"), ("params", "params"), ("macs", "MACs"),
+    ("energy_compute_pj", "compute"), ("energy_rf_pj", "RF"), ("energy_sram_pj", "SRAM"),
+    ("energy_dram_pj", "DRAM"), ("energy_pj", "energy"),
+]
+#: behind <details>: MACs by pass and memory accesses by level ({w}: the word width)
+_LAYER_DETAIL_COLUMNS = [
+    ("name", "layer"), ("macs_forward", "MACs forward"), ("macs_backward_input", "MACs backward (input)"),
+    ("macs_backward_weight", "MACs backward (weights)"), ("rf_accesses", "RF accesses ({w})"),
+    ("sram_accesses", "SRAM accesses ({w})"), ("dram_accesses", "DRAM accesses ({w})"),
+]
+
+
+def layers_view(layers: pd.DataFrame, word_bits: int = 32) -> dict[str, Any]:
+    """Per-layer costs: a table of params, MACs and energy by level; MACs by pass and accesses in details."""
+    layers = layers.copy()
+    mac_cols = [c for c in ("macs_forward", "macs_backward_input", "macs_backward_weight") if c in layers]
+    if mac_cols and "macs" not in layers:
+        layers["macs"] = layers[mac_cols].sum(axis=1)
+    words = f"{word_bits}-bit words"
+    cols = _columns(layers, _LAYER_COLUMNS)
+    detail_cols = [(k, h.format(w=words)) for k, h in _columns(layers, _LAYER_DETAIL_COLUMNS)]
+    rows = records(layers)
+    numeric = {k for k, _ in cols + detail_cols if k not in ("name", "kind", "trainable")
+               and pd.api.types.is_numeric_dtype(layers[k])}
+    totals: dict[str, Any] = {k: float(layers[k].sum()) for k in numeric}
+    if "params" in totals and "first_call" in layers:
+        totals["params"] = float(layers.loc[layers["first_call"].astype(bool), "params"].sum())
+    totals["name"] = "total"
+    return {"table": table(rows + [totals], cols), "details": table(rows + [totals], detail_cols),
+            "plot": svg(_plot("layer_energy_plot", layers)), "total_energy": fmt_energy(totals.get("energy_pj")),
+            "n": len(layers), "words": words}
+
+
+# -- the sharing-fraction comparison ----------------------------------------------------------------------
+
+#: the comparison table: where each strategy shares, what its training costs and saves, what it stores
+_COMPARE_COLUMNS = [
+    ("strategy", "strategy"), ("share", "k"), ("after", "shared through"), ("fraction", "fraction"),
+    ("energy_pj", "training energy"), ("savings_energy_vs_regular", "energy savings vs regular"),
+    ("savings_energy_vs_retraining", "energy savings vs retraining"), ("storage_bytes", "storage"),
+    ("storage_vs_retraining", "storage vs retraining"), ("inference_energy_pj", "inference energy / sample"),
+]
+_COMPARE_DETAIL_COLUMNS = [
+    ("strategy", "strategy"), ("share", "k"), ("trainable_params", "trained params"),
+    ("macs", "training MACs"), ("savings_macs_vs_regular", "MAC savings vs regular"),
+    ("sram_accesses", "SRAM accesses ({w})"), ("dram_accesses", "DRAM accesses ({w})"),
+    ("data_storage_bytes", "old data kept"), ("inference_macs", "inference MACs / sample"),
+]
+
+
+def storage_ratio(savings_storage: Any) -> str:
+    """Storage relative to full retraining from ``savings_storage_vs_retraining`` (retraining / strategy).
+
+    Shown as the strategy's storage over retraining's, ``1 / savings``: ``0.501`` -> ``2.00×`` (a cost:
+    the grown network keeps a branch per task)."""
+    f = _num(savings_storage)
+    return "–" if f is None or f <= 0 else fmt_x(1.0 / f)
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if np.isfinite(f) else None
+
+
+def compare_view(cmp: pd.DataFrame, word_bits: int = 32) -> dict[str, Any]:
+    """The sharing comparison: a table that fits (costs, savings, storage) and the counts in details."""
+    words = f"{word_bits}-bit words"
+    rows = records(cmp)
+    for r in rows:
+        if "savings_storage_vs_retraining" in r:
+            r["storage_vs_retraining"] = r["savings_storage_vs_retraining"]
+    cols = [(k, h) for k, h in _COMPARE_COLUMNS if k in cmp.columns or
+            (k == "storage_vs_retraining" and "savings_storage_vs_retraining" in cmp.columns)]
+    detail_cols = [(k, h.format(w=words)) for k, h in _columns(cmp, _COMPARE_DETAIL_COLUMNS)]
+    ps = cmp[cmp["strategy"] == "partial-sharing"].sort_values("share")
+    span = None
+    if len(ps) and "savings_energy_vs_regular" in ps:
+        lo, hi = ps.iloc[1] if len(ps) > 1 else ps.iloc[0], ps.iloc[-1]
+        span = {"low_share": int(lo["share"]), "low": fmt_x(lo["savings_energy_vs_regular"]),
+                "high_share": int(hi["share"]), "high": fmt_x(hi["savings_energy_vs_regular"]),
+                "high_fraction": fmt_fraction(hi["fraction"]),
+                "high_retraining": fmt_x(hi.get("savings_energy_vs_retraining"))}
+    return {"table": table(rows, cols, {"storage_vs_retraining": storage_ratio}),
+            "details": table(rows, detail_cols), "plot": svg(_plot("sharing_plot", cmp)), "span": span,
+            "settings": dict(cmp.attrs)}
+
+
+def savings_at(cmp: pd.DataFrame | None, share: int) -> dict[str, Any] | None:
+    """The comparison's row of clone-and-branch at ``share`` (fraction, savings), or None."""
+    if cmp is None or not len(cmp):
+        return None
+    row = cmp[(cmp["strategy"] == "partial-sharing") & (cmp["share"] == share)]
+    if not len(row):
+        return None
+    r = row.iloc[0]
+    return {"fraction": _num(r.get("fraction")), "after": r.get("after"),
+            "vs_regular": _num(r.get("savings_energy_vs_regular")),
+            "vs_retraining": _num(r.get("savings_energy_vs_retraining"))}
+
+
+# -- energy sweeps ----------------------------------------------------------------------------------------
+
+#: what a swept table entry is, in words
+SWEEP_NAMES = {
+    "mac": "MAC energy", "add": "add energy", "mult": "multiply energy", "cmp": "compare energy",
+    "rf": "RF access energy", "sram": "SRAM access energy", "dram": "DRAM access energy",
+    "buffer_bytes": "on-chip buffer size", "rf_accesses_per_op": "RF accesses per operation",
+    "word_bits": "word width", "dram_mac_ratio": "DRAM / MAC energy ratio",
+}
+
+
+def axis_label(key: str) -> str:
+    """``dram`` -> ``DRAM access energy (pJ/access)``."""
+    unit = SWEEP_UNITS.get(key)
+    name = SWEEP_NAMES.get(key, key)
+    if key == "dram_mac_ratio":
+        return "DRAM / MAC energy ratio (pJ per DRAM word / pJ per MAC)"
+    return f"{name} ({unit})" if unit else name
+
+
+def _spacing(values: np.ndarray) -> str:
+    v = np.unique(values.astype(float))
+    if len(v) < 3:
+        return "values"
+    if (v > 0).all() and np.allclose(np.diff(np.log(v)), np.log(v[1] / v[0]), rtol=1e-6):
+        return "log-spaced values"
+    if np.allclose(np.diff(v), v[1] - v[0], rtol=1e-6):
+        return "evenly spaced values"
+    return "values"
+
+
+def grid_text(key: str, values: np.ndarray) -> str:
+    """``dram``, its grid -> ``DRAM access energy: 25 evenly spaced values, 50 pJ/access – 2,000 pJ/access``."""
+    v = np.unique(values.astype(float))
+    if len(v) == 1:
+        return f"{SWEEP_NAMES.get(key, key)}: {fmt_key_value(key, v[0])}"
+    return (f"{SWEEP_NAMES.get(key, key)}: {len(v)} {_spacing(v)}, {fmt_key_value(key, v.min())} – "
+            f"{fmt_key_value(key, v.max())}")
 
 
 def _nearest(values: np.ndarray, target: float) -> float:
     values = np.unique(values)
     return float(values[np.argmin(np.abs(values - target))])
+
+
+def _breakeven_view(be: pd.DataFrame, target: float) -> dict[str, Any]:
+    """Break-even rows that cross the target inside the grid as a table; rows that never cross summarised."""
+    key = be["key"].iloc[0]
+    others = [c for c in be.columns if c not in ("share", "after", "fraction", "key", "target", "against",
+                                                  "breakeven", "pays_off", "savings_min", "savings_max")]
+    summary = []
+    for side, words in (("always", f"at least {target:g}× everywhere on the grid"),
+                        ("never", f"below {target:g}× everywhere on the grid")):
+        part = be[be["pays_off"] == side]
+        if len(part):
+            ks = ", ".join(f"k = {int(k)}" for k in dict.fromkeys(part["share"]))
+            summary.append(f"{words}: {ks}")
+    crossing = be[be["pays_off"].isin(["below", "above"])]
+    view_table = None
+    if len(crossing):
+        rows = records(crossing)
+        for r in rows:
+            r["pays_off"] = f"{'below' if r['pays_off'] == 'below' else 'above'} the break-even"
+        cols = [("share", "k"), ("after", "shared through"), ("fraction", "fraction")]
+        cols += [(c, axis_label(c)) for c in others]
+        cols += [("breakeven", f"break-even {axis_label(key)}"), ("pays_off", f"savings ≥ {target:g}×"),
+                 ("savings_min", "min savings"), ("savings_max", "max savings")]
+        fmts = {c: (lambda v, c=c: fmt_key_value(c, v)) for c in [*others, "breakeven"]}
+        fmts["breakeven"] = lambda v: fmt_key_value(key, v)
+        view_table = table(rows, cols, fmts)
+    return {"summary": summary, "table": view_table}
 
 
 def sweep_view(sw: dict[str, Any], base_values: dict[str, float]) -> dict[str, Any]:
@@ -129,24 +283,28 @@ def sweep_view(sw: dict[str, Any], base_values: dict[str, float]) -> dict[str, A
                 for k in varied if k not in skip}
 
     def caption(text: str, fixed: dict[str, float]) -> str:
-        note = ", ".join(f"{k} = {int(v) if float(v).is_integer() else f'{v:.4g}'}" for k, v in fixed.items())
-        return text + (f" (other keys at the grid value nearest the table's: {note})" if note else "")
+        note = ", ".join(f"{SWEEP_NAMES.get(k, k)} = {fmt_key_value(k, v)}" for k, v in fixed.items())
+        return text + (f" (other entries at the grid value nearest the table's: {note})" if note else "")
+
+    def be_for(key: str):
+        return be if be is not None and len(be) and be["key"].iloc[0] == key else None
 
     driver = next((k for k in ("dram", "mac") if k in varied), None)
     for key in varied:
         fixed = fixed_for([key])
         if key == driver:  # energy ratio on the x axis (the quantity the break-even speaks of)
-            svg = _plot("sweep_lines_plot", frame, "dram_mac_ratio", against=against, target=target, fixed=fixed,
-                        breakeven=be if be is not None and len(be) and be["key"].iloc[0] == "dram_mac_ratio" else None,
-                        xlabel="DRAM / MAC energy ratio (pJ per DRAM word / pJ per MAC)", top_key=key)
-            top = f" (top axis: {key})" if key == "dram" else ""
-            text = (f"Savings vs the DRAM/MAC energy ratio as {key} varies{top}, one line per sharing point; "
-                    "× marks break-even points")
+            plot = _plot("sweep_lines_plot", frame, "dram_mac_ratio", against=against, target=target, fixed=fixed,
+                         breakeven=be_for("dram_mac_ratio"), xlabel=axis_label("dram_mac_ratio"), top_key=key,
+                         top_label=axis_label(key))
+            top = f" (top axis: {SWEEP_NAMES.get(key, key)})" if key == "dram" else ""
+            text = (f"Savings vs the DRAM/MAC energy ratio as {SWEEP_NAMES.get(key, key)} varies{top}, one line "
+                    "per sharing point; × marks break-even points")
         else:
-            svg = _plot("sweep_lines_plot", frame, key, against=against, target=target, fixed=fixed,
-                        breakeven=be if be is not None and len(be) and be["key"].iloc[0] == key else None)
-            text = f"Savings vs {key}, one line per sharing point"
-        plots_.append({"svg": _svg(svg), "caption": caption(text, fixed)})
+            plot = _plot("sweep_lines_plot", frame, key, against=against, target=target, fixed=fixed,
+                         breakeven=be_for(key), xlabel=axis_label(key),
+                         tick_format=fmt_bytes if key == "buffer_bytes" else None)
+            text = f"Savings vs {SWEEP_NAMES.get(key, key)}, one line per sharing point"
+        plots_.append({"svg": svg(plot), "caption": caption(text, fixed)})
     heat = None
     if len(varied) >= 2:
         kx, ky = varied[0], varied[1]
@@ -154,60 +312,21 @@ def sweep_view(sw: dict[str, Any], base_values: dict[str, float]) -> dict[str, A
         shares = shares[shares.index != 0] if (shares.index != 0).any() else shares
         share = int((shares - 0.5).abs().idxmin())
         fixed = fixed_for([kx, ky])
-        heat = {"svg": _svg(_plot("sweep_heatmap", frame, kx, ky, share, against=against, fixed=fixed)),
-                "caption": f"Savings vs {against} of sharing point {share} over {kx} × {ky}"}
-    be_view = None
-    if be is not None and len(be):
-        cols = [("share", "k"), ("after", "shared through"), ("fraction", "fraction")]
-        cols += [(c, c) for c in be.columns if c not in ("share", "after", "fraction", "key", "target", "against",
-                                                         "breakeven", "pays_off", "savings_min", "savings_max")]
-        cols += [("breakeven", f"break-even {be['key'].iloc[0]}"), ("pays_off", f"savings ≥ {target:g}× where"),
-                 ("savings_min", "min savings"), ("savings_max", "max savings")]
-        rows = _records(be)
-        for r in rows:
-            r["pays_off"] = {"below": "below break-even", "above": "above break-even", "always": "everywhere on the grid",
-                             "never": "nowhere on the grid"}.get(r["pays_off"], r["pays_off"])
-        be_view = _table(rows, cols)
+        heat = {"svg": svg(_plot("sweep_heatmap", frame, kx, ky, share, against=against, fixed=fixed,
+                                 xlabel=axis_label(kx), ylabel=axis_label(ky),
+                                 tick_format={k: fmt_bytes for k in (kx, ky) if k == "buffer_bytes"})),
+                "caption": caption(f"Savings vs {against} of sharing point {share} (fraction "
+                                   f"{fmt_fraction(shares.get(share))}) over {SWEEP_NAMES.get(kx, kx)} × "
+                                   f"{SWEEP_NAMES.get(ky, ky)}", fixed)}
     n_points = frame.attrs.get("grid_points", frame["point"].nunique() if "point" in frame else len(frame))
-    spec = sw.get("spec") or {}
-    grid = [(k, spec.get(k, f"{frame[k].min():g} … {frame[k].max():g}"), frame[k].nunique()) for k in varied]
-    return {"title": sw.get("title") or "Sweep", "grid": grid, "points": n_points, "shares": int(frame["share"].nunique()),
-            "rows": len(frame), "plots": plots_, "heatmap": heat, "breakeven": be_view, "target": target,
-            "against": against}
+    grid = [grid_text(k, frame[k].to_numpy()) for k in varied]
+    return {"title": sw.get("title") or "Sweep", "grid": grid, "points": n_points,
+            "shares": int(frame["share"].nunique()), "rows": len(frame), "plots": plots_, "heatmap": heat,
+            "breakeven": _breakeven_view(be, target) if be is not None and len(be) else None, "target": target,
+            "against": "regular incremental learning" if against == "regular" else "full retraining"}
 
 
-def engine_view(engine: dict[str, Any]) -> dict[str, Any]:
-    from ..plots import calibration_plot, matrix_heatmap, strategies_plot, timing_plot
-
-    view: dict[str, Any] = {"strategies": None, "strategies_plot": None, "matrices": [], "calibration": None,
-                            "chosen_share": None, "timing": None, "extra": None}
-    strategies = engine.get("strategies")
-    if strategies:
-        keys = [k for k in ENGINE_STRATEGY_COLUMNS if any(k in r for r in strategies)]
-        keys += [k for r in strategies for k in r if k not in keys and k not in ENGINE_STRATEGY_COLUMNS]
-        keys = list(dict.fromkeys(keys))
-        view["strategies"] = _table(strategies, [(k, _header(k)) for k in keys])
-        view["strategies_plot"] = _svg(strategies_plot(strategies))
-    mats = engine.get("matrices") or {}
-    view["matrices"] = [{"name": n, "svg": _svg(matrix_heatmap(n, m.get("tasks", []), m["values"]))}
-                        for n, m in mats.items() if m.get("values")]
-    curve = engine.get("calibration_curve")
-    chosen = engine.get("chosen_share")
-    if curve:
-        view["calibration"] = {
-            "svg": _svg(calibration_plot(curve, chosen)),
-            "table": _table(curve, [(k, _header(k)) for k in
-                                    dict.fromkeys(k for r in curve for k in r)]),
-        }
-    if chosen is not None:
-        view["chosen_share"] = chosen
-    timing = engine.get("timing")
-    if timing:
-        view["timing"] = {"svg": _svg(timing_plot(timing)),
-                          "table": _table(timing, [(k, _header(k)) for k in dict.fromkeys(k for r in timing for k in r)])}
-    if engine.get("extra"):
-        view["extra"] = json.dumps(engine["extra"], indent=2, default=str, allow_nan=True)[:20000]
-    return view
+# -- measured vs modelled ---------------------------------------------------------------------------------
 
 
 def measured_view(measured: dict[str, Any]) -> dict[str, Any]:
@@ -217,8 +336,8 @@ def measured_view(measured: dict[str, Any]) -> dict[str, Any]:
     keys = [k for k in _MEASURED_COLUMNS if any(k in r for r in rows)]
     keys += [k for r in rows for k in r if k not in keys]
     keys = list(dict.fromkeys(keys))
-    view = {"machine": measured.get("machine", ""), "table": _table(rows, [(k, _header(k)) for k in keys]),
-            "svg": _svg(measured_plot(rows)), "energy_meter": measured.get("energy_meter"), "nvml": None, "extra": None}
+    view = {"machine": measured.get("machine", ""), "table": table(rows, [(k, header(k)) for k in keys]),
+            "svg": svg(measured_plot(rows)), "energy_meter": measured.get("energy_meter"), "nvml": None, "extra": None}
     if measured.get("nvml"):
         view["nvml"] = [(k, v if isinstance(v, str) else json.dumps(v, default=str)) for k, v in measured["nvml"].items()]
     if measured.get("extra"):
