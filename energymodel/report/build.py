@@ -36,8 +36,9 @@ def build_report(recipe: Recipe, *, engine: dict | None = None, measured: dict |
     from ..modelspec import resolve_model
     from ..profile import profile
     from ..sharing import compare, sharing_points, strategy_ledgers
-    from ..sweep import breakeven, prepare_sweep
+    from ..sweep import breakeven, column_name, prepare_sweep
     from ..table import load_table
+    from .views import SWEEP_NAMES
 
     resolved = resolve_model(recipe.model, recipe.classes)
     model = resolved.model
@@ -72,7 +73,8 @@ def build_report(recipe: Recipe, *, engine: dict | None = None, measured: dict |
             )
         frame = prepared[cache_key].evaluate(spec.vary)
         be = breakeven(frame, key=spec.key, target=spec.target, against=spec.against)
-        sweeps.append({"title": spec.title or f"Sweep {i + 1}: " + ", ".join(spec.spec or {k: "" for k in spec.vary}),
+        names = [SWEEP_NAMES.get(column_name(k), k) for k in (spec.spec or spec.vary)]
+        sweeps.append({"title": spec.title or f"Sweep {i + 1}: " + " × ".join(names),
                        "frame": frame, "breakeven": be, "spec": dict(spec.spec), "target": spec.target,
                        "against": spec.against})
     if engine is None and recipe.engine_dir is not None:

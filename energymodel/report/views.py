@@ -251,9 +251,17 @@ def _breakeven_view(be: pd.DataFrame, target: float) -> dict[str, Any]:
     for side, words in (("always", f"at least {target:g}× everywhere on the grid"),
                         ("never", f"below {target:g}× everywhere on the grid")):
         part = be[be["pays_off"] == side]
-        if len(part):
-            ks = ", ".join(f"k = {int(k)}" for k in dict.fromkeys(part["share"]))
-            summary.append(f"{words}: {ks}")
+        items = []
+        for k in dict.fromkeys(part["share"]):
+            rows_k = part[part["share"] == k]
+            if not others or len(rows_k) == int((be["share"] == k).sum()):  # the whole grid of this point
+                items.append(f"k = {int(k)}")
+            else:  # only at some values of the other varied entries
+                at = "; ".join(", ".join(f"{SWEEP_NAMES.get(c, c)} {fmt_key_value(c, r[c])}" for c in others)
+                               for _, r in rows_k.iterrows())
+                items.append(f"k = {int(k)} (at {at})")
+        if items:
+            summary.append(f"{words}: {', '.join(items)}")
     crossing = be[be["pays_off"].isin(["below", "above"])]
     view_table = None
     if len(crossing):
