@@ -427,6 +427,7 @@ def test_one_format_per_quantity():
     assert fmt_pct(None) == "–"
     assert fmt_pp(0.032) == "3.2 pp"
     assert fmt_pp(-0.032, signed=True) == "−3.2 pp" and fmt_pp(0.01, signed=True) == "+1.0 pp"
+    assert fmt_pp(0.0, signed=True) == "0.0 pp" and fmt_pp(-0.0001, signed=True) == "0.0 pp"
     assert fmt_fraction(0.6) == "0.60" and fmt_fraction(1) == "1.00"
     assert fmt_x(3.14159) == "3.14×" and fmt_x(2) == "2.00×" and fmt_x(12.345) == "12.3×" and fmt_x(150.2) == "150×"
     assert fmt_key_value("dram", 581.8) == "581.8 pJ/access"

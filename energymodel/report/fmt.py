@@ -93,14 +93,15 @@ def fmt_pct(v: Any, std: Any = None) -> str:
 
 
 def fmt_pp(v: Any, signed: bool = False) -> str:
-    """A difference of accuracies (fraction) in percentage points: ``0.032`` -> ``3.2 pp``, signed ``+3.2 pp``."""
+    """A difference of accuracies (fraction) in percentage points: ``0.032`` -> ``3.2 pp``, signed ``+3.2 pp``
+    (zero is ``0.0 pp`` either way)."""
     f = _finite(v)
     if f is None:
         return "–"
     p = 100 * f
     if abs(p) < 0.05:
         p = 0.0
-    text = f"{p:+.1f}" if signed else f"{p:.1f}"
+    text = f"{p:+.1f}" if signed and p != 0 else f"{p:.1f}"
     return text.replace("-", "−") + " pp"
 
 

@@ -237,6 +237,9 @@ def grid_text(key: str, values: np.ndarray) -> str:
             f"{fmt_key_value(key, v.max())}")
 
 
+_AGAINST = {"regular": "regular incremental learning", "retraining": "full retraining"}
+
+
 def _nearest(values: np.ndarray, target: float) -> float:
     values = np.unique(values)
     return float(values[np.argmin(np.abs(values - target))])
@@ -323,7 +326,7 @@ def sweep_view(sw: dict[str, Any], base_values: dict[str, float]) -> dict[str, A
         heat = {"svg": svg(_plot("sweep_heatmap", frame, kx, ky, share, against=against, fixed=fixed,
                                  xlabel=axis_label(kx), ylabel=axis_label(ky),
                                  tick_format={k: fmt_bytes for k in (kx, ky) if k == "buffer_bytes"})),
-                "caption": caption(f"Savings vs {against} of sharing point {share} (fraction "
+                "caption": caption(f"Savings vs {_AGAINST.get(against, against)} of sharing point {share} (fraction "
                                    f"{fmt_fraction(shares.get(share))}) over {SWEEP_NAMES.get(kx, kx)} × "
                                    f"{SWEEP_NAMES.get(ky, ky)}", fixed)}
     n_points = frame.attrs.get("grid_points", frame["point"].nunique() if "point" in frame else len(frame))
@@ -331,7 +334,7 @@ def sweep_view(sw: dict[str, Any], base_values: dict[str, float]) -> dict[str, A
     return {"title": sw.get("title") or "Sweep", "grid": grid, "points": n_points,
             "shares": int(frame["share"].nunique()), "rows": len(frame), "plots": plots_, "heatmap": heat,
             "breakeven": _breakeven_view(be, target) if be is not None and len(be) else None, "target": target,
-            "against": "regular incremental learning" if against == "regular" else "full retraining"}
+            "against": _AGAINST.get(against, against)}
 
 
 # -- measured vs modelled ---------------------------------------------------------------------------------
