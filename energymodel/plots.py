@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.colors import Normalize
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator
 
 from .plotkit import figure as _figure
 from .plotkit import joules as _joules
@@ -148,8 +148,10 @@ def sweep_lines_plot(frame: pd.DataFrame, key: str, *, against: str = "regular",
         if len(be):
             ax.plot(be["breakeven"], np.full(len(be), be["target"].iloc[0]), "kx", ms=7, label="break-even")
     logx = df[key].min() > 0 and df[key].max() / max(df[key].min(), 1e-300) > 50
-    if logx:
-        ax.set_xscale("log")
+    if logx:  # bytes on powers of 4 (64 KiB, 256 KiB, 1 MiB ...), anything else on powers of 10
+        ax.set_xscale("log", base=2 if key.endswith("bytes") else 10)
+        if key.endswith("bytes"):
+            ax.xaxis.set_major_locator(LogLocator(base=4))
     ax.set_xlabel(_lit(xlabel or key))
     if tick_format is not None:
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: tick_format(v)))

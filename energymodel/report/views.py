@@ -214,7 +214,7 @@ def axis_label(key: str) -> str:
     name = SWEEP_NAMES.get(key, key)
     if key == "dram_mac_ratio":
         return "DRAM / MAC energy ratio (pJ per DRAM word / pJ per MAC)"
-    return f"{name} ({unit})" if unit else name
+    return f"{name} ({unit})" if unit and key != "buffer_bytes" else name  # buffer values carry KiB / MiB
 
 
 def _spacing(values: np.ndarray) -> str:
@@ -259,7 +259,11 @@ def _breakeven_view(be: pd.DataFrame, target: float) -> dict[str, Any]:
             rows_k = part[part["share"] == k]
             if not others or len(rows_k) == int((be["share"] == k).sum()):  # the whole grid of this point
                 items.append(f"k = {int(k)}")
-            else:  # only at some values of the other varied entries
+            elif len(others) == 1:  # only at some values of the one other varied entry
+                c = others[0]
+                values = ", ".join(fmt_key_value(c, v) for v in rows_k[c])
+                items.append(f"k = {int(k)} (at {SWEEP_NAMES.get(c, c)} {values})")
+            else:
                 at = "; ".join(", ".join(f"{SWEEP_NAMES.get(c, c)} {fmt_key_value(c, r[c])}" for c in others)
                                for _, r in rows_k.iterrows())
                 items.append(f"k = {int(k)} (at {at})")
