@@ -220,7 +220,16 @@ def test_content_numbers_and_appendix(report):
     assert "regular" in text and "retraining" in text
     # break-even of the first sweep is in the report
     be = data.sweeps[0]["breakeven"]
-    assert len(be) and "break-even dram_mac_ratio" in text
+    assert len(be)
+    always = [f"k = {k}" for k in be.loc[be["pays_off"] == "always", "share"]]
+    never = [f"k = {k}" for k in be.loc[be["pays_off"] == "never", "share"]]
+    if always:
+        assert f"at least 1.6× everywhere on the grid: {', '.join(always)}" in text
+    if never:
+        assert f"below 1.6× everywhere on the grid: {', '.join(never)}" in text
+    assert always or never or "break-even DRAM / MAC energy ratio" in text
+    assert "DRAM access energy: 6 evenly spaced values, 20 pJ/access – 2,000 pJ/access" in text  # units, no "20:2000:6"
+    assert "20:2000:6" not in text
     # appendix: the docstrings are the source
     from energymodel import price, sharing
 
@@ -229,6 +238,7 @@ def test_content_numbers_and_appendix(report):
     assert "conv_rule" in text and "relu_rule" in text and "Element-wise, per output element" in text
     assert "w ← w − lr·g" in text  # optimizer formula
     assert "extra column" in text and "kept" in text and "seed" in text  # unknown engine keys are still shown
+    assert "91.0 %" in text and "84.0 %" in text  # accuracies as xx.x %, never 0.91
 
 
 def test_file_is_an_ordinary_readable_file(report):
@@ -241,12 +251,12 @@ def test_a_failed_render_never_replaces_a_good_report(report, tmp_path, monkeypa
     target = tmp_path / "r.html"
     write_report(data, target)
     good = target.read_text()
-    import energymodel.report as rep
+    import energymodel.report.views as rep
 
     def broken(*a, **k):
         raise RuntimeError("plot failed")
 
-    monkeypatch.setattr(rep, "_layers_view", broken)
+    monkeypatch.setattr(rep, "layers_view", broken)
     with pytest.raises(RuntimeError):
         write_report(data, target)
     assert target.read_text() == good
@@ -403,3 +413,181 @@ def test_measured_section_with_nvml_renders_table_and_chart():
     assert c.sections == ["measured", "appendix"] and c.section_svgs.get("measured") == 1
     text = " ".join(c.text)
     assert "H100" in text and "123.4" in text and "speedup measured" in text
+
+
+# -- reads at a glance: one format per quantity, the headline, the new engine keys, literal labels -----------
+
+
+def test_one_format_per_quantity():
+    from energymodel.report.fmt import fmt_fraction, fmt_key_value, fmt_pct, fmt_pp, fmt_x
+    from energymodel.report.views import storage_ratio
+
+    assert fmt_pct(0.9154) == "91.5 %"
+    assert fmt_pct(0.9154, 0.0042) == "91.5 ± 0.4 %"
+    assert fmt_pct(None) == "–"
+    assert fmt_pp(0.032) == "3.2 pp"
+    assert fmt_pp(-0.032, signed=True) == "−3.2 pp" and fmt_pp(0.01, signed=True) == "+1.0 pp"
+    assert fmt_pp(0.0, signed=True) == "0.0 pp" and fmt_pp(-0.0001, signed=True) == "0.0 pp"
+    assert fmt_fraction(0.6) == "0.60" and fmt_fraction(1) == "1.00"
+    assert fmt_x(3.14159) == "3.14×" and fmt_x(2) == "2.00×" and fmt_x(12.345) == "12.3×" and fmt_x(150.2) == "150×"
+    assert fmt_key_value("dram", 581.8) == "581.8 pJ/access"
+    assert fmt_key_value("mac", 4.6) == "4.6 pJ/op"
+    assert fmt_key_value("buffer_bytes", 1048576) == "1 MiB"
+    assert fmt_key_value("rf_accesses_per_op", 3) == "3 RF accesses/op"
+    assert storage_ratio(0.501) == "2.00×"  # storage over retraining's: a cost, not a "saving" of 0.501×
+
+
+def rich_engine() -> dict:
+    """The engine keys the report renders beyond today's results: std over seeds, forgetting, backward
+    transfer, task-agnostic prediction methods, the search's tolerance, per-seed choices and oracle."""
+    def strategy(name, share, aware, agn, energy, forget, bwt):
+        return {"strategy": name, "share": share, "fraction": share / 5, "task_aware_accuracy": aware,
+                "task_aware_accuracy_std": 0.0042, "task_agnostic_accuracy": agn, "task_agnostic_accuracy_std": None,
+                "forgetting_task_aware": 0.0, "forgetting_task_agnostic": forget, "backward_transfer_task_aware": 0.0,
+                "backward_transfer_task_agnostic": bwt, "modelled_train_energy_pj": energy, "energy_pj": energy,
+                "storage_bytes": 2 * 2**20,
+                "agnostic": {"calibrated-logits": {"accuracy": agn, "std": 0.011, "storage_bytes": 80.0},
+                             "branch-gaussian": {"accuracy": 0.6612, "std": None, "storage_bytes": 40960.0}}}
+
+    return {
+        "strategies": [strategy("partial-sharing", 3, 0.9154, 0.7123, 7.7e11, 0.032, -0.032),
+                       strategy("regular-incremental", 0, 0.9311, 0.7302, 1.7e12, 0.041, -0.041),
+                       strategy("full-retraining", 0, 0.9402, 0.8011, 3.4e12, 0.0, 0.01)],
+        "calibration_curve": [{"share": k, "fraction": k / 5, "accuracy": 0.93 - 0.01 * k, "energy_pj": 1.7e12 - 2e11 * k,
+                               "within_tolerance": k <= 3} for k in range(6)],
+        "chosen_share": 3, "tolerance": 0.02,
+        "agnostic_methods": [{"method": "calibrated-logits", "description": "logits / T + b per task", "default": True},
+                             {"method": "branch-gaussian", "description": "a Gaussian per branch", "default": False}],
+        "agnostic_default": "calibrated-logits",
+        "search": {"per_seed": [{"seed": 0, "chosen": 3, "reference_accuracy": 0.93, "warning": None},
+                                {"seed": 1, "chosen": 3, "reference_accuracy": 0.92, "warning": "close to chance"}],
+                   "oracle": [{"share": k, "accuracy": 0.94 - 0.01 * k, "energy_pj": 1.7e12 - 2e11 * k} for k in range(6)]},
+    }
+
+
+def test_engine_section_shows_std_forgetting_methods_and_search():
+    html = render_report(ReportData(title="rich", engine=engine_section_from_results(rich_engine())))
+    text = " ".join(parse(html).text)
+    assert "91.5 ± 0.4 %" in text and "71.2 %" in text  # mean ± std over seeds; no std -> plain
+    assert "Task-IL accuracy" in text and "Class-IL accuracy (calibrated-logits)" in text
+    assert "3.2 pp" in text and "−3.2 pp" in text and "+1.0 pp" in text  # forgetting, backward transfer
+    assert "calibrated-logits (default)" in text and "branch-gaussian" in text and "66.1 %" in text
+    assert "71.2 ± 1.1 %" in text  # a method's accuracy with its std
+    assert "40 KiB" in text and "80 B" in text  # the storage each method's statistics need
+    assert "within 2.0 pp of the accuracy without sharing" in text
+    assert "close to chance" in text  # per-seed warning
+    assert "oracle (test accuracy)" in html  # the oracle curve in the search plot
+    assert "2 MiB" in text
+    assert "forgetting Class-IL" not in text  # no raw key names: the table has its own headers
+
+
+def test_headline_names_the_deepest_point_within_the_tolerance():
+    html = render_report(ReportData(title="h", engine=engine_section_from_results(rich_engine())))
+    m = re.search(r'<div class="callout headline" id="headline">(.*?)</div>', html, flags=re.S)
+    assert m
+    head = m.group(1)
+    # k = 3 is the deepest point within tolerance (k = 4, 5 are cheaper but lose accuracy); savings from the
+    # run's modelled training energy: 1.7e12 / 7.7e11 = 2.2078, 3.4e12 / 7.7e11 = 4.4156
+    assert "k = 3 (fraction 0.60)" in head and "within 2.0 pp of no sharing" in head
+    assert "2.21× less training energy than regular incremental learning" in head
+    assert "4.42× less than full retraining" in head
+    assert "Task-IL accuracy 91.5 ± 0.4 % (regular incremental: 93.1 ± 0.4 %)" in head
+    assert "k = 5" not in head
+
+
+def test_headline_without_accuracy_names_no_point(report):
+    _, html, _ = report
+    # the recipe report has engine results: the headline follows their search (k <= 3 within tolerance)
+    assert "Deepest sharing point with accuracy within the search" in html and "k = 3" in html
+    data = ReportData(title="no run", compare=report[0].compare)
+    head = re.search(r'id="headline">(.*?)</div>', render_report(data), flags=re.S).group(1)
+    assert "names no sharing point" in head and "Deepest" not in head
+
+
+def test_new_engine_keys_are_checked():
+    with pytest.raises(UserError, match="tolerance"):
+        engine_section_from_results({"tolerance": "2 %"})
+    with pytest.raises(UserError, match="search"):
+        engine_section_from_results({"search": [1]})
+    with pytest.raises(UserError, match="per_seed"):
+        engine_section_from_results({"search": {"per_seed": [3]}})
+    with pytest.raises(UserError, match="agnostic_methods"):
+        engine_section_from_results({"agnostic_methods": [{"description": "no name"}]})
+    with pytest.raises(UserError, match=r"strategies\[0\].agnostic"):
+        engine_section_from_results({"strategies": [{"strategy": "a", "agnostic": {"m": 0.5}}]})
+    out = engine_section_from_results(rich_engine())
+    assert "extra" not in out and out["tolerance"] == 0.02 and out["search"]["oracle"][0]["share"] == 0
+
+
+def test_labels_with_dollars_are_drawn_literally():
+    """Issue 9: labels from results files must never be parsed as maths (matplotlib would raise or eat them)."""
+    from energymodel.plots import (
+        calibration_plot,
+        matrix_heatmap,
+        measured_plot,
+        strategies_plot,
+        timing_plot,
+    )
+
+    odd = [r"$\frac{1}{$", r"cost \$5", "a_$b^{c", r"$\undefinedcommand$", "$$", "50 $"]
+    svgs = [
+        matrix_heatmap(odd[0], odd[:2], [[0.5, None], [0.4, 0.3]]),
+        strategies_plot([{"strategy": s, "task_aware_accuracy": 0.5, "energy_pj": 1e9 * (i + 1)}
+                         for i, s in enumerate(odd)]),
+        timing_plot([{"label": s, "measured_seconds": 1.0 + i, "modelled_macs": 1e9 * (i + 1)} for i, s in enumerate(odd)]),
+        measured_plot([{"label": s, "speedup_measured": 1.2} for s in odd]),
+        calibration_plot([{"share": 1, "accuracy": 0.5, "energy_pj": 1e9, "within_tolerance": True}], 1),
+    ]
+    texts = [t for svg in svgs for t in re.findall(r"<text\b[^>]*>([^<]*)</text>", svg)]
+    import html as htmllib
+
+    texts = [htmllib.unescape(t) for t in texts]
+    for label in odd:
+        assert label in texts, f"{label!r} not drawn as it is"
+    data = ReportData(title="$x$", engine=engine_section_from_results(
+        {"strategies": [{"strategy": odd[3], "task_aware_accuracy": 0.5, "energy_pj": 1e9}],
+         "matrices": {odd[2]: {"tasks": odd[:2], "values": [[0.5, None], [0.4, 0.3]]}}}))
+    assert odd[3] in render_report(data)
+
+
+def test_accuracy_heatmaps_share_one_scale():
+    from energymodel.plots import matrix_heatmap
+
+    low = matrix_heatmap("low", ["a", "b"], [[0.10, None], [0.12, 0.2]])
+    high = matrix_heatmap("high", ["a", "b"], [[0.90, None], [0.95, 0.99]])
+    for svg, cells in ((low, ["10.0", "12.0", "20.0"]), (high, ["90.0", "95.0", "99.0"])):
+        texts = re.findall(r"<text\b[^>]*>([^<]*)</text>", svg)
+        assert texts[-7:] == ["0", "20", "40", "60", "80", "100", "accuracy (%)"]  # the colour bar: 0-100 %
+        assert all(c in texts for c in cells)  # cells in percent, one decimal
+
+
+def test_appendix_docstrings_are_reflowed_html():
+    from energymodel.report.appendix import _doc_html
+
+    doc = '''Summary line.
+
+    A paragraph broken
+    over two lines with ``code`` and :func:`~energymodel.price.price` and *emphasis*::
+
+        y = a * x
+
+    - item one
+      continued
+    - item **two**
+    '''
+    assert str(_doc_html(doc)) == (
+        "<p>Summary line.</p>\n"
+        "<p>A paragraph broken over two lines with <code>code</code> and <code>price</code> and "
+        "<em>emphasis</em>:</p>\n"
+        '<pre class="formula">y = a * x</pre>\n'
+        "<ul><li>item one continued</li><li>item <strong>two</strong></li></ul>")
+
+
+def test_wide_tables_keep_their_details_behind_details(report):
+    _, html, _ = report
+    layers = html[html.index('<section id="layers">'):html.index('<section id="sharing">')]
+    main, _, details = layers.partition("<details>")
+    assert "DRAM accesses" not in main and "DRAM accesses (32-bit words)" in details
+    assert "MACs forward" in details and "<th class=\"num\">energy</th>" in main
+    sharing = html[html.index('<section id="sharing">'):html.index('<section id="sweep">')]
+    assert "storage vs retraining" in sharing and "storage savings" not in sharing
