@@ -1,0 +1,169 @@
+"""Task-agnostic prediction: the statistics (checked by hand and against scikit-learn), the methods, and the
+rule that no image of an old task is read after its task."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from energymodel.errors import UserError
+from incremental.agnostic import AgnosticSuite, Outputs, make_method, method_names
+from incremental.agnostic.gaussian import fit_gaussians, fit_scale, ledoit_wolf, power_normalise
+
+
+def test_ledoit_wolf_by_hand() -> None:
+    # three centred points (1,0), (0,1), (-1,-1): S = [[2,1],[1,2]]/3, m = 2/3, d^2 = ||S - mI||^2 / 2 = 1/9,
+    # b^2 = (sum ||x||^4 - n ||S||^2) / (n^2 D) = (6 - 10/3) / 18 = 4/27 > d^2, so a = 1 and Sigma = (2/3) I
+    xc = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]], dtype=torch.float64)
+    cov, a = ledoit_wolf(xc)
+    assert a == 1.0
+    assert torch.allclose(cov, torch.eye(2, dtype=torch.float64) * 2 / 3)
+
+
+def test_ledoit_wolf_equals_scikit_learn() -> None:
+    covariance = pytest.importorskip("sklearn.covariance", reason="scikit-learn is a dev dependency")
+    rng = np.random.default_rng(0)
+    for n, d in ((200, 10), (30, 50), (5, 3)):
+        x = rng.normal(size=(n, d)) @ rng.normal(size=(d, d))
+        xc = x - x.mean(axis=0)
+        ref, ref_a = covariance.ledoit_wolf(xc, assume_centered=True)
+        cov, a = ledoit_wolf(torch.from_numpy(xc))
+        assert a == pytest.approx(ref_a, rel=1e-9)
+        assert np.allclose(cov.numpy(), ref, rtol=1e-9, atol=1e-12)
+
+
+def test_power_normalise_and_mahalanobis_by_hand() -> None:
+    z = power_normalise(torch.tensor([[4.0, 0.0, 0.0], [1.0, -1.0, 0.0]]))
+    assert torch.allclose(z, torch.tensor([[1.0, 0.0, 0.0], [2**-0.5, -(2**-0.5), 0.0]], dtype=torch.float64))
+    # one class, samples on the axes: mean (1/3,1/3,1/3)-ish; the distance of the mean itself is 0
+    x = torch.eye(3)
+    g = fit_gaussians(x, torch.zeros(3, dtype=torch.long), 1)
+    d = g.distances(torch.ones(1, 3))  # phi(1,1,1) = (1,1,1)/sqrt(3), not the mean (1/3,1/3,1/3)
+    assert d.shape == (1, 1) and float(d) > 0
+    assert float(g.distances(torch.tensor([[1.0, 0.0, 0.0]]))) == pytest.approx(float(g.distances(
+        torch.tensor([[0.0, 5.0, 0.0]]))))  # symmetric classes, normalised scale
+
+
+def test_too_few_samples_never_give_nan() -> None:
+    x = torch.randn(3, 128)  # one image per class, 128 dimensions
+    g = fit_gaussians(x, torch.arange(3), 3)
+    d = g.distances(torch.randn(7, 128))
+    assert torch.isfinite(d).all() and g.shrinkage == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="class 3 has no sample"):
+        fit_gaussians(x, torch.arange(3), 4)
+    s = fit_scale(torch.tensor([2.0, 2.0, 2.0]))
+    assert s.location == 2.0 and s.spread == 1e-6
+
+
+def _two_tasks(n: int, seed: int) -> tuple[list[Outputs], Outputs, torch.Tensor]:
+    """Task 0's branch answers with huge logits for every input (it wins every raw argmax); both tasks' own
+    and common features separate their classes. Returns each task's own data, a mixed test set, its columns."""
+    centres = 3 * torch.randn(4, 16, generator=torch.Generator().manual_seed(123)).abs()  # classes 0,1 | 2,3
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(4).repeat_interleave(n)
+    feats = (centres[y] + 0.3 * torch.randn(len(y), 16, generator=g)).relu()
+    logits0 = 50 + torch.randn(len(y), 2, generator=g)  # big, uninformative about task 1
+    logits0[:, 0] += 5 * (y == 0)
+    logits0[:, 1] += 5 * (y == 1)
+    logits1 = torch.randn(len(y), 2, generator=g)
+    logits1[:, 0] += 5 * (y == 2)
+    logits1[:, 1] += 5 * (y == 3)
+    own1 = feats.flip(1)  # the branch's own space differs from the common one
+    full = Outputs([logits0, logits1], [feats, own1], y, [(1.0, 0.0), (1.0, 0.0)])
+    parts = []
+    for t, cls in ((0, [0, 1]), (1, [2, 3])):
+        m = (y == cls[0]) | (y == cls[1])
+        parts.append(Outputs([logits0[m], logits1[m]], [feats[m], own1[m]], y[m] - 2 * t))
+    return parts, full, y
+
+
+def test_gaussian_methods_beat_raw_argmax_when_one_branch_shouts() -> None:
+    (task0, task1), _, _ = _two_tasks(60, 0)
+    _, test, y = _two_tasks(60, 1)
+    suite = AgnosticSuite(method_names())
+    suite.fit_task(0, Outputs(task0.logits[:1], task0.own[:1], task0.labels), None)
+    suite.fit_task(1, task1, None)
+    acc = {name: float((cols == y).double().mean()) for name, cols in suite.predict(test).items()}
+    assert acc["raw-logits"] == pytest.approx(0.5)  # task 0 wins every input
+    for name in ("branch-gaussian", "common-gaussian", "combined-gaussian", "routed"):
+        assert acc[name] > 0.95, (name, acc)
+    with pytest.raises(ValueError, match="expected task 2"):
+        suite.fit_task(3, task1, None)
+
+
+def test_methods_are_a_registry_and_refuse_missing_statistics() -> None:
+    assert method_names() == ["raw-logits", "calibrated-logits", "branch-gaussian", "common-gaussian",
+                              "combined-gaussian", "routed"]
+    with pytest.raises(UserError, match="unknown task-agnostic method 'nope'"):
+        make_method("nope")
+    (task0, _), test, _ = _two_tasks(10, 0)
+    m = make_method("routed")
+    m.fit_task(*[__import__("incremental.agnostic", fromlist=["TaskData"]).TaskData(
+        Outputs(task0.logits[:1], task0.own[:1], task0.labels), 0), None])
+    with pytest.raises(UserError, match="statistics of 1 task"):
+        m.predict(test)
+    suite = AgnosticSuite(["routed"])
+    with pytest.raises(UserError, match="no statistics for task-agnostic method 'routed'"):
+        suite.load({"fitted": 1, "methods": {"raw-logits": {}}})
+
+
+def test_bad_agnostic_config_is_one_line() -> None:
+    from incremental.config import RunConfig
+
+    base = {"dataset": "fashion-mnist", "model": "smallcnn", "tasks": "5+5"}
+    with pytest.raises(UserError, match=r"field 'agnostic\.method': expected one of raw-logits"):
+        RunConfig.from_dict({**base, "agnostic": {"method": "magic"}})
+    with pytest.raises(UserError, match=r"agnostic\.covariance"):
+        RunConfig.from_dict({**base, "agnostic": {"covariance": "diagonal"}})
+    cfg = RunConfig.from_dict({**base, "agnostic": {"method": "routed", "methods": ["raw-logits"]}})
+    assert cfg.agnostic.names() == ["raw-logits", "routed"]  # the headline method is always fitted
+
+
+def test_no_old_task_image_is_read_after_its_task(tmp_path, monkeypatch) -> None:
+    """Instrument every image read: while a clone-and-branch strategy (or naive fine-tuning) learns task t,
+    no TRAINING or held-out image of a task < t is touched — training, calibration and statistics included.
+    (Evaluation reads old tasks' test images, which is what the accuracy matrix measures.)"""
+    from incremental.config import RunConfig
+    from incremental.data import arrays
+    from incremental.run import run
+    from incremental.seed_run import SeedRun
+    from test_run import tiny_config, write_fashion_idx
+
+    idx = write_fashion_idx(tmp_path / "idx", train=16, test=4)
+    reads: list[tuple[str, int]] = []
+    phase = {"name": "setup"}
+    seen: dict[str, object] = {}
+    original_get = arrays.TensorImageDataset.__getitem__
+    original_learn = SeedRun._learn
+
+    def get(self, i):
+        reads.append((phase["name"], id(self)))
+        return original_get(self, i)
+
+    def learn(self, name, learner, suite, t):
+        seen["data"] = self.data
+        phase["name"] = f"{name}:{t}"
+        try:
+            return original_learn(self, name, learner, suite, t)
+        finally:
+            phase["name"] = "between"
+
+    monkeypatch.setattr(arrays.TensorImageDataset, "__getitem__", get)
+    monkeypatch.setattr(SeedRun, "_learn", learn)
+    cfg = tiny_config(idx, tmp_path / "run", tasks="4+3+3", share=2, base={"epochs": 1}, branch={"epochs": 1},
+                      strategies=["partial-sharing", "regular-incremental", "naive-finetune", "full-retraining"])
+    run(RunConfig.from_dict(cfg))
+    data = seen["data"]
+    owner = {}
+    for j in range(3):
+        for ds in (data.train[j], data.plain[j], data.heldout[j]):
+            owner[id(ds)] = j
+    per_phase: dict[str, set[int]] = {}
+    for name, ident in reads:
+        if ":" in name and ident in owner:
+            per_phase.setdefault(name, set()).add(owner[ident])
+    for strategy in ("partial-sharing", "regular-incremental", "naive-finetune"):
+        for t in (1, 2):
+            assert per_phase[f"{strategy}:{t}"] == {t}, (strategy, t, per_phase)
+    assert per_phase["full-retraining:2"] == {0, 1, 2}  # the baseline that keeps old data does read it
