@@ -781,6 +781,18 @@ def test_idx_header_larger_than_the_gzip_can_hold(tmp_path):
     small.write_bytes(gzip.compress(bytes(data)))
     with pytest.raises(DataError, match=r"expected 47040000 bytes .* found a \d+-byte gzip file"):
         read_idx(small)
+    # Several gzip members (ISIZE is the last one's): read when they hold exactly what the header says.
+    members = tmp_path / "members.gz"
+    images = np.arange(2 * 28 * 28, dtype=np.uint32).astype(np.uint8).reshape(2, 28, 28)
+    whole = idx_bytes(images)
+    members.write_bytes(gzip.compress(whole[:100]) + gzip.compress(whole[100:]))
+    assert np.array_equal(read_idx(members), images)
+    members.write_bytes(gzip.compress(whole[:100]) + gzip.compress(whole[100:-1]))
+    with pytest.raises(DataError, match="expected 1568 bytes of image data .*found 1567$"):
+        read_idx(members)
+    members.write_bytes(gzip.compress(whole)[:17])
+    with pytest.raises(DataError, match=r"bad gzip stream \(17 bytes, too short for gzip\)"):
+        read_idx(members)
     # Raw files are measured with stat before they are read.
     raw = tmp_path / "raw.idx"
     raw.write_bytes(bytes(data))

@@ -76,7 +76,7 @@ def _open_stream(path: Path) -> tuple[BinaryIO, int | None, int]:
     file's last gzip member (of the whole file for the usual single-member ``.gz``).
     """
     try:
-        raw = open(path, "rb")  # noqa: SIM115 - returned open; the caller closes it
+        raw = open(path, "rb")  # returned open (wrapped when gzipped): the caller closes it
     except FileNotFoundError:
         raise DataError(f"missing IDX file {path}") from None
     except OSError as exc:
@@ -89,10 +89,10 @@ def _open_stream(path: Path) -> tuple[BinaryIO, int | None, int]:
                 raise DataError(f"corrupt IDX file {path}: named .gz but not a gzip stream")
             raw.seek(0)
             return raw, None, size
-        isize = None
-        if size >= 18:  # 10-byte gzip header + 8-byte trailer
-            raw.seek(-4, os.SEEK_END)
-            isize = int.from_bytes(raw.read(4), "little")
+        if size < 18:  # 10-byte gzip header + 8-byte trailer
+            raise DataError(f"corrupt IDX file {path}: bad gzip stream ({size} bytes, too short for gzip)")
+        raw.seek(-4, os.SEEK_END)
+        isize = int.from_bytes(raw.read(4), "little")
         raw.seek(0)
         return gzip.GzipFile(fileobj=raw, mode="rb"), isize, size
     except OSError as exc:
@@ -165,7 +165,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     ``H + E <= 1032 * (compressed size)`` (deflate's largest expansion) and, in its trailer,
     ``ISIZE == (H + E) mod 2**32``. Only then are the ``E`` bytes decompressed, chunk by chunk, into one
     buffer of ``E`` bytes (plus one to see that the stream ends there); when the trailer disagrees, at most
-    ``E`` + 1 MiB bytes are decompressed, a chunk at a time, to say how many there are.
+    ``E`` + 1 MiB bytes are decompressed, a chunk at a time, to say how many there are (a file of several
+    gzip members, whose ISIZE is the last member's, is read when it holds exactly ``E``).
     """
     path = Path(path)
     stream, isize, file_size = _open_stream(path)
@@ -187,10 +188,13 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             if header + expected > _DEFLATE_MAX_RATIO * file_size:
                 raise wrong(f"a {file_size}-byte gzip file, which cannot hold that many")
             if isize != (header + expected) % 2**32:
-                # The trailer disagrees: find out how much data there is, never holding more than a chunk.
-                # Counting up to a chunk past E gives the exact size of a small excess.
+                # The trailer disagrees: count the data, never holding more than a chunk (counting up to a
+                # chunk past E gives the exact size of a small excess). Exactly E bytes means several gzip
+                # members, ISIZE being the last one's: then read it again.
                 found = _count_rest(stream, expected + _CHUNK, path)
-                raise wrong(f"more than {found}" if found == expected + _CHUNK else str(found))
+                if found != expected:
+                    raise wrong(f"more than {found}" if found == expected + _CHUNK else str(found))
+                stream.seek(header)
         data = bytearray(expected)
         found = _read_some(stream, memoryview(data), path)
         if found < expected:
