@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
 import importlib.util
 import os
 import pickle
 import struct
 import tracemalloc
+import warnings
 import zlib
 from pathlib import Path
 
@@ -798,6 +800,21 @@ def test_idx_header_larger_than_the_gzip_can_hold(tmp_path):
     raw.write_bytes(bytes(data))
     with pytest.raises(DataError, match="expected 47040000 bytes of image data .*found 1568$"):
         read_idx(raw)
+
+
+def test_read_idx_closes_its_file(tmp_path):
+    images, _ = make_idx_set(tmp_path, 3, gz=True)
+    make_idx_set(tmp_path / "raw", 3, gz=False)
+    bad = tmp_path / "bad.gz"
+    bad.write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x05abc"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)  # an unclosed file warns when it is collected
+        assert np.array_equal(read_idx(tmp_path / "t10k-images-idx3-ubyte.gz"), images)
+        assert np.array_equal(read_idx(tmp_path / "raw" / "t10k-images-idx3-ubyte"), images)
+        with pytest.raises(DataError, match="found 3"):
+            read_idx(bad)
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 def test_data_root_that_is_a_file(tmp_path):

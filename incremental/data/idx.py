@@ -69,14 +69,16 @@ _DEFLATE_MAX_RATIO = 1032
 _CHUNK = 1 << 20  # bytes decompressed per step
 
 
-def _open_stream(path: Path) -> tuple[BinaryIO, int | None, int]:
-    """``(readable stream of the IDX bytes, gzip ISIZE or None when not gzipped, file size in bytes)``.
+def _open_stream(path: Path) -> tuple[BinaryIO, BinaryIO, int | None, int]:
+    """``(open file, readable stream of its IDX bytes, gzip ISIZE or None when not gzipped, file size)``.
+
+    The stream is the file itself or a ``GzipFile`` over it (which does not close it: close both).
 
     ISIZE, the gzip trailer's last 4 bytes (little-endian), is the uncompressed size modulo 2**32 of the
     file's last gzip member (of the whole file for the usual single-member ``.gz``).
     """
     try:
-        raw = open(path, "rb")  # returned open (wrapped when gzipped): the caller closes it
+        raw = open(path, "rb")  # returned open: the caller closes it
     except FileNotFoundError:
         raise DataError(f"missing IDX file {path}") from None
     except OSError as exc:
@@ -88,13 +90,13 @@ def _open_stream(path: Path) -> tuple[BinaryIO, int | None, int]:
             if path.suffix == ".gz":
                 raise DataError(f"corrupt IDX file {path}: named .gz but not a gzip stream")
             raw.seek(0)
-            return raw, None, size
+            return raw, raw, None, size
         if size < 18:  # 10-byte gzip header + 8-byte trailer
             raise DataError(f"corrupt IDX file {path}: bad gzip stream ({size} bytes, too short for gzip)")
         raw.seek(-4, os.SEEK_END)
         isize = int.from_bytes(raw.read(4), "little")
         raw.seek(0)
-        return gzip.GzipFile(fileobj=raw, mode="rb"), isize, size
+        return raw, gzip.GzipFile(fileobj=raw, mode="rb"), isize, size
     except OSError as exc:
         raw.close()
         raise DataError(f"cannot read IDX file {path}: {exc.strerror or one_line(exc)}") from None
@@ -169,8 +171,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     gzip members, whose ISIZE is the last member's, is read when it holds exactly ``E``).
     """
     path = Path(path)
-    stream, isize, file_size = _open_stream(path)
-    with stream:
+    raw, stream, isize, file_size = _open_stream(path)
+    with raw, stream:
         dtype, dims, header = _read_header(stream, path)
         expected = int(np.prod(dims, dtype=object)) * dtype.itemsize
         what = "image" if len(dims) == 3 else "label" if len(dims) == 1 else "array"
