@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
 import importlib.util
 import os
 import pickle
 import struct
+import tracemalloc
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -702,3 +706,194 @@ def test_digits():
     assert train.images.max() == 255 and train.images.dtype == np.uint8
     assert abs(len(test) - 0.2 * 1797) < 10
     assert set(np.unique(train.images // 1).tolist()) <= {round(v * 255 / 16) for v in range(17)}
+
+
+# ------------------------------------------------------------- hostile or odd input: one line, bounded
+
+
+def gzip_of_zeros(path: Path, idx_header: bytes, zero_blocks: int, block: int = 64 << 20) -> int:
+    """Write a real gzip file that expands to ``idx_header`` + ``zero_blocks * block`` zero bytes; its size.
+
+    One compressed block of zeros is repeated: each ends with a full flush (byte-aligned, no reference to
+    earlier data), so the copies form one valid deflate stream, and 6 GiB take about 6 MB of disk.
+    """
+    zeros = bytes(block)
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate; the gzip header and trailer are ours
+    first = comp.compress(idx_header) + comp.flush(zlib.Z_FULL_FLUSH)
+    middle = comp.compress(zeros) + comp.flush(zlib.Z_FULL_FLUSH)
+    last = comp.flush()
+    crc = zlib.crc32(idx_header)
+    for _ in range(zero_blocks):
+        crc = zlib.crc32(zeros, crc)
+    total = len(idx_header) + zero_blocks * block
+    with open(path, "wb") as fh:
+        fh.write(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff")  # magic, deflate, no flags, mtime 0, OS unknown
+        fh.write(first)
+        for _ in range(zero_blocks):
+            fh.write(middle)
+        fh.write(last)
+        fh.write(struct.pack("<II", crc, total % 2**32))
+    return path.stat().st_size
+
+
+def test_idx_gzip_bomb_is_refused_in_bounded_memory(tmp_path):
+    # Header: 60000 x 28 x 28 uint8 images (47,040,000 bytes); the stream holds 6 GiB of zeros after it.
+    bomb = tmp_path / "train-images-idx3-ubyte.gz"
+    size = gzip_of_zeros(bomb, bytes([0, 0, 8, 3]) + struct.pack(">3I", 60000, 28, 28), 96)
+    assert size < 8 << 20
+    with open(bomb, "rb") as fh:  # the first bytes inflate to the header, as a reader sees them
+        assert gzip.GzipFile(fileobj=fh).read(16) == bytes([0, 0, 8, 3]) + struct.pack(">3I", 60000, 28, 28)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError) as err:
+            read_idx(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    msg = str(err.value)
+    # the trailer says (16 + 6 GiB) mod 2**32, not 16 + 47,040,000: counted a chunk past the header's size
+    assert msg == (
+        f"corrupt IDX file {bomb}: expected 47040000 bytes of image data (shape 60000x28x28), "
+        f"found more than {47040000 + (1 << 20)}"
+    )
+    assert peak < 16 << 20  # a few 1 MiB chunks, never the 47 MB the header announces, let alone 6 GiB
+
+
+def test_idx_header_larger_than_the_gzip_can_hold(tmp_path):
+    # 10 GiB announced (10 x 1024^3 uint8), 6 GiB inside: the trailer's size mod 2**32 agrees with the
+    # header, but a file of about 6 MB cannot inflate to 10 GiB (deflate expands at most 1032-fold).
+    lie = tmp_path / "lie.gz"
+    size = gzip_of_zeros(lie, bytes([0, 0, 8, 4]) + struct.pack(">4I", 10, 1024, 1024, 1024), 96)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError) as err:
+            read_idx(lie)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(err.value) == (
+        f"corrupt IDX file {lie}: expected 10737418240 bytes of array data (shape 10x1024x1024x1024), "
+        f"found a {size}-byte gzip file, which cannot hold that many"
+    )
+    assert peak < 4 << 20
+    # A small lying header: 60000 images announced in a 62-byte file.
+    small = write_idx(tmp_path / "small.gz", np.zeros((2, 28, 28), np.uint8))
+    data = bytearray(gzip.decompress(small.read_bytes()))
+    data[4:8] = struct.pack(">I", 60000)
+    small.write_bytes(gzip.compress(bytes(data)))
+    with pytest.raises(DataError, match=r"expected 47040000 bytes .* found a \d+-byte gzip file"):
+        read_idx(small)
+    # Several gzip members (ISIZE is the last one's): read when they hold exactly what the header says.
+    members = tmp_path / "members.gz"
+    images = np.arange(2 * 28 * 28, dtype=np.uint32).astype(np.uint8).reshape(2, 28, 28)
+    whole = idx_bytes(images)
+    members.write_bytes(gzip.compress(whole[:100]) + gzip.compress(whole[100:]))
+    assert np.array_equal(read_idx(members), images)
+    members.write_bytes(gzip.compress(whole[:100]) + gzip.compress(whole[100:-1]))
+    with pytest.raises(DataError, match="expected 1568 bytes of image data .*found 1567$"):
+        read_idx(members)
+    members.write_bytes(gzip.compress(whole)[:17])
+    with pytest.raises(DataError, match=r"bad gzip stream \(17 bytes, too short for gzip\)"):
+        read_idx(members)
+    # Raw files are measured with stat before they are read.
+    raw = tmp_path / "raw.idx"
+    raw.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="expected 47040000 bytes of image data .*found 1568$"):
+        read_idx(raw)
+
+
+def test_read_idx_closes_its_file(tmp_path):
+    images, _ = make_idx_set(tmp_path, 3, gz=True)
+    make_idx_set(tmp_path / "raw", 3, gz=False)
+    bad = tmp_path / "bad.gz"
+    bad.write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x05abc"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)  # an unclosed file warns when it is collected
+        assert np.array_equal(read_idx(tmp_path / "t10k-images-idx3-ubyte.gz"), images)
+        assert np.array_equal(read_idx(tmp_path / "raw" / "t10k-images-idx3-ubyte"), images)
+        with pytest.raises(DataError, match="found 3"):
+            read_idx(bad)
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_data_root_that_is_a_file(tmp_path):
+    afile = tmp_path / "data.tar"
+    afile.write_bytes(b"x")
+    with pytest.raises(DataError) as err:
+        load_idx_dataset(afile, "fashion-mnist", "test")
+    assert str(err.value) == (
+        f"fashion-mnist data folder {afile} is a file, not a folder (pass the folder that holds the IDX files)"
+    )
+    with pytest.raises(DataError) as err:
+        load_idx_dataset(tmp_path / "nowhere", "mnist", "test")
+    assert "nowhere does not exist" in str(err.value)
+    with pytest.raises(DataError) as err:
+        load_cifar10(afile, "train")
+    assert str(err.value) == f"CIFAR data folder {afile} is a file, not a folder"
+    with pytest.raises(DataError) as err:
+        load_imagefolder(afile, "train", progress=False)
+    assert str(err.value) == f"ImageFolder root {afile} is a file, not a folder"
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "train").write_bytes(b"x")
+    with pytest.raises(DataError) as err:
+        load_imagefolder(tmp_path / "tree", "train", progress=False)
+    assert str(err.value) == f"ImageFolder split folder {tmp_path / 'tree' / 'train'} is a file, not a folder"
+
+
+def test_unreadable_files_say_so(tmp_path, monkeypatch):
+    # Tests run as root, for whom chmod 000 changes nothing: the OS's refusal is raised where it would be.
+    make_idx_set(tmp_path, 4, gz=True)
+    make_imagefolder(tmp_path / "tree", "png", per_class=1)
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "is_file", denied)
+    with pytest.raises(DataError) as err:
+        load_idx_dataset(tmp_path, split="test")
+    assert str(err.value) == f"cannot read IDX file {tmp_path / 't10k-images-idx3-ubyte'}: Permission denied"
+    with pytest.raises(DataError) as err:
+        load_cifar10(tmp_path, "test")
+    assert str(err.value) == f"cannot read CIFAR folder {tmp_path / 'cifar-10-batches-py'}: Permission denied"
+    monkeypatch.undo()
+
+    monkeypatch.setattr(Image, "open", lambda path, *a, **k: denied(path))
+    with pytest.raises(DataError) as err:
+        load_imagefolder(tmp_path / "tree", "train", progress=False)
+    assert str(err.value) == f"cannot read image file {tmp_path / 'tree/train/ant/000.png'}: Permission denied"
+
+
+def test_imagefolder_larger_than_memory_is_refused(tmp_path, monkeypatch):
+    make_imagefolder(tmp_path, "png", per_class=3, side=8)  # 9 images of 3 x 8 x 8: 1728 bytes in all
+    monkeypatch.setattr(imagefolder_module, "_memory_bytes", lambda: 1727)
+    with pytest.raises(DataError) as err:
+        load_imagefolder(tmp_path, "train", progress=False)
+    assert str(err.value) == (
+        f"9 images of 8x8x3 in ImageFolder {tmp_path / 'train'} need 0.0 GiB, more than this machine's "
+        "0.0 GiB: pass size= to resize"
+    )
+    monkeypatch.setattr(imagefolder_module, "_memory_bytes", lambda: 1728)
+    assert len(load_imagefolder(tmp_path, "train", progress=False)) == 9
+
+
+def test_parse_task_sizes_bounds_before_building_lists():
+    with pytest.raises(UserError) as err:
+        parse_task_sizes("1+1x999999999999")
+    assert str(err.value) == "bad task sizes '1+1x999999999999': more than 100000 classes in all"
+    with pytest.raises(UserError) as err:
+        parse_task_sizes("50000x2+1")
+    assert str(err.value) == "bad task sizes '50000x2+1': 100001 classes in all, more than 100000"
+    assert parse_task_sizes("50000x2") == [50000, 50000]
+    with pytest.raises(UserError) as err:  # int() refuses strings of more than 4300 digits
+        parse_task_sizes("1" * 5000)
+    assert str(err.value) == f"bad task sizes {'1' * 50!r}... (5000 characters): more than 100000 classes in all"
+
+
+def test_cli_task_sizes_too_large_is_one_line(capsys):
+    from incremental.cli import main
+
+    code = main(["run", "--dataset", "digits", "--model", "smallcnn", "--tasks", "1+1x999999999999"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "more than 100000 classes in all" in err

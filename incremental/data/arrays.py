@@ -7,6 +7,8 @@ error message). :class:`TensorImageDataset` turns one into normalised float tens
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -25,6 +27,7 @@ __all__ = [
     "cifar_augment",
     "per_channel_mean_std",
     "one_line",
+    "folder_problem",
 ]
 
 
@@ -39,6 +42,23 @@ def one_line(exc: BaseException | str) -> str:
     if isinstance(exc, BaseException) and not first:
         return type(exc).__name__
     return first
+
+
+def folder_problem(path: str | os.PathLike) -> str | None:
+    """What keeps ``path`` from being read as a folder, for a one-line message; None when it is one.
+
+    "does not exist", "is a file, not a folder" (or "is not a folder" for other kinds of file), or
+    "cannot be read: <reason>" (e.g. permission denied on a folder above it).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "does not exist"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or one_line(exc)}"
+    if stat.S_ISDIR(mode):
+        return None
+    return "is a file, not a folder" if stat.S_ISREG(mode) else "is not a folder"
 
 
 @dataclass(eq=False)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .arrays import DataError, ImageArrays, one_line
+from .arrays import DataError, ImageArrays, folder_problem, one_line
 
 __all__ = [
     "CIFAR10_DIR",
@@ -156,11 +156,15 @@ def _batch_arrays(
 def find_cifar_dir(root: str | os.PathLike, subdir: str, marker: str) -> Path:
     """The folder holding the batches: ``root/subdir`` if it has ``marker``, else ``root`` itself if it does."""
     root = Path(root).expanduser()
+    problem = folder_problem(root)
+    if problem is not None:
+        raise DataError(f"CIFAR data folder {root} {problem}")
     for folder in (root / subdir, root):
-        if (folder / marker).is_file():
-            return folder
-    if not root.is_dir():
-        raise DataError(f"CIFAR data folder {root} does not exist")
+        try:
+            if (folder / marker).is_file():
+                return folder
+        except OSError as exc:  # e.g. a folder without search permission
+            raise DataError(f"cannot read CIFAR folder {folder}: {exc.strerror or one_line(exc)}") from None
     raise DataError(
         f"missing CIFAR file {root / subdir / marker} (pass the folder holding {marker} or its parent)"
     )

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from energymodel.atomic import atomic_path
 
-from .arrays import DataError, ImageArrays, one_line
+from .arrays import DataError, ImageArrays, folder_problem, one_line
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -87,11 +87,15 @@ def scan_imagefolder(root: str | os.PathLike, split: str | None = "train") -> Im
     Raises :class:`DataError` when the folder is missing, has no class folders, or holds no images.
     """
     root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"ImageFolder root {root} does not exist")
+    problem = folder_problem(root)
+    if problem is not None:
+        raise DataError(f"ImageFolder root {root} {problem}")
     folder = root / split if split else root
-    if not folder.is_dir():
+    problem = folder_problem(folder)
+    if problem == "does not exist":
         raise DataError(f"missing ImageFolder split folder {folder}")
+    if problem is not None:
+        raise DataError(f"ImageFolder split folder {folder} {problem}")
     try:
         class_dirs = [e for e in _visible_sorted(folder) if e.is_dir()]
         if not class_dirs:
@@ -126,6 +130,8 @@ def decode_image(
             array = np.asarray(img, dtype=np.uint8)
     except FileNotFoundError:
         raise DataError(f"missing image file {path}") from None
+    except (PermissionError, IsADirectoryError) as exc:
+        raise DataError(f"cannot read image file {path}: {exc.strerror or one_line(exc)}") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"corrupt image file {path}: {one_line(exc)}") from None
     if array.ndim == 2:
@@ -156,6 +162,31 @@ def _decoded(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _memory_bytes() -> int | None:
+    """This machine's physical memory in bytes; None where the system does not tell."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _allocate(index: ImageFolderIndex, shape: tuple[int, ...]) -> np.ndarray:
+    """The ``N x C x H x W`` uint8 array for all images, refused with a one-line DataError when its
+    ``N * C * H * W`` bytes exceed the machine's physical memory (or the allocation fails)."""
+    need = len(index.files) * int(np.prod(shape))
+    memory = _memory_bytes()
+    c, h, w = shape
+    problem = (
+        f"{len(index.files)} images of {w}x{h}x{c} in ImageFolder {index.folder} need {need / 2**30:.1f} GiB"
+    )
+    if memory is not None and need > memory:
+        raise DataError(f"{problem}, more than this machine's {memory / 2**30:.1f} GiB: pass size= to resize")
+    try:
+        return np.empty((len(index.files), *shape), dtype=np.uint8)
+    except MemoryError:
+        raise DataError(f"{problem}, more than can be allocated: pass size= to resize") from None
+
+
 def _decode_all(
     index: ImageFolderIndex, mode: str, size: tuple[int, int] | None, workers: int, progress: bool | None
 ) -> np.ndarray:
@@ -172,7 +203,7 @@ def _decode_all(
     with bar, contextlib.closing(_decoded(files, mode, size, workers)) as decoded:  # closing stops the pool
         for i, array in enumerate(decoded):
             if out is None:
-                out = np.empty((len(files), *array.shape), dtype=np.uint8)
+                out = _allocate(index, array.shape)
                 first = files[i].path
             elif array.shape != out.shape[1:]:
                 h, w = array.shape[1:]

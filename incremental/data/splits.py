@@ -12,31 +12,45 @@ from energymodel.errors import UserError
 
 from .arrays import DataError, ImageArrays
 
-__all__ = ["Task", "parse_task_sizes", "class_order", "make_tasks", "holdout_split", "subsample"]
+__all__ = ["MAX_TASK_CLASSES", "Task", "parse_task_sizes", "class_order", "make_tasks", "holdout_split", "subsample"]
 
 _TERM = re.compile(r"^\s*(\d+)\s*(?:[xX*]\s*(\d+)\s*)?$")
+
+#: Most classes a task-size string may add up to (ImageNet-21k has about 21,841; a run with more classes
+#: than this is a typo, and checking first keeps "1+1x999999999999" from building a list of 10**12 ints).
+MAX_TASK_CLASSES = 100_000
 
 
 def parse_task_sizes(spec: str) -> list[int]:
     """Parse a task-size string: ``"5+5"`` -> [5, 5], ``"50+10x5"`` -> [50, 10, 10, 10, 10, 10].
 
     Terms are joined with ``+``; a term ``AxB`` means B tasks of A classes each. Every number must be a
-    positive integer. Raises :class:`UserError` naming the string otherwise.
+    positive integer, and the classes of all tasks, the sum of ``A * B`` over the terms, at most
+    :data:`MAX_TASK_CLASSES` (checked before any list is built). Raises :class:`UserError` naming the
+    string otherwise.
     """
     hint = "expected e.g. '5+5', '50+10x5' or '2x5'"
     if not isinstance(spec, str) or not spec.strip():
         raise UserError(f"bad task sizes {spec!r}: {hint}")
-    sizes: list[int] = []
+    shown = repr(spec) if len(spec) <= 60 else repr(spec[:50]) + f"... ({len(spec)} characters)"
+    terms: list[tuple[int, int]] = []
+    total = 0
     for term in spec.split("+"):
         match = _TERM.match(term)
         if match is None:
-            raise UserError(f"bad task sizes {spec!r}: cannot read {term.strip()!r}; {hint}")
-        size = int(match.group(1))
-        repeat = int(match.group(2)) if match.group(2) is not None else 1
+            raise UserError(f"bad task sizes {shown}: cannot read {term.strip()[:50]!r}; {hint}")
+        digits = [g for g in match.groups() if g is not None]
+        if any(len(d.lstrip("0")) > len(str(MAX_TASK_CLASSES)) for d in digits):  # int() of 5000 digits fails
+            raise UserError(f"bad task sizes {shown}: more than {MAX_TASK_CLASSES} classes in all")
+        size = int(digits[0])
+        repeat = int(digits[1]) if len(digits) > 1 else 1
         if size <= 0 or repeat <= 0:
-            raise UserError(f"bad task sizes {spec!r}: sizes and repeat counts must be positive")
-        sizes.extend([size] * repeat)
-    return sizes
+            raise UserError(f"bad task sizes {shown}: sizes and repeat counts must be positive")
+        total += size * repeat
+        terms.append((size, repeat))
+    if total > MAX_TASK_CLASSES:
+        raise UserError(f"bad task sizes {shown}: {total} classes in all, more than {MAX_TASK_CLASSES}")
+    return [size for size, repeat in terms for _ in range(repeat)]
 
 
 def class_order(num_classes: int, seed: int | None = None, order: Sequence[int] | None = None) -> list[int]:
