@@ -388,6 +388,7 @@ def trace(
             for p in mod.parameters(recurse=False):
                 if p.requires_grad:
                     trainable.add(id(p))
+    hint = "" if inputs is not None else " (a shape without the batch dimension; use batch= for the batch)"
     with _prepared(model, trainable):
         try:
             with _on_meta(model):
@@ -397,13 +398,13 @@ def trace(
         except Exception as meta_exc:  # the model cannot run on meta, or rejects the input
             if ex.elements() > MAX_REAL_TRACE_ELEMENTS:
                 raise UserError(f"{type(model).__name__} rejects input {shape_text(ex)} (traced on the meta "
-                                f"device): {one_line(meta_exc)}") from None
+                                f"device): {one_line(meta_exc)}{hint}") from None
             try:
                 tracer, out = _run(model, real_inputs(ex, _model_device(model)), frozen_set, mode, trainable)
             except UserError:
                 raise
             except Exception as exc:  # the model rejects the input: a user error, one line
-                raise UserError(f"{type(model).__name__} rejects input {shape_text(ex)}: {one_line(exc)}") from None
+                raise UserError(f"{type(model).__name__} rejects input {shape_text(ex)}: {one_line(exc)}{hint}") from None
     out_t = next(_tensors(out), None)
     _add_container_parameters(model, tracer, frozen_set, trainable, mode)
     total = sum(p.numel() for p in model.parameters())

@@ -45,7 +45,6 @@ a one-line :class:`~energymodel.errors.UserError` naming it.
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +53,7 @@ import numpy as np
 
 from .errors import UserError
 
-__all__ = ["Recipe", "SweepSpec", "load_recipe", "parse_recipe"]
+__all__ = ["Recipe", "SweepSpec", "load_recipe", "parse_recipe", "MAX_RECIPE_BYTES"]
 
 
 @dataclass
@@ -272,15 +271,19 @@ def parse_recipe(data: dict[str, Any], base: str | Path = ".", *, where: str = "
     )
 
 
+#: the largest recipe file read (1 MiB), checked before parsing
+MAX_RECIPE_BYTES = 1 << 20
+
+
 def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file; relative paths in it resolve against its folder."""
+    """Read and validate a recipe file (at most :data:`MAX_RECIPE_BYTES`); relative paths in it resolve
+    against its folder."""
+    from .table import read_toml
+
     p = Path(path)
     if not p.is_file():
         raise UserError(f"recipe file not found: {p}")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"recipe {p} is not valid TOML: {exc}") from None
+    data = read_toml(p, f"recipe {p}", MAX_RECIPE_BYTES, UserError)
     recipe = parse_recipe(data, p.resolve().parent, where=f"recipe {p}")
     recipe.path = p
     return recipe
