@@ -84,7 +84,7 @@ def shares_of(net: nn.Module, k: Any = None, fraction: Any = None, *, note=None)
         out.append(int(v))
     for f in _as_list(fraction):
         if isinstance(f, bool) or not isinstance(f, numbers.Real) or not 0.0 <= float(f) <= 1.0:
-            raise UserError(f"sharing fraction {f!r} must be a number in [0, 1]")
+            raise UserError(f"sharing fraction {f!r} must lie in [0, 1]")
         best = min(pts, key=lambda p: (abs(p.fraction - float(f)), p.index))
         if abs(best.fraction - float(f)) > 1e-9:
             note(f"fraction {float(f):g} snapped to the nearest sharing point k={best.index} "

@@ -177,6 +177,9 @@ def block_view(
             raise UserError("declared blocks leave no head (the classifier must follow the last block)")
     else:
         start = _head_start(steps)
+        if start == 0:
+            raise UserError(f"{type(model).__name__} declares no sharing points: its top-level children "
+                            f"({', '.join(names)}) are all head; give it `blocks` and `head`, or declare blocks")
     parts: list[tuple[str, nn.Module]] = []
     prev = steps[0].in_shape
     for s in steps:

@@ -192,8 +192,7 @@ def shares(args, net) -> list[int] | None:
 
     k = _numbers(args.k, "--k", int)
     fraction = _numbers(args.fraction, "--fraction", float)
-    if args.share is not None:
-        note("--share is deprecated: use --k (indices) or --fraction (fractions)")
+    if args.share is not None:  # deprecated: an integer is an index, anything else a fraction
         for v in _numbers(args.share, "--share", str) or []:
             if v.isdigit():
                 k = [*(k or []), int(v)]

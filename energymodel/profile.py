@@ -146,7 +146,7 @@ def profile(
     if batch is None:
         batch = (_batch_of(inputs) if inputs is not None else None) or 1
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise UserError(f"batch must be a positive integer, got {batch!r}")
+        raise UserError(f"batch must be >= 1 (an integer), got {batch!r}")
     if isinstance(weight_decay, bool):
         wd = WEIGHT_DECAY if weight_decay else 0.0
     elif isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0:

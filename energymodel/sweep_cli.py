@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 from .errors import UserError
 
@@ -92,3 +93,4 @@ def run(args: argparse.Namespace) -> None:
         emit(args, data={"settings": df.attrs, "rows": _records(df), "breakeven": _records(be)})
     else:
         emit(args, frame=df)
+        print("break-even\n" + _table(be), end="", file=sys.stderr)
