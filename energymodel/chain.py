@@ -116,7 +116,7 @@ def _chain(model: nn.Module, input_shape, inputs) -> list[_Step]:
     if not isinstance(out, Tensor) or id(out) not in rec.live:
         problems.append("the model does not return its last child's output")
     if rec.broken:
-        problems.append(rec.broken)
+        problems.insert(0, rec.broken)
     for name, child in children.items():
         if calls.get(name, 0) > 1 or (calls.get(name, 0) == 0 and any(True for _ in child.parameters())):
             problems.append(f"{name} runs {calls.get(name, 0)} times")

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from torch import nn
 
 import energymodel.atomic as atomic
