@@ -244,3 +244,59 @@ def test_defaults_shown_in_help(command: str) -> None:
                 None, False, "==SUPPRESS==") and action.dest != "help":
             assert "default" in (action.help or "") or f"(default: {action.default})" in " ".join(text.split()), \
                 action.dest
+
+
+# -- registering a counting rule ---------------------------------------------------------------------------
+
+
+class Doubler(nn.Module):
+    def forward(self, x):
+        return x * 2.0
+
+
+class UsesCumsum(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 6)
+
+    def forward(self, x):
+        return torch.cumsum(self.fc(x), 1)
+
+
+def test_register_rule_for_a_module_and_an_aten_op() -> None:
+    from energymodel.ops import OpVec, Work
+    from energymodel.rules import register_rule, registered_rule, unregister_rule
+
+    net = nn.Sequential(nn.Linear(4, 4), Doubler())
+    assert energymodel.profile(net, (4,), warn=False).unmodelled == ["1"]
+    with registered_rule(Doubler, lambda call: Work(forward=OpVec(mult=call.out_words))):
+        p = energymodel.profile(net, (4,), batch=3)
+        assert p.unmodelled == [] and p.layers.iloc[1]["mult_ops"] == 3 * 4
+    assert energymodel.profile(net, (4,), warn=False).unmodelled == ["1"]  # the rule is gone again
+
+    model = UsesCumsum()
+    assert energymodel.profile(model, (6,), warn=False).unmodelled == ["(cumsum)"]
+    register_rule("aten.cumsum", lambda call: Work(forward=OpVec(add=call.out_words - 1)))
+    try:
+        with pytest.raises(UserError, match="already has a counting rule"):
+            register_rule("cumsum", lambda call: Work())
+        p = energymodel.profile(model, (6,))
+        assert p.unmodelled == [] and p.layers[p.layers["name"] == "(cumsum)"].iloc[0]["add_ops"] == 5
+    finally:
+        unregister_rule("cumsum")
+    with pytest.raises(UserError, match="nn.Module class or an aten operator"):
+        register_rule(42, lambda call: Work())  # type: ignore[arg-type]
+
+
+def test_unmodelled_listed_by_kind_and_modelled_column_shown(capsys, tmp_path: Path) -> None:
+    path = tmp_path / "m.py"
+    path.write_text("import torch\nfrom torch import nn\n\n\nclass Doubler(nn.Module):\n    def forward(self, x):\n"
+                    "        return x * 2.0\n\n\ndef net():\n    return nn.Sequential(nn.Linear(4, 4), Doubler(), "
+                    "Doubler())\n", encoding="utf-8")
+    assert main(["profile", f"{path}:net", "--input", "4"]) == 0
+    captured = capsys.readouterr()
+    assert "unmodelled (no counting rule, counted as 0): Doubler: 2 calls (1, 2)" in captured.out
+    header = captured.out.splitlines()[1].split()
+    assert header[:4] == ["name", "kind", "modelled", "trainable"]
+    rows = {ln.split()[0]: ln.split() for ln in captured.out.splitlines()[2:5]}
+    assert rows["1"][2] == "False" and rows["0"][2] == "True"
