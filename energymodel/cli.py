@@ -267,7 +267,12 @@ def _run_profile(args) -> None:
         if prof.unmodelled:
             text += "unmodelled (no counting rule, counted as 0): " + "; ".join(unmodelled_by_kind(prof.layers)) + "\n"
         if check is not None:
-            text += "\nfvcore cross-check (forward, batch 1)\n" + _human(check)
+            from .summary import eng
+
+            view = check.assign(**{c: [eng(v) for v in check[c]] for c in ("macs", "fvcore_flops", "difference")})
+            differ = int((~check["agrees"]).sum())
+            text += (f"\nfvcore cross-check (forward MACs per sample vs fvcore flops, batch 1): {differ} of "
+                     f"{len(check)} rows differ\n" + _human(view))
         emit(args, text=text)
     else:
         frame = layers if args.depth else prof.layers[LAYER_COLUMNS]

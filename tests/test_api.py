@@ -300,3 +300,21 @@ def test_unmodelled_listed_by_kind_and_modelled_column_shown(capsys, tmp_path: P
     assert header[:4] == ["name", "kind", "modelled", "trainable"]
     rows = {ln.split()[0]: ln.split() for ln in captured.out.splitlines()[2:5]}
     assert rows["1"][2] == "False" and rows["0"][2] == "True"
+
+
+def test_fvcore_check_flags_batch_norm_with_its_reason(capsys) -> None:
+    from energymodel.zoo import build
+
+    check = energymodel.fvcore_check(build("smallcnn"), (1, 28, 28))
+    rows = {r["module"]: r for r in check.to_dict(orient="records")}
+    assert rows["blocks.conv2.conv"]["macs"] == rows["blocks.conv2.conv"]["fvcore_flops"] == 32 * 32 * 9 * 28 * 28
+    assert rows["blocks.conv2.conv"]["agrees"] and rows["blocks.conv2.conv"]["reason"] == ""
+    # fvcore counts two flops per element of an affine BN in eval form (2 x C x H x W), we count 0 MACs
+    bn = rows["blocks.conv3.bn"]
+    assert (bn["macs"], bn["fvcore_flops"], bn["agrees"]) == (0, 2 * 64 * 14 * 14, False)
+    assert bn["reason"].startswith("fvcore counts batch norm")
+    assert all(r["agrees"] for m, r in rows.items() if not m.endswith(".bn") and m != "(total)")
+    total = rows["(total)"]
+    assert total["macs"] == 18_691_840 and total["difference"] == 2 * (2 * 32 * 28 * 28 + 2 * 64 * 14 * 14)
+    assert main(["profile", "smallcnn", "--check", "fvcore"]) == 0
+    assert "5 of 20 rows differ" in capsys.readouterr().out  # 19 leaf modules + (total): the 4 BNs and the total
