@@ -262,3 +262,29 @@ def test_subprocess_entry_point(tmp_path: Path) -> None:
                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert bad.returncode == 2 and bad.stdout == ""
     assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+
+
+def test_recipe_k_and_fraction(tmp_path: Path) -> None:
+    from energymodel import defaults
+    from energymodel.recipe import parse_recipe
+
+    base = {"report": {"title": "t"}, "model": {"name": "smallcnn"}}
+    r = parse_recipe({**base, "train": {"k": [0, 3], "fraction": [1, 0.5]}}, tmp_path)
+    assert r.share == [0, 3, 1.0, 0.5] and isinstance(r.share[2], float)  # a fraction 1 is 1.0, not index 1
+    r = parse_recipe(base, tmp_path)
+    assert (r.epochs, r.optimizer, r.batch, r.table) == (5, "momentum", 128, "45nm")
+    assert (r.epochs, r.optimizer) == (defaults.EPOCHS, defaults.OPTIMIZER)
+    with pytest.raises(UserError, match="fraction must be a list of fractions in"):
+        parse_recipe({**base, "train": {"fraction": [1.5]}}, tmp_path)
+    with pytest.raises(UserError, match="k must be a list of sharing point indices"):
+        parse_recipe({**base, "train": {"k": [0.5]}}, tmp_path)
+
+
+def test_csv_counts_are_integers(capsys) -> None:
+    rc, out, _ = run(["profile", "smallcnn", "--format", "csv"], capsys)
+    assert rc == 0
+    header = out.splitlines()[0].split(",")
+    conv = next(ln.split(",") for ln in out.splitlines() if ln.startswith("blocks.conv2.conv,"))
+    assert conv[header.index("macs_forward")] == str(32 * 32 * 9 * 28 * 28)  # not 7225344.0
+    assert conv[header.index("params")] == str(32 * 32 * 9)
+    assert "." in conv[header.index("energy_pj")] or "e" in conv[header.index("energy_pj")]
