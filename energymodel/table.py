@@ -20,7 +20,7 @@ A table file (see ``energymodel/tables/45nm.toml``)::
     reuse = "ideal"               # "ideal" (each word once per phase) or "none" (every MAC operand fetched)
 
 The energy of one access to a word of ``word_bits`` bits at a level is ``pj * word_bits / bits`` (linear
-in access width). A missing, unknown, negative, NaN, infinite, too large (> 1e12) or mistyped entry is refused with a
+in access width). A missing, unknown, negative, NaN, infinite, too large (> 1e15) or mistyped entry is refused with a
 :class:`~energymodel.errors.TableError` naming the entry.
 """
 
@@ -187,9 +187,9 @@ def builtin_tables() -> list[str]:
 #: the largest table file read (1 MiB; a shipped table is about 2 KiB): checked before parsing
 MAX_TABLE_BYTES = 1 << 20
 
-#: the largest number a table entry may hold (1e12: a pJ figure beyond it is a typo, and priced counts
+#: the largest number a table entry may hold (1e15: a pJ figure or buffer size beyond it is a typo; priced counts
 #: would overflow to infinity)
-MAX_VALUE = 1e12
+MAX_VALUE = 1e15
 
 
 def read_toml(path: Path | Any, what: str, limit: int, error: type[Exception]) -> dict[str, Any]:

@@ -203,7 +203,7 @@ def test_table_entry_1e308_is_refused(capsys, tmp_path: Path) -> None:
                      encoding="utf-8")
     assert "1e308" in table.read_text(encoding="utf-8")
     rc, _, err = run(["compare", "smallcnn", "--energy-table", str(table), "--format", "json"], capsys)
-    one_line_error(rc, err, "memory.dram.pj must be at most 1e+12")
+    one_line_error(rc, err, "memory.dram.pj must be at most 1e+15")
 
 
 def test_json_output_writes_null_for_an_overflow(capsys, tmp_path: Path) -> None:
