@@ -45,8 +45,10 @@ class _Formatter(argparse.HelpFormatter):
 
 
 def note(message: str) -> None:
-    """A one-line note on stderr (not an error)."""
-    print(f"energymodel: note: {message}", file=sys.stderr)
+    """A one-line note on stderr (not an error), printed above a running progress bar."""
+    from .progress import write
+
+    write(f"energymodel: note: {message}")
 
 
 # -- output ----------------------------------------------------------------------------------------------
@@ -94,8 +96,10 @@ def emit(args: argparse.Namespace, *, text: str | None = None, frame: Any = None
     else:
         out = text if text is not None else _human(frame)
     if args.out:
+        from .progress import write
+
         write_text(args.out, out)
-        print(f"wrote {args.out}", file=sys.stderr)
+        write(f"wrote {args.out}")
     else:
         sys.stdout.write(out)
 
@@ -400,13 +404,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from . import progress
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
-            warnings.showwarning = lambda msg, *a, **k: print(f"energymodel: warning: {msg}", file=sys.stderr)
-            args.func(args)
+            warnings.showwarning = lambda msg, *a, **k: progress.write(f"energymodel: warning: {msg}")
+            if args.command in ("compare", "sweep", "report"):
+                with progress.progress(f"{args.command} {getattr(args, 'model', None) or args.recipe}"):
+                    args.func(args)
+            else:
+                args.func(args)
     except UserError as exc:
         print(f"energymodel: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return exc.exit_code

@@ -33,6 +33,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .errors import UserError, one_line
 from .inputs import MAX_REAL_TRACE_ELEMENTS, ExampleInputs, example_inputs, real_inputs, shape_text
+from .progress import traced
 
 __all__ = ["Call", "Trace", "trace", "frozen_names"]
 
@@ -407,6 +408,7 @@ def trace(
                 raise UserError(f"{type(model).__name__} rejects input {shape_text(ex)}: {one_line(exc)}{hint}") from None
     out_t = next(_tensors(out), None)
     _add_container_parameters(model, tracer, frozen_set, trainable, mode)
+    traced(type(model).__name__)
     total = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if id(p) in trainable)
     return Trace(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 __all__ = ["add_parser", "default_output"]
@@ -33,6 +32,7 @@ def default_output(recipe_path: str | Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> None:
+    from .progress import write
     from .recipe import load_recipe
     from .report import build_report, load_engine, load_measured, write_report
 
@@ -42,4 +42,4 @@ def run(args: argparse.Namespace) -> None:
     data = build_report(recipe, engine=engine, measured=measured)
     out = Path(args.out) if args.out else default_output(args.recipe)
     write_report(data, out)
-    print(f"wrote {out}", file=sys.stderr)
+    write(f"wrote {out}")

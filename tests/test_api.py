@@ -318,3 +318,22 @@ def test_fvcore_check_flags_batch_norm_with_its_reason(capsys) -> None:
     assert total["macs"] == 18_691_840 and total["difference"] == 2 * (2 * 32 * 28 * 28 + 2 * 64 * 14 * 14)
     assert main(["profile", "smallcnn", "--check", "fvcore"]) == 0
     assert "5 of 20 rows differ" in capsys.readouterr().out  # 19 leaf modules + (total): the 4 BNs and the total
+
+
+def test_progress_bar_counts_traces_and_is_off_when_not_a_terminal(capsys) -> None:
+    import io
+
+    from energymodel.progress import on_trace, progress
+
+    labels: list[str] = []
+    with on_trace(labels.append):
+        energymodel.compare("smallcnn", k=[0, 5], samples_new=100, samples_old=100, epochs=1, batch=100)
+    # training traces at k=0 and k=5, full retraining, and inference of base, branch and full networks
+    assert labels == ["BlockNet"] * 6
+    buf = io.StringIO()
+    with progress("compare smallcnn", stream=buf, enabled=True):
+        energymodel.sharing_points("smallcnn")
+    assert buf.getvalue().startswith("\rcompare smallcnn: 0 traces") and buf.getvalue().endswith("\r")
+    assert main(["compare", "smallcnn", "--k", "0,5", "--samples-new", "100", "--samples-old", "100", "--epochs",
+                 "1", "--batch", "100"]) == 0
+    assert "\r" not in capsys.readouterr().err  # stderr is not a terminal here: no bar
