@@ -47,7 +47,9 @@ def _tensors(obj) -> Iterator[Tensor]:
 def check_input_shape(shape: Sequence[int], what: str = "input shape") -> tuple[int, ...]:
     """``shape`` as a tuple of positive integers with at most :data:`MAX_INPUT_ELEMENTS` elements, or a
     one-line :class:`UserError` (a shape is per sample: without the batch dimension)."""
-    if isinstance(shape, (str, bytes, Tensor)) or not isinstance(shape, Sequence):
+    if isinstance(shape, Tensor):
+        raise UserError(f"{what}: got a tensor; pass example tensors as inputs=, a shape as (3, 32, 32)")
+    if isinstance(shape, (str, bytes, dict)) or not hasattr(shape, "__iter__"):
         raise UserError(f"{what} {shape!r} is not a shape: give a sequence of positive integers such as (3, 32, 32)")
     try:
         out = tuple(operator.index(s) for s in shape)
