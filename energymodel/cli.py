@@ -281,6 +281,8 @@ def _run_profile(args) -> None:
     else:
         frame = layers if args.depth else prof.layers[LAYER_COLUMNS]
         data = prof.to_dict()
+        bad = prof.layers[~prof.layers["modelled"].astype(bool)]
+        data["unmodelled_by_kind"] = {str(k): list(g["name"]) for k, g in bad.groupby("kind", sort=False)}
         if args.depth:
             data["modules"] = finite(layers.to_dict(orient="records"))
         if check is not None:

@@ -300,6 +300,11 @@ def test_unmodelled_listed_by_kind_and_modelled_column_shown(capsys, tmp_path: P
     assert header[:4] == ["name", "kind", "modelled", "trainable"]
     rows = {ln.split()[0]: ln.split() for ln in captured.out.splitlines()[2:5]}
     assert rows["1"][2] == "False" and rows["0"][2] == "True"
+    assert main(["profile", f"{path}:net", "--input", "4", "--format", "json"]) == 0
+    import json
+
+    data = json.loads(capsys.readouterr().out)["data"]
+    assert data["unmodelled"] == ["1", "2"] and data["unmodelled_by_kind"] == {"Doubler": ["1", "2"]}
 
 
 def test_fvcore_check_flags_batch_norm_with_its_reason(capsys) -> None:
