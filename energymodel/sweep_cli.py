@@ -15,6 +15,12 @@ _TABLE_COLUMNS = [
     "savings_vs_retraining", "dram_mac_ratio",
 ]
 
+_UNITS = {
+    **{op: "pJ per operation" for op in ("mac", "add", "mult", "cmp")},
+    **{lv: "pJ per access of the table's access width" for lv in ("rf", "sram", "dram")},
+    "buffer_bytes": "bytes", "rf_accesses_per_op": "register-file accesses per operation", "word_bits": "bits",
+}
+
 #: the most rows the table view prints (first and last half); JSON and CSV hold every row
 TABLE_ROWS = 60
 
@@ -84,8 +90,16 @@ def run(args: argparse.Namespace) -> None:
     be = breakeven(df, key=args.breakeven_key, target=args.target, against=args.against)
     df, be = df.rename(columns={"share": "k"}), be.rename(columns={"share": "k"})
     if args.format == "table":
-        text = _table(df[[*df.attrs["vary"], *_TABLE_COLUMNS]])
+        from .summary import energy
+
+        view = df[[*df.attrs["vary"], *_TABLE_COLUMNS]].copy()
+        for col in ("energy_pj", "energy_regular_pj", "energy_retraining_pj"):
+            view[col] = [energy(v) for v in view[col]]
+        view = view.rename(columns=lambda c: c.removesuffix("_pj") if c.startswith("energy") else c)
+        text = _table(view)
         text += f"\n{df.attrs['grid_points']} grid points x {df['k'].nunique()} sharing points = {len(df)} rows\n"
+        text += "units: " + "; ".join(f"{k} in {_UNITS.get(k, 'table units')}" for k in df.attrs["vary"])
+        text += "; energy: one new task's training; savings: baseline / strategy (> 1 is cheaper)\n"
         text += "\nbreak-even (pays_off: where savings >= target, below or above the break-even value)\n"
         text += _table(be)
         emit(args, text=text)
