@@ -288,3 +288,14 @@ def test_csv_counts_are_integers(capsys) -> None:
     assert conv[header.index("macs_forward")] == str(32 * 32 * 9 * 28 * 28)  # not 7225344.0
     assert conv[header.index("params")] == str(32 * 32 * 9)
     assert "." in conv[header.index("energy_pj")] or "e" in conv[header.index("energy_pj")]
+
+
+def test_sweep_table_says_when_it_is_truncated(capsys) -> None:
+    rc, out, err = run(["sweep", "smallcnn", "--vary", "dram=100:2000:40", "--k", "0,5", "--samples-new", "100",
+                        "--samples-old", "100", "--epochs", "1", "--batch", "100"], capsys)
+    assert rc == 0, err
+    assert "... 20 of 80 rows not shown (all rows: --format csv or json) ..." in out  # 60 of 80 rows shown
+    assert "40 grid points x 2 sharing points = 80 rows" in out
+    assert "units: dram in pJ per access" in out
+    rows = [ln for ln in out.split("break-even")[0].splitlines() if ln.strip()[:1].isdigit()]
+    assert len(rows) == 60 + 1  # the shown rows and the "N grid points" line
