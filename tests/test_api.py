@@ -229,7 +229,7 @@ def test_help_is_fast_and_loads_neither_torch_nor_pandas() -> None:
     assert proc.stdout.splitlines()[-1] == "False False"
     assert "--energy-table TABLE" in proc.stdout and "(default: 45nm)" in proc.stdout
     assert "(default: momentum)" in proc.stdout and "(default: 0.0005)" in proc.stdout
-    assert elapsed < 1.5, elapsed  # about 0.1 s; torch alone takes 1-2 s to import
+    assert elapsed < 3.0, elapsed  # about 0.1 s (the module check above is the strict one)
 
 
 @pytest.mark.parametrize("command", ["profile", "compare", "sweep", "points"])
