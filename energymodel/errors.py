@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["UserError", "TableError", "one_line"]
+
 
 class UserError(Exception):
     """Bad input (unknown model, malformed table, unwritable path ...). The message is one line, names the culprit."""
@@ -11,3 +13,9 @@ class UserError(Exception):
 
 class TableError(UserError):
     """An energy table that is missing, malformed, or has a missing/unknown/negative/NaN/mistyped entry."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (its class name when it has none)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -1,6 +1,6 @@
 """Trace a model once and record every leaf-module call (and every functional op between them).
 
-One forward pass at batch 1 on a zero input, with gradients enabled, records in call order:
+One forward pass at batch 1, with gradients enabled, records in call order:
 
 - each call of a *leaf* module (a module without children): its path, class, input/output shapes, whether
   its input needs a gradient (autograd's own answer, so frozen prefixes are exact), whether it has
@@ -10,7 +10,14 @@ One forward pass at batch 1 on a zero input, with gradients enabled, records in 
 
 Counts for a batch of ``B`` are the per-sample counts times ``B`` (weights are per pass, not per sample);
 tracing at batch 1 keeps the trace cheap and avoids batch-statistics errors on 1x1 feature maps.
-The model is put back exactly as it was (training flags and ``requires_grad``).
+
+The pass runs on PyTorch's ``meta`` device: parameters, buffers and inputs are swapped for tensors that
+have a shape and a dtype but no storage, so no activation memory is ever allocated (a model larger than
+RAM, or a 100,000 x 100,000 input, costs nothing to trace). A model that cannot run on ``meta`` (it
+reads tensor values, e.g. ``.item()``, or makes CPU tensors in its ``forward``) is traced on its own
+device instead, but only for inputs of at most :data:`~energymodel.inputs.MAX_REAL_TRACE_ELEMENTS` elements per sample.
+Lazy modules (``nn.LazyLinear`` ...) are initialised first by one real forward pass at batch 1.
+The model is put back exactly as it was (training flags, ``requires_grad``, parameters and buffers).
 """
 
 from __future__ import annotations
@@ -24,9 +31,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .errors import UserError
+from .errors import UserError, one_line
+from .inputs import MAX_REAL_TRACE_ELEMENTS, ExampleInputs, example_inputs, real_inputs, shape_text
+from .progress import traced
 
 __all__ = ["Call", "Trace", "trace", "frozen_names"]
+
 
 
 @dataclass
@@ -151,20 +161,22 @@ class _Tracer:
         self.seen_modules: dict[int, int] = {}
         self.grad_inputs: dict[int, bool] = {}
         self.active = False
-        self.input: Tensor | None = None
+        self.inputs: set[int] = set()
         self.reads_input: dict[int, bool] = {}
         self.names = {id(m): n for n, m in model.named_modules()}
 
     # -- hooks ---------------------------------------------------------------------------------
-    def pre_hook(self, module: nn.Module, args) -> None:
+    def pre_hook(self, module: nn.Module, args, kwargs) -> None:
+        args = (*args, *kwargs.values()) if kwargs else args
         name = self.names.get(id(module), type(module).__name__)
         self.stack.append(name)
         if _is_leaf(module):
             self.leaf_depth += 1
             self.grad_inputs[id(module)] = any(t.requires_grad for t in _tensors(args))
-            self.reads_input[id(module)] = any(t is self.input for t in _tensors(args))
+            self.reads_input[id(module)] = any(id(t) in self.inputs for t in _tensors(args))
 
-    def post_hook(self, module: nn.Module, args, output) -> None:
+    def post_hook(self, module: nn.Module, args, kwargs, output) -> None:
+        args = (*args, *kwargs.values()) if kwargs else args
         name = self.stack.pop()
         if not _is_leaf(module):
             return
@@ -215,7 +227,7 @@ class _Tracer:
                 first_call=True,
                 op=op,
                 op_args=scalars,
-                reads_model_input=any(t is self.input for t in _tensors(args)),
+                reads_model_input=any(id(t) in self.inputs for t in _tensors(args)),
             )
         )
 
@@ -268,27 +280,107 @@ def _prepared(model: nn.Module, trainable: set[int] | None) -> Iterator[None]:
             p.requires_grad_(f)
 
 
+def _is_lazy(p: Tensor) -> bool:
+    return isinstance(p, nn.parameter.UninitializedTensorMixin)
+
+
+@contextlib.contextmanager
+def _on_meta(model: nn.Module) -> Iterator[None]:
+    """Swap every parameter and buffer of ``model`` for a ``meta`` tensor of the same shape, dtype and
+    ``requires_grad`` (a tensor shared by several modules stays shared); put the originals back afterwards."""
+    swapped: list[tuple[dict, str, Tensor]] = []
+    memo: dict[int, Tensor] = {}
+    try:
+        for m in model.modules():
+            for store in (m._parameters, m._buffers):
+                for name, t in list(store.items()):
+                    if t is None:
+                        continue
+                    if id(t) not in memo:
+                        meta = torch.empty_like(t, device="meta")
+                        if isinstance(t, nn.Parameter):
+                            meta = nn.Parameter(meta, requires_grad=t.requires_grad)
+                        memo[id(t)] = meta
+                    swapped.append((store, name, t))
+                    store[name] = memo[id(t)]
+        yield
+    finally:
+        for store, name, t in reversed(swapped):
+            store[name] = t
+
+
+def _materialize_lazy(model: nn.Module, ex: ExampleInputs) -> None:
+    """Initialise lazy parameters (``nn.LazyLinear`` ...) by one forward pass in eval mode without gradients."""
+    lazy = [n for n, p in model.named_parameters() if _is_lazy(p)]
+    if not lazy:
+        return
+    if ex.elements() > MAX_REAL_TRACE_ELEMENTS:
+        raise UserError(f"{type(model).__name__} has uninitialised lazy parameters ({lazy[0]}) and an input of "
+                        f"{ex.elements():,} elements is too large to initialise them (at most "
+                        f"{MAX_REAL_TRACE_ELEMENTS:,}): run one forward pass before profiling")
+    device = _model_device(model)
+    real = real_inputs(ex, device)
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(*real.args, **real.kwargs)
+    except Exception as exc:
+        raise UserError(f"{type(model).__name__} rejects input {shape_text(ex)} (initialising its lazy modules): "
+                        f"{one_line(exc)}") from None
+    finally:
+        for m, t in modes.items():
+            m.training = t
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    t = next((p for p in model.parameters() if not _is_lazy(p)), None)
+    return t.device if t is not None else torch.device("cpu")
+
+
+def _run(model: nn.Module, ex: ExampleInputs, frozen_set: set[str], mode: str, trainable: set[int]):
+    """One traced forward pass of ``model(*ex.args, **ex.kwargs)``; returns the tracer and the output."""
+    tracer = _Tracer(model, frozen_set, mode)
+    tracer.inputs = {id(t) for t in ex.tensors()}
+    handles = []
+    for m in model.modules():
+        handles.append(m.register_forward_pre_hook(tracer.pre_hook, with_kwargs=True))
+        handles.append(m.register_forward_hook(tracer.post_hook, with_kwargs=True))
+    try:
+        with torch.enable_grad(), _Recorder(tracer):
+            tracer.active = True
+            try:
+                out = model(*ex.args, **ex.kwargs)
+            finally:
+                tracer.active = False
+    finally:
+        for h in handles:
+            h.remove()
+    return tracer, out
+
+
 def trace(
     model: nn.Module,
-    input_shape: Sequence[int],
+    input_shape: Sequence[int] | None = None,
     *,
     mode: str = "inference",
     frozen: Iterable[str] = (),
+    inputs: object = None,
 ) -> Trace:
-    """Run ``model`` once on a zero input of shape ``(1, *input_shape)`` and record every call.
+    """Run ``model`` once at batch 1 and record every call.
 
+    The input is a tensor of shape ``(1, *input_shape)`` (a shape without the batch dimension), or
+    ``inputs``: example inputs as :func:`example_inputs` takes them (only their first sample is used).
     ``mode`` is ``"inference"`` (eval forms, nothing trainable) or ``"training"`` (modules under a
     ``frozen`` prefix, or whose parameters all have ``requires_grad=False``, are frozen: eval form, no
     weight gradients; everything else trains).
     """
     if mode not in ("inference", "training"):
         raise UserError(f"unknown mode {mode!r}; use inference or training")
+    ex = example_inputs(model, input_shape, inputs)
+    _materialize_lazy(model, ex)
     frozen = tuple(frozen)
     frozen_set = frozen_names(model, frozen)
-    shape = tuple(int(s) for s in input_shape)
-    if not shape or any(s <= 0 for s in shape):
-        raise UserError(f"input shape {shape} must be positive integers, e.g. 3,32,32")
-    tracer = _Tracer(model, frozen_set, mode)
     trainable: set[int] = set()
     if mode == "training":
         for name, mod in model.named_modules():
@@ -297,37 +389,31 @@ def trace(
             for p in mod.parameters(recurse=False):
                 if p.requires_grad:
                     trainable.add(id(p))
-    handles = []
-    for m in model.modules():
-        handles.append(m.register_forward_pre_hook(tracer.pre_hook))
-        handles.append(m.register_forward_hook(tracer.post_hook))
-    try:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-        x = torch.zeros((1, *shape), device=device, dtype=dtype)
-        tracer.input = x
-        with _prepared(model, trainable), torch.enable_grad(), _Recorder(tracer):
-            tracer.active = True
+    hint = "" if inputs is not None else " (a shape without the batch dimension; use batch= for the batch)"
+    with _prepared(model, trainable):
+        try:
+            with _on_meta(model):
+                tracer, out = _run(model, ex.to("meta"), frozen_set, mode, trainable)
+        except UserError:
+            raise
+        except Exception as meta_exc:  # the model cannot run on meta, or rejects the input
+            if ex.elements() > MAX_REAL_TRACE_ELEMENTS:
+                raise UserError(f"{type(model).__name__} rejects input {shape_text(ex)} (traced on the meta "
+                                f"device): {one_line(meta_exc)}{hint}") from None
             try:
-                out = model(x)
+                tracer, out = _run(model, real_inputs(ex, _model_device(model)), frozen_set, mode, trainable)
             except UserError:
                 raise
             except Exception as exc:  # the model rejects the input: a user error, one line
-                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise UserError(f"{type(model).__name__} rejects input shape {','.join(map(str, shape))}: {msg}") from None
-            finally:
-                tracer.active = False
-    finally:
-        for h in handles:
-            h.remove()
+                raise UserError(f"{type(model).__name__} rejects input {shape_text(ex)}: {one_line(exc)}{hint}") from None
     out_t = next(_tensors(out), None)
     _add_container_parameters(model, tracer, frozen_set, trainable, mode)
+    traced(type(model).__name__)
     total = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if id(p) in trainable)
     return Trace(
         calls=tracer.calls,
-        input_shape=shape,
+        input_shape=ex.first_shape,
         mode=mode,
         frozen=frozen,
         total_params=total,

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from torch import nn
 
-from .errors import UserError
+from .errors import UserError, one_line
+from .inputs import check_input_shape
 from .zoo import build, zoo_names
 from .zoo.registry import get_entry
 
@@ -28,14 +29,26 @@ class ResolvedModel:
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
-    """``"3,32,32"`` → ``(3, 32, 32)``; one-line :class:`UserError` otherwise."""
-    try:
-        shape = tuple(int(p) for p in str(text).replace("x", ",").split(",") if p.strip())
-    except ValueError:
-        raise UserError(f"bad input shape {text!r}: expected C,H,W such as 3,32,32") from None
-    if not shape or any(s <= 0 for s in shape):
+    """``"3,32,32"`` → ``(3, 32, 32)`` (per sample, no batch dimension; bounded as
+    :func:`~energymodel.inputs.check_input_shape`); one-line :class:`UserError` otherwise."""
+    parts = [p.strip() for p in str(text).replace("x", ",").split(",") if p.strip()]
+    if not parts or len(parts) > 8 or not all(p.isdigit() and len(p) <= 12 for p in parts):
+        raise UserError(f"bad input shape {str(text)[:40]!r}: expected C,H,W such as 3,32,32 "
+                        "(a shape without the batch dimension; use --batch)")
+    if any(int(p) <= 0 for p in parts):
         raise UserError(f"bad input shape {text!r}: expected positive C,H,W such as 3,32,32")
-    return shape
+    return check_input_shape(tuple(int(p) for p in parts))
+
+
+def _attribute_shape(model: nn.Module, spec: str) -> tuple[int, ...] | None:
+    """The model's own ``input_shape`` attribute, checked (``None`` when it has none)."""
+    shape = getattr(model, "input_shape", None)
+    if shape is None:
+        return None
+    try:
+        return check_input_shape(shape, "input shape")
+    except UserError as exc:
+        raise UserError(f"{spec}: the model's input_shape attribute is not a usable shape ({exc})") from None
 
 
 def _call_factory(factory, spec: str, num_classes: int | None) -> nn.Module:
@@ -54,7 +67,7 @@ def _call_factory(factory, spec: str, num_classes: int | None) -> nn.Module:
     except UserError:
         raise
     except Exception as exc:  # the user's factory failed: one line, no traceback
-        raise UserError(f"{spec}: factory raised {type(exc).__name__}: {exc}") from None
+        raise UserError(f"{spec}: factory raised {type(exc).__name__}: {one_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise UserError(f"{spec}: factory returned {type(model).__name__}, not an nn.Module")
     return model
@@ -85,17 +98,16 @@ def resolve_model(spec: str, num_classes: int | None = None) -> ResolvedModel:
             mod_spec.loader.exec_module(module)
         except Exception as exc:
             sys.modules.pop(name, None)
-            raise UserError(f"cannot import {target}: {type(exc).__name__}: {exc}") from None
+            raise UserError(f"cannot import {target}: {type(exc).__name__}: {one_line(exc)}") from None
     else:
         try:
             module = importlib.import_module(target)
         except Exception as exc:
-            raise UserError(f"cannot import module {target!r}: {type(exc).__name__}: {exc}") from None
+            raise UserError(f"cannot import module {target!r}: {type(exc).__name__}: {one_line(exc)}") from None
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise UserError(f"{target} has no attribute {attr!r}")
         obj = getattr(obj, part)
     model = _call_factory(obj, spec, num_classes)
-    shape = getattr(model, "input_shape", None)
-    return ResolvedModel(model, spec, tuple(shape) if shape else None)
+    return ResolvedModel(model, spec, _attribute_shape(model, spec))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,11 +13,15 @@ import pandas as pd
 from torch import nn
 
 from .counting import Counts, count
+from .defaults import WEIGHT_DECAY
+from .errors import UserError
 from .graph import trace
 from .price import price_layers
 from .table import LEVELS, EnergyTable, load_table
 
-__all__ = ["Profile", "profile", "LAYER_COLUMNS", "NUMERIC_TOTALS", "as_table"]
+__all__ = [
+    "Profile", "profile", "LAYER_COLUMNS", "NUMERIC_TOTALS", "as_table", "check_precision", "model_datatype",
+]
 
 #: per-layer columns in the order they are shown (the JSON/CSV contract's keys come first)
 LAYER_COLUMNS = [
@@ -88,32 +93,89 @@ def totals_of(layers: pd.DataFrame, counts: Counts, table: EnergyTable) -> dict[
     return tot
 
 
+_DTYPE_NAMES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64", "int8": "int8"}
+
+
+def model_datatype(model: nn.Module) -> str | None:
+    """The datatype of ``model``'s floating-point parameters as tables name it (``fp32``, ``fp16``, ``bf16``)."""
+    p = next((q for q in model.parameters() if q.is_floating_point()), None)
+    return _DTYPE_NAMES.get(str(p.dtype).removeprefix("torch."), str(p.dtype)) if p is not None else None
+
+
+def check_precision(model: nn.Module, table: EnergyTable) -> str | None:
+    """A one-line warning when ``model``'s parameters are not in the datatype ``table`` prices, else ``None``.
+
+    A table prices words of ``word_bits`` bits of its ``datatype``; an fp16/bf16 model priced with the fp32
+    ``45nm`` table counts twice the bytes it moves (use ``45nm-fp16``).
+    """
+    dt = model_datatype(model)
+    if dt is None or dt == table.datatype:
+        return None
+    bits = {"fp32": 32, "fp16": 16, "bf16": 16, "fp64": 64}.get(dt)
+    if bits is not None and bits == table.word_bits and table.datatype not in _DTYPE_NAMES.values():
+        return None  # a fixed-point table of the same width (eyeriss-relative) is a deliberate choice
+    hint = " (use --energy-table 45nm-fp16)" if dt in ("fp16", "bf16") else ""
+    return (f"the model's parameters are {dt} but energy table {table.name} prices {table.datatype} "
+            f"({table.word_bits}-bit words){hint}")
+
+
 def profile(
     model: nn.Module,
-    input_shape: Sequence[int],
+    input_shape: Sequence[int] | None = None,
     *,
-    batch: int = 1,
+    inputs: Any = None,
+    batch: int | None = None,
     mode: str = "inference",
     frozen: Iterable[str] = (),
     optimizer: str = "sgd",
     table: str | EnergyTable = "45nm",
-    weight_decay: bool = False,
+    weight_decay: bool | float = False,
     warn: bool = True,
 ) -> Profile:
-    """Profile ``model`` on inputs of shape ``input_shape`` (C,H,W) for a batch of ``batch``.
+    """Profile ``model`` for a batch of ``batch`` on inputs of shape ``input_shape`` (per sample, without the
+    batch dimension, e.g. ``(3, 32, 32)``) or on example ``inputs`` (a tensor, a tuple of tensors or a dict of
+    keyword tensors, each with a batch dimension; ``batch`` defaults to theirs).
 
     ``mode="training"`` models one training step (forward, backward to inputs where needed, backward
     to trainable weights, optimizer update, loss); modules under a ``frozen`` prefix run forward only in
-    their evaluation form. Returns per-layer and total costs under ``table``.
+    their evaluation form. ``weight_decay`` (a coefficient, or ``True``) charges the decay term of the
+    update when non-zero. Returns per-layer and total costs under ``table``; a model whose datatype the
+    table does not price is warned about (``warn``).
     """
     tab = as_table(table)
-    tr = trace(model, input_shape, mode=mode, frozen=frozen)
-    counts = count(tr, batch=batch, optimizer=optimizer, weight_decay=weight_decay, warn=warn)
+    if batch is None:
+        batch = (_batch_of(inputs) if inputs is not None else None) or 1
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise UserError(f"batch must be >= 1 (an integer), got {batch!r}")
+    if isinstance(weight_decay, bool):
+        wd = WEIGHT_DECAY if weight_decay else 0.0
+    elif isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0:
+        wd = float(weight_decay)
+    else:
+        raise UserError(f"weight decay must be a number >= 0, got {weight_decay!r}")
+    if warn and (msg := check_precision(model, tab)):
+        warnings.warn(msg, stacklevel=2)
+    tr = trace(model, input_shape, mode=mode, frozen=frozen, inputs=inputs)
+    counts = count(tr, batch=batch, optimizer=optimizer, weight_decay=wd > 0, warn=warn)
     layers = price_layers(counts, tab)
     settings = {
         "input_shape": list(tr.input_shape), "batch": batch, "mode": mode, "frozen": list(tr.frozen),
-        "optimizer": optimizer if mode == "training" else None, "weight_decay": weight_decay,
+        "optimizer": optimizer if mode == "training" else None, "weight_decay": wd if mode == "training" else None,
         "table": tab.name, "word_bits": tab.word_bits, "buffer_bytes": tab.dataflow.buffer_bytes,
         "rf_accesses_per_op": tab.dataflow.rf_accesses_per_op, "reuse": tab.dataflow.reuse,
     }
     return Profile(layers=layers, totals=totals_of(layers, counts, tab), counts=counts, table=tab, settings=settings)
+
+
+def _batch_of(inputs: Any) -> int | None:
+    """The batch size of example inputs: the first dimension of their first tensor."""
+    import torch
+
+    if isinstance(inputs, torch.Tensor):
+        return int(inputs.shape[0]) if inputs.dim() else None
+    values = inputs.values() if isinstance(inputs, dict) else inputs if isinstance(inputs, (list, tuple)) else ()
+    for v in values:
+        b = _batch_of(v)
+        if b is not None:
+            return b
+    return None

@@ -12,18 +12,20 @@
     classes = 50                   # classes of the base network (default: the model's)
 
     [train]                        # the new task (all optional; defaults shown)
-    batch = 128
-    epochs = 10
-    optimizer = "sgd"              # sgd | momentum | adam
+    batch = 128                    # defaults: energymodel.defaults
+    epochs = 5
+    optimizer = "momentum"         # sgd | momentum | adam
     samples_new = 5000
     samples_old = 5000
     new_classes = 50               # default: as many as the base network has
     cache_prefix = false
     tasks = 1
-    share = [0, 2, 4]              # sharing points (indices) or fractions; default: all
+    k = [0, 2, 4]                  # sharing points by index (see `energymodel points`); default: all
+    fraction = [0.5]               # or by fraction of the conv/linear layers (nearest point)
+                                   # (deprecated: share = [...], an int an index, a float a fraction)
 
     [energy]
-    table = "45nm"                 # a shipped table or a .toml file
+    table = "45nm"                 # a shipped table or a .toml file (default: energymodel.defaults)
 
     [[sweep]]                      # optional, repeatable
     vary = { dram = "100:2000:20" }        # KEY = "START:STOP:N" | "START:STOP:Nlog" | [values]
@@ -45,16 +47,16 @@ a one-line :class:`~energymodel.errors.UserError` naming it.
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import defaults as D
 from .errors import UserError
 
-__all__ = ["Recipe", "SweepSpec", "load_recipe", "parse_recipe"]
+__all__ = ["Recipe", "SweepSpec", "load_recipe", "parse_recipe", "MAX_RECIPE_BYTES"]
 
 
 @dataclass
@@ -79,16 +81,16 @@ class Recipe:
     input_shape: tuple[int, ...] | None = None
     classes: int | None = None
     description: str = ""
-    batch: int = 128
-    epochs: int = 10
-    optimizer: str = "sgd"
-    samples_new: int = 5000
-    samples_old: int = 5000
+    batch: int = D.BATCH
+    epochs: int = D.EPOCHS
+    optimizer: str = D.OPTIMIZER
+    samples_new: int = D.SAMPLES_NEW
+    samples_old: int = D.SAMPLES_OLD
     new_classes: int | None = None
     cache_prefix: bool = False
-    tasks: int = 1
+    tasks: int = D.TASKS
     share: list[float | int] | None = None
-    table: str = "45nm"
+    table: str = D.ENERGY_TABLE
     sweeps: list[SweepSpec] = field(default_factory=list)
     engine_dir: Path | None = None
     measured_file: Path | None = None
@@ -102,6 +104,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {  # section -> field -> (type
         "batch": ("posint", False), "epochs": ("posint", False), "optimizer": ("str", False),
         "samples_new": ("posint", False), "samples_old": ("posint", False), "new_classes": ("posint", False),
         "cache_prefix": ("bool", False), "tasks": ("posint", False), "share": ("share", False),
+        "k": ("klist", False), "fraction": ("fraclist", False),
     },
     "energy": {"table": ("str", False)},
     "engine": {"run_dir": ("str", True)},
@@ -144,6 +147,18 @@ def _check(value: Any, kind: str, label: str) -> Any:
         ):
             raise bad("a list of sharing point indices or fractions")
         return list(value)
+    if kind == "klist":
+        if not isinstance(value, list) or not value or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in value
+        ):
+            raise bad("a list of sharing point indices such as [0, 2, 4]")
+        return list(value)
+    if kind == "fraclist":
+        if not isinstance(value, list) or not value or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1 for v in value
+        ):
+            raise bad("a list of fractions in [0, 1] such as [0.25, 0.5]")
+        return [float(v) for v in value]
     if kind == "table":
         if not isinstance(value, dict) or not value:
             raise bad("a table such as { dram = \"100:2000:20\" }")
@@ -239,10 +254,10 @@ def parse_recipe(data: dict[str, Any], base: str | Path = ".", *, where: str = "
             sections[sec] = _fields(data[sec], schema, f"{where}: [{sec}]")
     rep, mod = sections["report"], sections["model"]
     train, energy = sections.get("train", {}), sections.get("energy", {})
-    opt = train.get("optimizer", "sgd")
+    opt = train.get("optimizer", D.OPTIMIZER)
     if opt not in OPTIMIZERS:
         raise UserError(f"{where}: [train] optimizer must be one of {', '.join(OPTIMIZERS)}, got {opt!r}")
-    table = energy.get("table", "45nm")
+    table = energy.get("table", D.ENERGY_TABLE)
     if _is_pathlike(table):
         table = str(_resolve_path(table, base))
     raw_sweeps = data.get("sweep", [])
@@ -264,23 +279,34 @@ def parse_recipe(data: dict[str, Any], base: str | Path = ".", *, where: str = "
             raise UserError(f"{where}: [measured] file {measured} does not exist")
     return Recipe(
         title=rep["title"], description=rep.get("description", ""), model=_model_spec(mod["name"], base),
-        input_shape=mod.get("input"), classes=mod.get("classes"), batch=train.get("batch", 128),
-        epochs=train.get("epochs", 10), optimizer=opt, samples_new=train.get("samples_new", 5000),
-        samples_old=train.get("samples_old", 5000), new_classes=train.get("new_classes"),
-        cache_prefix=train.get("cache_prefix", False), tasks=train.get("tasks", 1), share=train.get("share"),
+        input_shape=mod.get("input"), classes=mod.get("classes"), batch=train.get("batch", D.BATCH),
+        epochs=train.get("epochs", D.EPOCHS), optimizer=opt, samples_new=train.get("samples_new", D.SAMPLES_NEW),
+        samples_old=train.get("samples_old", D.SAMPLES_OLD), new_classes=train.get("new_classes"),
+        cache_prefix=train.get("cache_prefix", False), tasks=train.get("tasks", D.TASKS), share=_share(train),
         table=table, sweeps=sweeps, engine_dir=engine_dir, measured_file=measured,
     )
 
 
+#: the largest recipe file read (1 MiB), checked before parsing
+MAX_RECIPE_BYTES = 1 << 20
+
+
+def _share(train: dict[str, Any]) -> list[float | int] | None:
+    """``k`` (indices, ints) and ``fraction`` (floats) of ``[train]``, or the deprecated ``share``."""
+    if "k" not in train and "fraction" not in train:
+        return train.get("share")
+    return [*train.get("k", []), *train.get("fraction", [])] + list(train.get("share") or [])
+
+
 def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file; relative paths in it resolve against its folder."""
+    """Read and validate a recipe file (at most :data:`MAX_RECIPE_BYTES`); relative paths in it resolve
+    against its folder."""
+    from .table import read_toml
+
     p = Path(path)
     if not p.is_file():
         raise UserError(f"recipe file not found: {p}")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"recipe {p} is not valid TOML: {exc}") from None
+    data = read_toml(p, f"recipe {p}", MAX_RECIPE_BYTES, UserError)
     recipe = parse_recipe(data, p.resolve().parent, where=f"recipe {p}")
     recipe.path = p
     return recipe

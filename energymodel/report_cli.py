@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 __all__ = ["add_parser", "default_output"]
@@ -11,13 +10,16 @@ __all__ = ["add_parser", "default_output"]
 
 def add_parser(subparsers) -> None:
     """Register ``report`` on the ``energymodel`` sub-command parser."""
+    from .cli import _Formatter
+
     p = subparsers.add_parser(
-        "report", help="write a self-contained HTML report from a recipe (TOML)",
+        "report", formatter_class=_Formatter, help="write a self-contained HTML report from a recipe (TOML)",
         description="Build an HTML report (setup, per-layer costs, sharing-fraction comparison, energy sweeps, "
         "optional engine results and measured timings, formulas) from a recipe file; see energymodel.recipe.",
     )
     p.add_argument("recipe", help="recipe file (.toml), e.g. reports/paper-resnet18-cifar100.toml")
-    p.add_argument("-o", "--output", help="HTML file to write (default: out/<recipe name>.html beside the recipe)")
+    p.add_argument("-o", "--out", help="HTML file to write (default: out/<recipe name>.html beside the recipe)")
+    p.add_argument("--output", dest="out", help=argparse.SUPPRESS)  # deprecated alias
     p.add_argument("--engine", metavar="RUN_DIR", help="add the engine results of an incremental run (RUN_DIR/results.json)")
     p.add_argument("--measured", metavar="FILE", help="add a measured-vs-modelled JSON file (from the benchmarks)")
     p.set_defaults(func=run)
@@ -30,6 +32,7 @@ def default_output(recipe_path: str | Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> None:
+    from .progress import write
     from .recipe import load_recipe
     from .report import build_report, load_engine, load_measured, write_report
 
@@ -37,6 +40,6 @@ def run(args: argparse.Namespace) -> None:
     engine = load_engine(args.engine) if args.engine else None
     measured = load_measured(args.measured) if args.measured else None
     data = build_report(recipe, engine=engine, measured=measured)
-    out = Path(args.output) if args.output else default_output(args.recipe)
+    out = Path(args.out) if args.out else default_output(args.recipe)
     write_report(data, out)
-    print(f"wrote {out}", file=sys.stderr)
+    write(f"wrote {out}")

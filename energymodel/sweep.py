@@ -101,6 +101,8 @@ def parse_range(text: str, *, log: bool = False, what: str = "range") -> np.ndar
         raise UserError(f"{what}: number of points {parts[2].strip()!r} is not an integer") from None
     if n < 1:
         raise UserError(f"{what}: empty range ({n} points); N must be >= 1")
+    if n > MAX_ROWS:  # checked before the grid is built
+        raise UserError(f"{what}: {n} points is more than a sweep can hold (at most {MAX_ROWS} rows)")
     if start > stop:
         raise UserError(f"{what}: reversed range {start:g} > {stop:g}; use START <= STOP")
     if log:

@@ -20,7 +20,7 @@ A table file (see ``energymodel/tables/45nm.toml``)::
     reuse = "ideal"               # "ideal" (each word once per phase) or "none" (every MAC operand fetched)
 
 The energy of one access to a word of ``word_bits`` bits at a level is ``pj * word_bits / bits`` (linear
-in access width). A missing, unknown, negative, NaN, infinite or mistyped entry is refused with a
+in access width). A missing, unknown, negative, NaN, infinite, too large (> 1e15) or mistyped entry is refused with a
 :class:`~energymodel.errors.TableError` naming the entry.
 """
 
@@ -34,11 +34,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import TableError
+from .errors import TableError, one_line
 
 __all__ = [
     "Entry", "MemoryLevel", "Dataflow", "EnergyTable", "load_table", "builtin_tables", "OPERATIONS", "LEVELS",
-    "SWEEP_KEYS", "resolve_key",
+    "SWEEP_KEYS", "resolve_key", "read_toml", "MAX_TABLE_BYTES", "MAX_VALUE",
 ]
 
 OPERATIONS = ("mac", "add", "mult", "cmp")
@@ -184,26 +184,52 @@ def builtin_tables() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
+#: the largest table file read (1 MiB; a shipped table is about 2 KiB): checked before parsing
+MAX_TABLE_BYTES = 1 << 20
+
+#: the largest number a table entry may hold (1e15: a pJ figure or buffer size beyond it is a typo; priced counts
+#: would overflow to infinity)
+MAX_VALUE = 1e15
+
+
+def read_toml(path: Path | Any, what: str, limit: int, error: type[Exception]) -> dict[str, Any]:
+    """Parse a TOML file of at most ``limit`` bytes (size checked first), as ``error`` (one line) otherwise.
+
+    ``path`` is a file path or an ``importlib.resources`` traversable. Refuses files over the limit, text
+    that is not UTF-8 or not TOML, and nesting too deep to parse (``RecursionError``).
+    """
+    try:
+        size = path.stat().st_size if isinstance(path, Path) else len(path.read_bytes())
+        if size > limit:
+            raise error(f"{what} is {size:,} bytes, larger than the {limit:,} bytes accepted")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise error(f"cannot read {what}: {exc.strerror or exc}") from None
+    if len(data) > limit:  # grew while we looked
+        raise error(f"{what} is larger than the {limit:,} bytes accepted")
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{what} is not valid TOML: {one_line(exc)}") from None
+    except RecursionError:
+        raise error(f"{what} is nested too deeply to read") from None
+
+
 def load_table(spec: str | Path = "45nm") -> EnergyTable:
-    """Load a shipped table by name (``45nm``, ``45nm-fp16`` ...) or a TOML file by path, validated."""
+    """Load a shipped table by name (``45nm``, ``45nm-fp16`` ...) or a TOML file by path, validated.
+
+    A file larger than :data:`MAX_TABLE_BYTES` is refused before it is parsed.
+    """
     spec_s = str(spec)
     path = Path(spec_s)
     if path.suffix == ".toml" or path.exists() or "/" in spec_s:
         if not path.is_file():
             raise TableError(f"energy table file not found: {spec_s}")
-        text = path.read_bytes()
-        where = str(path)
-    else:
-        res = resources.files("energymodel") / "tables" / f"{spec_s}.toml"
-        if not res.is_file():
-            raise TableError(f"unknown energy table {spec_s!r}; shipped: {', '.join(builtin_tables())}, or a .toml file")
-        text = res.read_bytes()
-        where = spec_s
-    try:
-        data = tomllib.loads(text.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise TableError(f"energy table {where} is not valid TOML: {exc}") from None
-    return parse_table(data, where)
+        return parse_table(read_toml(path, f"energy table {path}", MAX_TABLE_BYTES, TableError), str(path))
+    res = resources.files("energymodel") / "tables" / f"{spec_s}.toml"
+    if not res.is_file():
+        raise TableError(f"unknown energy table {spec_s!r}; shipped: {', '.join(builtin_tables())}, or a .toml file")
+    return parse_table(read_toml(res, f"energy table {spec_s}", MAX_TABLE_BYTES, TableError), spec_s)
 
 
 def _number(value: Any, label: str, *, minimum: float = 0.0) -> float:
@@ -214,6 +240,8 @@ def _number(value: Any, label: str, *, minimum: float = 0.0) -> float:
         raise TableError(f"{label} must be finite, got {value!r}")
     if v < minimum:
         raise TableError(f"{label} must be >= {minimum:g}, got {value!r}")
+    if v > MAX_VALUE:
+        raise TableError(f"{label} must be at most {MAX_VALUE:g}, got {value!r}")
     return v
 
 
@@ -288,8 +316,8 @@ def parse_table(data: dict[str, Any], where: str = "<table>") -> EnergyTable:
         fl = _section(data, "dataflow", where)
         _only(fl, ("buffer_bytes", "rf_accesses_per_op", "reuse"), f"{where}: dataflow")
         buf = fl.get("buffer_bytes", flow.buffer_bytes)
-        if isinstance(buf, bool) or not isinstance(buf, int) or buf < 0:
-            raise TableError(f"{where}: dataflow.buffer_bytes must be an integer >= 0, got {buf!r}")
+        if isinstance(buf, bool) or not isinstance(buf, int) or not 0 <= buf <= MAX_VALUE:
+            raise TableError(f"{where}: dataflow.buffer_bytes must be an integer 0..{MAX_VALUE:g}, got {buf!r}")
         rf = _number(fl.get("rf_accesses_per_op", flow.rf_accesses_per_op), f"{where}: dataflow.rf_accesses_per_op")
         reuse = _string(fl.get("reuse", flow.reuse), f"{where}: dataflow.reuse")
         if reuse not in REUSE:

@@ -69,6 +69,13 @@ def user_model(tmp_path: Path) -> Path:
     return path
 
 
+def data(text: str):
+    """The ``data`` of a JSON envelope (checking the envelope)."""
+    doc = json.loads(text)
+    assert doc["tool"] == "energymodel" and set(doc) == {"tool", "version", "command", "model", "data"}
+    return doc["data"]
+
+
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
     rc = main(argv)
     out, err = capsys.readouterr()
@@ -88,7 +95,7 @@ def assert_one_line_error(rc: int, err: str, *needles: str) -> None:
 def test_profile_json_contract(capsys) -> None:
     rc, out, err = run(["profile", "smallcnn", "--format", "json", "--batch", "2"], capsys)
     assert rc == 0, err
-    doc = json.loads(out)
+    doc = data(out)
     assert doc["layers"] and doc["settings"]["batch"] == 2 and doc["unmodelled"] == []
     for layer in doc["layers"]:
         assert list(layer)[: len(CONTRACT)] == CONTRACT
@@ -110,33 +117,36 @@ def test_profile_training_json_and_csv(capsys, tmp_path: Path) -> None:
     rc, _, err = run(["profile", "cifar_resnet20", "--mode", "training", "--frozen", "blocks.stem",
                       "--optimizer", "adam", "--format", "json", "-o", str(out_json)], capsys)
     assert rc == 0 and f"wrote {out_json}" in err
-    doc = json.loads(out_json.read_text())
+    doc = data(out_json.read_text())
     stem = [la for la in doc["layers"] if la["name"].startswith("blocks.stem.")]
     assert stem and not any(la["trainable"] for la in stem)
     assert doc["totals"]["macs_backward_weight"] > 0 and doc["settings"]["optimizer"] == "adam"
     rc, out, _ = run(["profile", "smallcnn", "--format", "csv"], capsys)
     assert rc == 0 and out.splitlines()[0].split(",")[: len(CONTRACT)] == CONTRACT
     rc, out, _ = run(["profile", "smallcnn"], capsys)
-    assert rc == 0 and "totals" in out and "blocks.conv1.conv" in out
+    assert rc == 0 and "blocks.conv1.conv" in out
+    assert out.startswith("model smallcnn (BlockNet) · input 1x28x28 · batch 1 · mode inference · table 45nm "
+                          "(fp32, 32-bit words)\n")
+    assert "params 468 k (trainable 0) · MACs 18.69 M per sample" in out  # 468,010 params, 18,691,840 MACs
 
 
 def test_model_from_file_and_from_package(capsys, user_model: Path, monkeypatch) -> None:
     rc, out, err = run(["profile", f"{user_model}:tiny", "--input", "1,8,8", "--format", "json"], capsys)
     assert rc == 0, err
-    doc = json.loads(out)
+    doc = data(out)
     assert [la["name"] for la in doc["layers"]][:2] == ["conv.0", "conv.1"]
     assert doc["totals"]["macs_forward"] == 4 * 64 * 9 + 16 * 3
     rc, out, err = run(["profile", f"{user_model}:tiny", "--input", "1,8,8", "--classes", "7", "--format", "json"],
                        capsys)
-    assert rc == 0 and json.loads(out)["totals"]["macs_forward"] == 4 * 64 * 9 + 16 * 7
+    assert rc == 0 and data(out)["totals"]["macs_forward"] == 4 * 64 * 9 + 16 * 7
     monkeypatch.syspath_prepend(str(user_model.parent))
     rc, out, err = run(["profile", "usermodels:tiny", "--input", "1,8,8", "--format", "json"], capsys)
     assert rc == 0, err
-    assert json.loads(out)["totals"]["params"] == 40 + 51
+    assert data(out)["totals"]["params"] == 40 + 51
     rc, out, err = run(["profile", "energymodel.zoo.small:smallcnn", "--input", "1,28,28", "--format", "json"], capsys)
-    assert rc == 0 and json.loads(out)["totals"]["params"] == 468_010
+    assert rc == 0 and data(out)["totals"]["params"] == 468_010
     rc, out, err = run(["points", f"{user_model}:tiny", "--input", "1,8,8", "--format", "json"], capsys)
-    assert rc == 0 and [p["index"] for p in json.loads(out)] == [0, 1, 2]
+    assert rc == 0 and [p["k"] for p in data(out)] == [0, 1, 2]
 
 
 @pytest.mark.parametrize("argv,needles", [
@@ -155,6 +165,10 @@ def test_model_from_file_and_from_package(capsys, user_model: Path, monkeypatch)
     (["profile", "smallcnn", "--batch", "0"], ["batch must be >= 1"]),
     (["compare", "smallcnn", "--share", "x"], ["bad --share entry 'x'"]),
     (["compare", "smallcnn", "--share", "1.5"], ["sharing fraction 1.5 must lie in [0, 1]"]),
+    (["compare", "smallcnn", "--k", "x"], ["bad --k entry 'x'"]),
+    (["compare", "smallcnn", "--k", "6"], ["sharing point k=6 out of range 0..5"]),
+    (["compare", "smallcnn", "--fraction", "1.5"], ["sharing fraction 1.5 must lie in [0, 1]"]),
+    (["profile", "smallcnn", "--energy-table", "no_such_table"], ["unknown energy table 'no_such_table'"]),
     (["compare", "smallcnn", "--new-classes", "0"], ["new_classes must be a positive integer, got 0"]),
     (["compare", "smallcnn", "--new-classes", "-3"], ["new_classes must be a positive integer, got -3"]),
     (["compare", "smallcnn", "--epochs", "0"], ["must be >= 1"]),
@@ -195,7 +209,7 @@ def test_bad_table_file(capsys, tmp_path: Path) -> None:
     rc, out, err = run(["tables", str(ROOT / "energymodel" / "tables" / "45nm.toml")], capsys)
     assert rc == 0 and "640 pJ per 32-bit access" in out
     rc, out, err = run(["tables", "--format", "json"], capsys)
-    assert rc == 0 and {t["name"] for t in json.loads(out)} >= {"45nm", "45nm-fp16", "45nm-int8"}
+    assert rc == 0 and {t["name"] for t in data(out)} >= {"45nm", "45nm-fp16", "45nm-int8"}
 
 
 def test_bad_arguments_exit_2_with_one_line(capsys) -> None:
@@ -225,14 +239,14 @@ def test_output_is_atomic(capsys, tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
     # a successful run replaces it whole
     rc, _, _ = run(["profile", "smallcnn", "--format", "json", "-o", str(target)], capsys)
-    assert rc == 0 and json.loads(target.read_text())["layers"]
+    assert rc == 0 and data(target.read_text())["layers"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
     # failing half-way through a write: the target is untouched, the temporary file removed
     with pytest.raises(RuntimeError):
         with atomic_path(target) as tmp:
             tmp.write_text("partial")
             raise RuntimeError("disk full")
-    assert json.loads(target.read_text())["layers"]
+    assert data(target.read_text())["layers"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
     with pytest.raises(UserError, match="cannot write"):
         write_text(tmp_path / "out.json" / "x", "y")
@@ -243,8 +257,45 @@ def test_subprocess_entry_point(tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, "-m", "energymodel", "profile", "smallcnn", "--format", "json"],
                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert ok.returncode == 0, ok.stderr
-    assert json.loads(ok.stdout)["totals"]["macs_forward"] == 18_691_840
+    assert data(ok.stdout)["totals"]["macs_forward"] == 18_691_840
     bad = subprocess.run([sys.executable, "-m", "energymodel", "profile", "smallcnn", "--input", "1,1,1"],
                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert bad.returncode == 2 and bad.stdout == ""
     assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+
+
+def test_recipe_k_and_fraction(tmp_path: Path) -> None:
+    from energymodel import defaults
+    from energymodel.recipe import parse_recipe
+
+    base = {"report": {"title": "t"}, "model": {"name": "smallcnn"}}
+    r = parse_recipe({**base, "train": {"k": [0, 3], "fraction": [1, 0.5]}}, tmp_path)
+    assert r.share == [0, 3, 1.0, 0.5] and isinstance(r.share[2], float)  # a fraction 1 is 1.0, not index 1
+    r = parse_recipe(base, tmp_path)
+    assert (r.epochs, r.optimizer, r.batch, r.table) == (5, "momentum", 128, "45nm")
+    assert (r.epochs, r.optimizer) == (defaults.EPOCHS, defaults.OPTIMIZER)
+    with pytest.raises(UserError, match="fraction must be a list of fractions in"):
+        parse_recipe({**base, "train": {"fraction": [1.5]}}, tmp_path)
+    with pytest.raises(UserError, match="k must be a list of sharing point indices"):
+        parse_recipe({**base, "train": {"k": [0.5]}}, tmp_path)
+
+
+def test_csv_counts_are_integers(capsys) -> None:
+    rc, out, _ = run(["profile", "smallcnn", "--format", "csv"], capsys)
+    assert rc == 0
+    header = out.splitlines()[0].split(",")
+    conv = next(ln.split(",") for ln in out.splitlines() if ln.startswith("blocks.conv2.conv,"))
+    assert conv[header.index("macs_forward")] == str(32 * 32 * 9 * 28 * 28)  # not 7225344.0
+    assert conv[header.index("params")] == str(32 * 32 * 9)
+    assert "." in conv[header.index("energy_pj")] or "e" in conv[header.index("energy_pj")]
+
+
+def test_sweep_table_says_when_it_is_truncated(capsys) -> None:
+    rc, out, err = run(["sweep", "smallcnn", "--vary", "dram=100:2000:40", "--k", "0,5", "--samples-new", "100",
+                        "--samples-old", "100", "--epochs", "1", "--batch", "100"], capsys)
+    assert rc == 0, err
+    assert "... 20 of 80 rows not shown (all rows: --format csv or json) ..." in out  # 60 of 80 rows shown
+    assert "40 grid points x 2 sharing points = 80 rows" in out
+    assert "units: dram in pJ per access" in out
+    rows = [ln for ln in out.split("break-even")[0].splitlines() if ln.strip()[:1].isdigit()]
+    assert len(rows) == 60 + 1  # the shown rows and the "N grid points" line

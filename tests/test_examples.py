@@ -41,3 +41,12 @@ def test_sweep_dram_energy_prints_breakeven(target):
     assert "30 DRAM energies x 6 sharing points = 180 rows" in out
     assert "break-even dram_mac_ratio" in out
     assert "pays off (1.6x) only" in out
+
+
+def test_custom_rule():
+    out = run_example("custom_rule.py", "--batch", "2", "--mode", "inference")
+    lines = out.splitlines()
+    assert lines[0].startswith("without a rule: unmodelled ['1']")
+    assert lines[1].startswith("with the rule:  unmodelled []")
+    n = 2 * 8 * 16 * 16  # batch x channels x H x W: one mult and one add per element
+    assert lines[2] == f"ScaleShift: mult_ops {n}, add_ops {n} for a batch of 2"
