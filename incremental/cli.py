@@ -88,6 +88,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         value = getattr(args, dest, None)
         if value is not None:
             overrides[path] = value
+    if args.k is not None and args.fraction is not None:
+        raise UserError("give either --k or --fraction, not both")
+    if args.k is not None:
+        if args.k < 0:
+            raise UserError(f"--k {args.k}: a sharing point index is >= 0")
+        overrides["share"] = args.k
+    if args.fraction is not None:
+        if not 0.0 <= args.fraction <= 1.0:
+            raise UserError(f"--fraction {args.fraction}: a fraction lies in [0, 1]")
+        overrides["share"] = float(args.fraction)
     if (args.quiet or not progress_wanted()) and "progress" not in overrides:
         overrides["progress"] = "false"
     cfg = load_config(args.config, overrides)
@@ -150,7 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
                                              "dataset, model and tasks")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="set a field by its dotted name, e.g. --set base.epochs=3 (repeatable)")
-    p.add_argument("--force", action="store_true", help="replace a previous run in the run directory")
+    p.add_argument("--force", action="store_true",
+                   help="replace a previous run in the run directory (the old one stays until the new one finishes)")
+    p.add_argument("--k", type=int, default=None, metavar="N",
+                   help="sharing point by index (blocks shared); sets the field 'share'")
+    p.add_argument("--fraction", type=float, default=None, metavar="F",
+                   help="sharing point by fraction of the conv/linear layers shared, snapped to the nearest point "
+                        "(a note says where); sets the field 'share'")
     p.add_argument("--quiet", action="store_true", help="no phase log lines and no progress bars")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration (TOML) and exit")
     group = p.add_argument_group("configuration fields (override the file)")

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from energymodel import defaults
 from energymodel.errors import UserError
 
 __all__ = [
@@ -309,12 +310,12 @@ def _spec(default: Any, check: Checker, help: str) -> Any:  # noqa: A002 - mirro
 class TrainSection:
     """Training hyper-parameters of one phase (``[base]``: task 0; ``[branch]``: every later task)."""
 
-    epochs: int = _spec(5, _int(1), "passes over the training data")
-    batch: int = _spec(128, _int(1), "mini-batch size")
+    epochs: int = _spec(defaults.EPOCHS, _int(1), "passes over the training data")
+    batch: int = _spec(defaults.BATCH, _int(1), "mini-batch size")
     lr: float = _spec(0.05, _float(0.0, None, open_low=True), "peak learning rate")
-    optimizer: str = _spec("momentum", _choice(*OPTIMIZERS), "sgd, momentum (SGD with momentum) or adam")
+    optimizer: str = _spec(defaults.OPTIMIZER, _choice(*OPTIMIZERS), "sgd, momentum (SGD with momentum) or adam")
     momentum: float = _spec(0.9, _float(0.0), "momentum of the momentum optimizer")
-    weight_decay: float = _spec(5e-4, _float(0.0), "L2 weight decay")
+    weight_decay: float = _spec(defaults.WEIGHT_DECAY, _float(0.0), "L2 weight decay")
     lr_schedule: str = _spec("cosine", _choice(*LR_SCHEDULES), "cosine (per step, to 0) or none")
 
 
@@ -413,7 +414,7 @@ class RunConfig:
     seeds: list[int] = _spec([0], _list(_int(0), "seeds"), "seeds; several aggregate to mean ± std")
     device: str = _spec("auto", _device, "auto (CUDA when available), cpu, cuda or cuda:N")
     cache_features: str = _spec("auto", _choice(*CACHE_CHOICES), "cache frozen-trunk features: auto, on or off")
-    energy_table: str = _spec("45nm", _energy_table, "energy table for the modelled costs")
+    energy_table: str = _spec(defaults.ENERGY_TABLE, _energy_table, "energy table for the modelled costs")
     out: str = _spec("out/run", _str, "run directory")
     eval_batch: int = _spec(256, _int(1), "batch size for evaluation")
     num_workers: int = _spec(0, _int(0), "DataLoader worker processes")

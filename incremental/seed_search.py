@@ -46,6 +46,10 @@ class SearchPhases:
                 k = cfg.share
             else:
                 k = min(points.values(), key=lambda p: (abs(p["fraction"] - cfg.share), p["index"]))["index"]
+                if abs(points[k]["fraction"] - cfg.share) > 1e-9:
+                    logger.warning("share = %g is not a sharing point's fraction: using the nearest, k=%d "
+                                   "(fraction %.3f, after %s)", cfg.share, k, points[k]["fraction"],
+                                   points[k]["after"])
             return {"mode": "fixed", "requested": cfg.share, "share": k, **points[k], "search": None,
                     "shares": {t: k for t in range(1, self.T)}, "per_task": None, "oracle": None}
         cands = list(range(n_blocks + 1)) if cfg.calibration.candidates == "all" else list(cfg.calibration.candidates)

@@ -1,0 +1,119 @@
+"""Task-agnostic accuracy of every method and the sharing-point search's regret, on real data, several seeds.
+
+Two settings on Fashion-MNIST (Debian's ``dataset-fashion-mnist`` or ``--data-root``), smallcnn, the demo's
+training settings (1,500 training and 500 test images per class, 2 epochs, momentum SGD):
+
+* ``5+5``: the demo (``reports/fashion-mnist-demo-run.toml``);
+* ``2x5``: five tasks of two classes (``tasks = "2+2+2+2+2"``).
+
+Each setting runs ``incremental run`` with ``calibration.oracle = true`` (a fully trained branch at every
+candidate point: the search's regret) for every seed, then writes ``benchmarks/results/agnostic-<setting>.json``
+and prints one table: Class-IL accuracy of every method (mean ± sample std over seeds) per strategy, Task-IL
+accuracy, full retraining's Class-IL accuracy, each seed's chosen sharing point, the oracle's choice, and the
+targets of issue 8 (5+5: partial sharing >= 80 %; 2x5: >= 0.85 x full retraining) as PASS/MISS.
+
+    python benchmarks/bench_agnostic.py                       # both settings, seeds 0,1,2 (CPU: tens of minutes)
+    python benchmarks/bench_agnostic.py --settings 5+5 --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import machine  # noqa: E402
+
+from energymodel.atomic import write_text  # noqa: E402
+from incremental.config import load_config  # noqa: E402
+from incremental.run import load_results, run  # noqa: E402
+
+SETTINGS = {"5+5": {"tasks": "5+5"}, "2x5": {"tasks": "2+2+2+2+2"}}
+TARGETS = {"5+5": ("partial sharing Class-IL >= 80 %", lambda ps, full: ps >= 0.80),
+           "2x5": ("partial sharing Class-IL >= 0.85 x full retraining", lambda ps, full: ps >= 0.85 * full)}
+
+
+def _ms(values: list[float]) -> dict[str, float | None]:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return {"mean": statistics.fmean(vals) if vals else None,
+            "std": statistics.stdev(vals) if len(vals) > 1 else None, "values": values}
+
+
+def bench(setting: str, seeds: list[int], out: Path, data_root: str | None) -> dict:
+    overrides = {"tasks": SETTINGS[setting]["tasks"], "seeds": ",".join(map(str, seeds)),
+                 "calibration.oracle": "true", "out": str(out / f"agnostic-{setting.replace('+', 'p')}"),
+                 "progress": "false"}
+    if data_root:
+        overrides["data_root"] = data_root
+    cfg = load_config(ROOT / "reports" / "fashion-mnist-demo-run.toml", overrides)
+    t0 = time.perf_counter()
+    results = load_results(run(cfg))
+    wall = time.perf_counter() - t0
+    summ = results["summary"]["strategies"]
+    methods = [m["method"] for m in results["report"]["agnostic_methods"]]
+    rows = {}
+    for name, e in summ.items():
+        rows[name] = {"task_il": e["task_aware_accuracy"], "share": e["share"]["values"],
+                      "class_il": {m: e["agnostic"][m]["accuracy"] for m in methods if m in e["agnostic"]},
+                      "statistics_bytes": e.get("statistics_bytes"), "energy_pj": e["energy_pj"]}
+    oracle = [r["sharing"]["oracle"] for r in results["per_seed"]]
+    ps = summ["partial-sharing"]["task_agnostic_accuracy"]["mean"]
+    full = summ["full-retraining"]["task_agnostic_accuracy"]["mean"]
+    label, check = TARGETS[setting]
+    return {"setting": setting, "tasks": SETTINGS[setting]["tasks"], "seeds": seeds, "machine": machine(),
+            "wall_seconds": wall, "default_method": results["report"]["agnostic_default"], "methods": methods,
+            "strategies": rows, "chosen": [r["sharing"]["share"] for r in results["per_seed"]],
+            "oracle": oracle, "target": {"what": label, "partial_sharing": ps, "full_retraining": full,
+                                         "verdict": "PASS" if check(ps, full) else "MISS"},
+            "run_dir": str(out / f"agnostic-{setting.replace('+', 'p')}")}
+
+
+def table(res: dict) -> str:
+    def pm(s: dict) -> str:
+        if s["mean"] is None:
+            return "-"
+        return f"{100 * s['mean']:.1f}" + (f" ± {100 * s['std']:.1f}" if s.get("std") is not None else "")
+
+    lines = [f"## {res['setting']} (seeds {res['seeds']}; {res['machine']}; {res['wall_seconds']:.0f} s)",
+             "| strategy | Task-IL | " + " | ".join(res["methods"]) + " |",
+             "|---" * (2 + len(res["methods"])) + "|"]
+    for name, row in res["strategies"].items():
+        cells = [pm(row["class_il"][m]) if m in row["class_il"] else "-" for m in res["methods"]]
+        lines.append(f"| {name} | {pm(row['task_il'])} | " + " | ".join(cells) + " |")
+    lines.append(f"chosen k per seed: {res['chosen']}; oracle choice per seed: "
+                 f"{[o['oracle_choice'] for o in res['oracle'] if o]}; chosen within tolerance of the oracle's k=0: "
+                 f"{[o['chosen_within'] for o in res['oracle'] if o]}; deeper points missed: "
+                 f"{[o['deeper_missed'] for o in res['oracle'] if o]}")
+    t = res["target"]
+    lines.append(f"target ({t['what']}): {100 * t['partial_sharing']:.1f} % vs full retraining "
+                 f"{100 * t['full_retraining']:.1f} % -> {t['verdict']}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--settings", default="5+5,2x5")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--out", default=str(ROOT / "out" / "bench"))
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for setting in args.settings.split(","):
+        res = bench(setting, seeds, Path(args.out), args.data_root)
+        write_text(Path(args.results) / f"agnostic-{setting.replace('+', 'p')}.json",
+                   json.dumps(res, indent=1, default=str) + "\n")
+        print(table(res), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
