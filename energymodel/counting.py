@@ -167,6 +167,10 @@ def count(
         fwd = w.forward.scaled(B)
         bwd_in = w.backward_input.scaled(B) if in_rg else OpVec()
         bwd_w = w.backward_weight.scaled(B) if train_w else OpVec()
+        if train_w:  # work both backward phases share is done once: with the weight gradient if it runs
+            bwd_w = bwd_w + w.backward_shared.scaled(B)
+        elif in_rg:
+            bwd_in = bwd_in + w.backward_shared.scaled(B)
         upd = OpVec()
         if train_w and first:
             per = opt.mults + (1 if weight_decay else 0), opt.adds + (1 if weight_decay else 0)

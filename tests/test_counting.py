@@ -317,9 +317,22 @@ def test_batchnorm_training_and_evaluation_forms() -> None:
     frozen = row(quiet_profile(_conv_bn(), (3, 5, 5), batch=2, mode="training", frozen=["1"]), "1")
     assert frozen["add_ops"] == n and frozen["mult_ops"] == n + n
     assert frozen["saved_words"] == 0 and not frozen["trainable"]
-    # no affine parameters: no weight gradient, no update
+    # no affine parameters: no weight gradient, no update, but the input gradient still needs the two
+    # reductions Σdy (1 add) and Σdy·xhat (1 mult + 1 add): fwd 3 + 3, bwd to input (2 + 2) + (2 + 1)
     na = row(quiet_profile(_conv_bn(affine=False), (3, 5, 5), batch=2, mode="training"), "1")
-    assert na["add_ops"] == 5 * n and na["mult_ops"] == 5 * n and na["saved_words"] == n
+    assert na["add_ops"] == 7 * n and na["mult_ops"] == 6 * n and na["saved_words"] == n
+    assert not na["trainable"] and na["input_requires_grad"]
+
+
+def test_norm_reductions_go_to_the_input_gradient_when_the_weights_are_frozen() -> None:
+    # LayerNorm always normalises with its own statistics; frozen affine weights: the Σdy, Σdy·xhat
+    # reductions are charged once, to the input gradient (fwd 3 + 3, bwd to input 4 adds + 3 mults)
+    model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6))
+    model[1].weight.requires_grad_(False)
+    model[1].bias.requires_grad_(False)
+    ln = row(quiet_profile(model, (4,), batch=3, mode="training"), "1")
+    n = 3 * 6
+    assert ln["add_ops"] == 7 * n and ln["mult_ops"] == 6 * n and not ln["trainable"]
 
 
 def test_relu_rule() -> None:
@@ -382,6 +395,26 @@ def test_add_module_rule() -> None:
     assert row(quiet_profile(Residual(), (2, 4, 4), batch=2), "add")["add_ops"] == n
     tr = row(quiet_profile(Residual(), (2, 4, 4), batch=2, mode="training"), "add")
     assert tr["add_ops"] == 2 * n and tr["saved_words"] == 0  # the gradient paths meet again: n adds
+
+
+class ScalarOps(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc(x)
+        return (y * 2.0) + 1.0
+
+
+def test_scalar_operands() -> None:
+    # x * 2.0: |x| mults forward, dx = 2·dy: |x| mults backward, no tensor saved;
+    # x + 1.0: |x| adds forward, dx = dy: no backward work (one gradient path, nothing to merge)
+    p = quiet_profile(ScalarOps(), (3,), batch=4, mode="training")
+    n = 4 * 5
+    mul, add = row(p, "(mul)"), row(p, "(add)")
+    assert (mul["mult_ops"], mul["add_ops"], mul["saved_words"]) == (2 * n, 0, 0)
+    assert (add["add_ops"], add["mult_ops"], add["saved_words"]) == (n, 0, 0)
 
 
 def test_loss_row_in_training_only() -> None:
