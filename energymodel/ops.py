@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from .dataflow import GemmShape
 from .graph import Call
 from .layers import Add
 
-__all__ = ["OpVec", "Work", "work_for", "MODULE_RULES", "ATEN_RULES", "EXP_MULTS", "EXP_ADDS"]
+__all__ = ["OpVec", "Work", "work_for", "gemm_shape", "MODULE_RULES", "ATEN_RULES", "EXP_MULTS", "EXP_ADDS"]
 
 EXP_MULTS = 4
 EXP_ADDS = 4
@@ -139,6 +140,29 @@ def linear_rule(call: Call) -> Work:
     if w is None:
         return Work(modelled=False)
     return _weighted_gemm(call, _out(call) * w[1])
+
+
+def gemm_shape(call: Call) -> GemmShape | None:
+    """The loop nest of a Conv1d/Conv2d or Linear module call at batch 1 (for :mod:`energymodel.dataflow`),
+    or ``None`` for any other call (those keep the size rule). A Linear layer's leading dimensions other
+    than the last count as batch; a Conv1d is a Conv2d with one column."""
+    m = call.module
+    w = call.param_shapes.get("weight")
+    if w is None or not call.input_shapes or not call.output_shapes:
+        return None
+    x, y = call.input_shapes[0], call.output_shapes[0]
+    if isinstance(m, nn.Linear):
+        return GemmShape(n=_numel(x[:-1]), k=w[0], c=w[1], p=1, q=1, h=1, w=1)
+    if isinstance(m, (nn.Conv1d, nn.Conv2d)) and isinstance(m.padding, tuple) and len(x) == len(y) == len(w):
+        d = len(w) - 2
+        stride, dil, pad = (_pair(m.stride, d), _pair(m.dilation, d), _pair(m.padding, d))
+        g = m.groups
+        if d == 1:
+            return GemmShape(n=x[0], k=w[0] // g, c=w[1], p=y[2], q=1, h=x[2], w=1, r=w[2], s=1,
+                             stride=(stride[0], 1), dilation=(dil[0], 1), padding=(pad[0], 0), groups=g)
+        return GemmShape(n=x[0], k=w[0] // g, c=w[1], p=y[2], q=y[3], h=x[2], w=x[3], r=w[2], s=w[3],
+                         stride=stride, dilation=dil, padding=pad, groups=g)
+    return None
 
 
 # -- normalisation --------------------------------------------------------------------------------

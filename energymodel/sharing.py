@@ -191,7 +191,8 @@ class Ledger:
         total = np.zeros(len(FEATURES))
         for counts, times, mask in self.terms:
             total += times * feature_vector(counts, word_bits=table.word_bits, buffer_bytes=flow.buffer_bytes,
-                                            rf_accesses_per_op=flow.rf_accesses_per_op, reuse=flow.reuse, layers=mask)
+                                            rf_accesses_per_op=flow.rf_accesses_per_op, reuse=flow.reuse, layers=mask,
+                                            rf_words=flow.rf_words, tiling=flow.tiling)
         total[FEATURES.index("dram")] += self.extra_dram_words
         return total
 

@@ -566,17 +566,20 @@ def _doc_example(tag: str) -> dict[str, float]:
 
 
 # the same figures, pinned here too, so that the code cannot drift together with the doc
+RF_PER_MAC = 3 * (1 + 1 / math.sqrt(32))  # 3.5303300858899
 WORKED_TRAINING = {
     "macs_forward": 4_831_838_208, "macs_backward_input": 4_831_838_208, "macs_backward_weight": 4_831_838_208,
-    "add_ops": 36_864, "mult_ops": 36_864, "rf_accesses": 43_486_765_056, "sram_accesses": 0,
-    "dram_accesses": 58_941_440, "weight_accesses": 221_184, "activation_accesses": 58_720_256,
-    "storage_bytes": 147_456, "energy_compute_pj": 66_679_536_844.8, "energy_rf_pj": 43_486_765_056,
-    "energy_sram_pj": 0, "energy_dram_pj": 37_722_521_600, "energy_pj": 147_888_823_500.8,
+    "add_ops": 36_864, "mult_ops": 36_864, "rf_accesses": 14_495_514_624 * RF_PER_MAC + 3 * 73_728,
+    "sram_accesses": 0, "dram_accesses": 6 * 8_388_608 + 6 * 36_864, "weight_accesses": 221_184,
+    "activation_accesses": 50_331_648, "storage_bytes": 147_456, "energy_compute_pj": 66_679_536_844.8,
+    "energy_rf_pj": 14_495_514_624 * RF_PER_MAC + 3 * 73_728, "energy_sram_pj": 0,
+    "energy_dram_pj": 32_353_812_480, "energy_pj": 66_679_536_844.8 + 51_174_172_571.564 + 32_353_812_480,
 }
 WORKED_INFERENCE = {
-    "macs_forward": 37_748_736, "rf_accesses": 113_246_208, "sram_accesses": 131_072, "dram_accesses": 36_864,
-    "energy_compute_pj": 173_644_185.6, "energy_rf_pj": 113_246_208, "energy_sram_pj": 655_360,
-    "energy_dram_pj": 23_592_960, "energy_pj": 311_138_713.6,
+    "macs_forward": 37_748_736, "rf_accesses": 37_748_736 * RF_PER_MAC, "sram_accesses": 131_072,
+    "dram_accesses": 36_864, "energy_compute_pj": 173_644_185.6, "energy_rf_pj": 37_748_736 * RF_PER_MAC,
+    "energy_sram_pj": 655_360, "energy_dram_pj": 23_592_960,
+    "energy_pj": 173_644_185.6 + 133_265_498.40512 + 655_360 + 23_592_960,
 }
 
 
@@ -597,7 +600,7 @@ def test_worked_example_in_the_doc_equals_profile(resnet18_cifar, tag, pinned, m
     for key, value in doc.items():
         assert math.isclose(float(r[key]), value, rel_tol=1e-12, abs_tol=1e-6), (key, float(r[key]), value)
     for key, value in pinned.items():
-        assert math.isclose(doc[key], value, rel_tol=1e-12, abs_tol=1e-6), key
+        assert math.isclose(doc[key], value, rel_tol=1e-11, abs_tol=1e-6), key
 
 
 def test_parameters_of_a_container_module_are_counted():

@@ -77,11 +77,18 @@ def test_every_grid_point_equals_repricing_with_with_values(prepared):
 
 
 def test_buffer_size_moves_accesses_between_sram_and_dram(prepared):
-    df = prepared.evaluate({"buffer_bytes": [0, 1e12]})
-    tiny = df[df["buffer_bytes"] == 0].set_index("share")
+    # 256 bytes = 64 words: more than the smallest tile of a 3x3 conv (9 + 9 + 1 words), so every layer tiles
+    df = prepared.evaluate({"buffer_bytes": [256, 1e12]})
+    tiny = df[df["buffer_bytes"] == 256].set_index("share")
     huge = df[df["buffer_bytes"] == 10**12].set_index("share")
     assert (huge["dram_accesses"] < tiny["dram_accesses"]).all()
     assert (huge["energy_pj"] < tiny["energy_pj"]).all()
+
+
+def test_a_buffer_no_tiling_fits_is_one_clear_error(prepared):
+    # 0 bytes holds no tile of any conv: the error names the first layer and the parameter
+    with pytest.raises(UserError, match=r"layer \S*conv\S*: no tiling .*\(dataflow\.buffer_bytes\)"):
+        prepared.evaluate({"buffer_bytes": [0]})
 
 
 def test_at_the_tables_own_values_the_sweep_equals_compare(net):
