@@ -479,6 +479,7 @@ def compare(
     cache_prefix: bool = False,
     tasks: int = 1,
     ledgers: StrategyLedgers | None = None,
+    buffer_bytes: int | None = None,
 ) -> pd.DataFrame:
     """Clone-and-branch at every requested sharing point against regular incremental learning and full retraining.
 
@@ -487,8 +488,12 @@ def compare(
     ratios (baseline / strategy; > 1 means cheaper). ``tasks`` new tasks of ``new_classes`` classes each
     are learned one after another (training cost is per task; storage and inference for all of them).
     ``ledgers`` (from :func:`strategy_ledgers` with the same settings) skips building them again.
+    ``batch`` and ``buffer_bytes`` (default: the table's) are the two assumptions that move the savings most
+    (see ``docs/cost-model.md``); both are recorded in the frame's ``attrs``.
     """
     tab = as_table(table)
+    if buffer_bytes is not None:
+        tab = tab.with_values({"dataflow.buffer_bytes": buffer_bytes})
     led = ledgers or strategy_ledgers(
         model, input_shape, share=share, new_classes=new_classes, old_classes=old_classes, samples_new=samples_new,
         samples_old=samples_old, epochs=epochs, batch=batch, optimizer=optimizer, cache_prefix=cache_prefix,
@@ -532,7 +537,8 @@ def compare(
     df.attrs.update(
         {"model": type(model).__name__, "input_shape": list(input_shape), "table": tab.name, "epochs": epochs,
          "batch": batch, "optimizer": optimizer, "samples_new": samples_new, "samples_old": samples_old,
-         "new_classes": new_classes, "old_classes": old_classes, "tasks": tasks, "cache_prefix": cache_prefix}
+         "new_classes": new_classes, "old_classes": old_classes, "tasks": tasks, "cache_prefix": cache_prefix,
+         "buffer_bytes": tab.dataflow.buffer_bytes}
     )
     return df
 

@@ -40,7 +40,7 @@ from .sharing import Ledger, SharingPoint, StrategyLedgers, sharing_points, stra
 from .table import LEVELS, OPERATIONS, SWEEP_KEYS, EnergyTable, resolve_key
 
 __all__ = [
-    "sweep", "prepare_sweep", "SweepLedgers", "breakeven", "format_breakeven", "parse_range", "parse_vary",
+    "SETTING_KEYS", "sweep", "prepare_sweep", "SweepLedgers", "breakeven", "format_breakeven", "parse_range", "parse_vary",
     "column_name", "SWEEP_COLUMNS", "MAX_ROWS",
 ]
 
@@ -56,9 +56,29 @@ SWEEP_COLUMNS = [
 _DATAFLOW_KEYS = ("word_bits", "dataflow.buffer_bytes", "dataflow.rf_accesses_per_op", "dataflow.rf_words")
 
 
+#: sweep keys that are settings of the training run, not table entries: each value needs its own ledgers
+SETTING_KEYS = ("batch",)
+
+
 def column_name(key: str) -> str:
-    """The result column of a sweep key: ``memory.dram``/``dram`` -> ``dram``, ``bits`` -> ``word_bits``."""
+    """The result column of a sweep key: ``memory.dram``/``dram`` -> ``dram``, ``bits`` -> ``word_bits``,
+    ``batch`` -> ``batch``."""
+    if key.strip() in SETTING_KEYS:
+        return key.strip()
     return resolve_key(key).rpartition(".")[2]
+
+
+def _batches(values: Iterable[float] | float) -> list[int]:
+    """Batch sizes of a sweep: integers >= 1, in the order given, each once."""
+    try:
+        arr = np.atleast_1d(np.asarray(values, dtype=float))
+    except (TypeError, ValueError):
+        raise UserError("values of 'batch' must be numbers") from None
+    if arr.ndim != 1 or not len(arr):
+        raise UserError("values of 'batch': give a 1-D list of batch sizes")
+    if not np.isfinite(arr).all() or (arr < 1).any() or (arr != np.round(arr)).any():
+        raise UserError("values of 'batch' must be integers >= 1")
+    return list(dict.fromkeys(int(v) for v in arr))
 
 
 # -- parsing -------------------------------------------------------------------------------------------
@@ -412,18 +432,41 @@ def sweep(
 
     ``vary`` maps table keys (``"dram"``, ``"memory.dram"``, ``"buffer_bytes"``, ``"bits"`` ...) to the
     values each takes; the grid is their full cartesian product (other entries keep ``table``'s values).
+    ``"batch"`` may be varied too (it overrides ``batch``): every batch size is traced and counted once
+    (its own ledgers), the table keys are then array arithmetic as usual; the result has a ``batch``
+    column after ``point``.
     ``share`` picks sharing points (indices or fractions; default all). Returns a DataFrame with one row
     per grid point x sharing point: ``point`` (grid index), the varied keys (columns named by
     :func:`column_name`), then :data:`SWEEP_COLUMNS`: ``energy_regular_pj`` / ``energy_retraining_pj``
     are regular incremental learning (share 0) and full retraining at the same grid point; ``savings_*``
     are baseline / strategy; ``dram_mac_ratio`` = pJ per DRAM word / pJ per MAC.
     """
-    prepared = prepare_sweep(
-        model, input_shape, share=share, table=table, samples_new=samples_new, samples_old=samples_old,
-        epochs=epochs, batch=batch, optimizer=optimizer, new_classes=new_classes, old_classes=old_classes,
-        cache_prefix=cache_prefix, tasks=tasks,
-    )
-    return prepared.evaluate(vary)
+    table_vary = {k: v for k, v in vary.items() if k.strip() not in SETTING_KEYS}
+    batch_values = next((v for k, v in vary.items() if k.strip() == "batch"), None)
+    kw = dict(share=share, table=table, samples_new=samples_new, samples_old=samples_old, epochs=epochs,
+              optimizer=optimizer, new_classes=new_classes, old_classes=old_classes, cache_prefix=cache_prefix,
+              tasks=tasks)
+    if batch_values is None:
+        return prepare_sweep(model, input_shape, batch=batch, **kw).evaluate(table_vary)
+    frames = []
+    n_points = 0
+    for b in _batches(batch_values):
+        prepared = prepare_sweep(model, input_shape, batch=b, **kw)
+        # with only the batch varied, evaluate the table's own DRAM energy (one grid point) and drop it
+        own = {"dram": [prepared.table.get("dram")]} if not table_vary else table_vary
+        df = prepared.evaluate(own)
+        if not table_vary:
+            df = df.drop(columns=["dram"])
+        df.insert(1, "batch", b)
+        df["point"] += n_points
+        n_points += int(df.attrs["grid_points"])
+        frames.append(df)
+    out = pd.concat(frames, ignore_index=True)
+    out.attrs.update(frames[0].attrs)
+    out.attrs["vary"] = ["batch", *[column_name(k) for k in table_vary]]
+    out.attrs["grid_points"] = n_points
+    out.attrs["batch"] = [int(b) for b in _batches(batch_values)]
+    return out
 
 
 # -- break-even ---------------------------------------------------------------------------------------

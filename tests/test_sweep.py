@@ -299,3 +299,29 @@ def test_no_reuse_dataflow_is_priced_the_same_way(net):
         assert r["energy_pj"] == pytest.approx(price_ledger(prep.ledgers[int(r["share"])], t)["energy_pj"], rel=1e-12)
     ideal = sweep(net, SHAPE, {"dram": [100.0]}, share=[3], **SETTINGS)["energy_pj"].iloc[0]
     assert df[(df["share"] == 3) & (df["dram"] == 100.0)]["energy_pj"].min() > ideal  # no reuse costs more
+
+
+# -- batch as a sweep key ---------------------------------------------------------------------------------
+
+
+def test_batch_is_a_sweep_key_and_each_batch_equals_compare(net):
+    df = sweep(net, SHAPE, {"batch": [50, 100], "dram": [640.0]}, **SETTINGS)
+    assert list(df.columns[:3]) == ["point", "batch", "dram"]
+    assert df.attrs["vary"] == ["batch", "dram"] and df.attrs["grid_points"] == 2
+    per = len(df) // 2  # the sharing points of smallcnn, once per batch
+    assert per >= 2 and df["point"].tolist() == [0] * per + [1] * per
+    for b in (50, 100):
+        cmp = compare(net, SHAPE, **{**SETTINGS, "batch": b})
+        ps = cmp[cmp["strategy"] == "partial-sharing"].set_index("share")
+        got = df[df["batch"] == b].set_index("share")
+        np.testing.assert_allclose(got["energy_pj"], ps["energy_pj"], rtol=1e-12)
+        np.testing.assert_allclose(got["savings_vs_retraining"], ps["savings_energy_vs_retraining"], rtol=1e-12)
+
+
+def test_batch_alone_and_bad_batches(net):
+    df = sweep(net, SHAPE, {"batch": [100]}, **SETTINGS)
+    assert "dram" not in df.columns and set(df["batch"]) == {100} and df.attrs["vary"] == ["batch"]
+    assert parse_vary("batch=1,16,128") == ("batch", pytest.approx(np.array([1.0, 16.0, 128.0])))
+    for bad in ([0], [1.5], [float("nan")], []):
+        with pytest.raises(UserError, match="batch"):
+            sweep(net, SHAPE, {"batch": bad}, **SETTINGS)
