@@ -302,13 +302,17 @@ def training_ledger(
     num_classes: int | None = None,
     cache_prefix: bool = False,
     weight_decay: bool = False,
+    ranks: int = 1,
 ) -> tuple[Ledger, dict]:
     """The unpriced :class:`Ledger` of training blocks ``[share, n)`` + a head (``num_classes``) of ``model``.
 
-    Returns the ledger and facts about it (steps, trainable parameters, memory words).
+    ``ranks``: data-parallel processes (torchrun). The training work is split among them (the same total);
+    with ``cache_prefix`` every rank computes and writes the *whole* feature cache, so the prefix pass and
+    the cache write are charged ``ranks`` times. Returns the ledger and facts about it (steps, trainable
+    parameters, memory words).
     """
-    if samples < 1 or epochs < 1 or batch < 1:
-        raise UserError(f"samples, epochs and batch must be >= 1 (got {samples}, {epochs}, {batch})")
+    if samples < 1 or epochs < 1 or batch < 1 or ranks < 1:
+        raise UserError(f"samples, epochs, batch and ranks must be >= 1 (got {samples}, {epochs}, {batch}, {ranks})")
     net = _with_classes(model, num_classes)
     prefixes = block_prefixes(net)
     if not 0 <= share <= len(prefixes):
@@ -327,13 +331,13 @@ def training_ledger(
         if c is None:
             continue
         if cache:
-            ledger.add(c, n, pmask)  # the shared prefix runs once per sample
+            ledger.add(c, n * ranks, pmask)  # the shared prefix runs once per sample, on every rank
             ledger.add(_reading_cache(c, pmask), n * epochs, ~pmask)  # the branch reads the cache every epoch
         else:
             ledger.add(c, n * epochs)
     if cache:
         feat = _prefix_output_words(ref, pmask) / ref.batch
-        ledger.extra_dram_words = samples * feat  # the cache is written to DRAM once
+        ledger.extra_dram_words = ranks * samples * feat  # the cache is written to DRAM once per rank
     facts = {
         "steps": (full + (1 if rem else 0)) * epochs,
         "trainable_params": ref.trainable_params,
@@ -383,16 +387,18 @@ def training_cost(
     table: str | EnergyTable = "45nm",
     cache_prefix: bool = False,
     weight_decay: bool = False,
+    ranks: int = 1,
 ) -> TrainingCost:
     """Modelled cost of training ``model``'s blocks ``[share, n)`` and a head on ``samples`` samples.
 
     ``share=0`` trains every layer (regular incremental learning / full retraining);
-    ``share=len(blocks)`` trains only the head (feature extraction).
+    ``share=len(blocks)`` trains only the head (feature extraction). ``ranks``: see :func:`training_ledger`
+    (each of ``ranks`` processes fills the whole feature cache).
     """
     tab = as_table(table)
     ledger, facts = training_ledger(
         model, input_shape, share=share, samples=samples, epochs=epochs, batch=batch, optimizer=optimizer,
-        num_classes=num_classes, cache_prefix=cache_prefix, weight_decay=weight_decay,
+        num_classes=num_classes, cache_prefix=cache_prefix, weight_decay=weight_decay, ranks=ranks,
     )
     priced = price_ledger(ledger, tab)
     return TrainingCost(

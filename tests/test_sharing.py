@@ -211,3 +211,21 @@ def test_compare_takes_the_buffer_size() -> None:
     assert (small[small["strategy"] == "partial-sharing"]["dram_accesses"].to_numpy() > 300 * 784 * 3).all()
     with pytest.raises(TableError, match="buffer_bytes must be >= 0"):
         compare(model, (1, 28, 28), buffer_bytes=-1, **kw)
+
+
+def test_every_rank_fills_the_whole_feature_cache() -> None:
+    """Under torchrun each of R ranks runs the frozen prefix over all samples and writes its own cache: the
+    prefix's forward MACs and the cache write are charged R times; the branch's training is shared."""
+    model = build("smallcnn", num_classes=5)
+    kw = dict(samples=300, batch=100, epochs=3, share=2, cache_prefix=True)
+    one = training_cost(model, (1, 28, 28), **kw)
+    two = training_cost(model, (1, 28, 28), ranks=2, **kw)
+    # prefix = conv1 (1 -> 32, 3x3 on 28x28) + conv2 (32 -> 32): 28·28·32·9 + 28·28·32·32·9 MACs per sample
+    prefix_macs = 28 * 28 * 32 * 9 + 28 * 28 * 32 * 32 * 9
+    assert two.macs - one.macs == 300 * prefix_macs
+    # uncached: ranks change nothing (the work is split, not repeated)
+    plain = dict(kw, cache_prefix=False)
+    assert training_cost(model, (1, 28, 28), ranks=4, **plain).energy_pj == training_cost(model, (1, 28, 28),
+                                                                                           **plain).energy_pj
+    with pytest.raises(UserError, match="ranks"):
+        training_cost(model, (1, 28, 28), ranks=0, **kw)
