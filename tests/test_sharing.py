@@ -201,6 +201,7 @@ def test_compare_takes_the_buffer_size() -> None:
 
     model = build("smallcnn", num_classes=5)
     kw = dict(samples_new=300, samples_old=200, epochs=3, batch=100, new_classes=5)
+    kw["share"] = [0, 3]
     df = compare(model, (1, 28, 28), buffer_bytes=2**40, **kw)
     assert df.attrs["buffer_bytes"] == 2**40
     ps = df[df["strategy"] == "partial-sharing"]

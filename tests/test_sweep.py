@@ -305,13 +305,12 @@ def test_no_reuse_dataflow_is_priced_the_same_way(net):
 
 
 def test_batch_is_a_sweep_key_and_each_batch_equals_compare(net):
-    df = sweep(net, SHAPE, {"batch": [50, 100], "dram": [640.0]}, **SETTINGS)
+    df = sweep(net, SHAPE, {"batch": [50, 100], "dram": [640.0]}, share=[0, 3], **SETTINGS)
     assert list(df.columns[:3]) == ["point", "batch", "dram"]
     assert df.attrs["vary"] == ["batch", "dram"] and df.attrs["grid_points"] == 2
-    per = len(df) // 2  # the sharing points of smallcnn, once per batch
-    assert per >= 2 and df["point"].tolist() == [0] * per + [1] * per
+    assert df["point"].tolist() == [0, 0, 1, 1] and df["share"].tolist() == [0, 3, 0, 3]
     for b in (50, 100):
-        cmp = compare(net, SHAPE, **{**SETTINGS, "batch": b})
+        cmp = compare(net, SHAPE, share=[0, 3], **{**SETTINGS, "batch": b})
         ps = cmp[cmp["strategy"] == "partial-sharing"].set_index("share")
         got = df[df["batch"] == b].set_index("share")
         np.testing.assert_allclose(got["energy_pj"], ps["energy_pj"], rtol=1e-12)
@@ -319,9 +318,9 @@ def test_batch_is_a_sweep_key_and_each_batch_equals_compare(net):
 
 
 def test_batch_alone_and_bad_batches(net):
-    df = sweep(net, SHAPE, {"batch": [100]}, **SETTINGS)
+    df = sweep(net, SHAPE, {"batch": [100]}, share=[3], **SETTINGS)
     assert "dram" not in df.columns and set(df["batch"]) == {100} and df.attrs["vary"] == ["batch"]
     assert parse_vary("batch=1,16,128") == ("batch", pytest.approx(np.array([1.0, 16.0, 128.0])))
     for bad in ([0], [1.5], [float("nan")], []):
         with pytest.raises(UserError, match="batch"):
-            sweep(net, SHAPE, {"batch": bad}, **SETTINGS)
+            sweep(net, SHAPE, {"batch": bad}, share=[3], **SETTINGS)
