@@ -20,17 +20,19 @@ both operands from the level that holds them) — a lower and an upper bound; th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
+from .dataflow import GemmShape
 from .errors import UserError
 from .graph import Call, Trace
-from .ops import OpVec, Work, softmax_rule, work_for
+from .ops import OpVec, Work, gemm_shape, softmax_rule, work_for
 
-__all__ = ["Optimizer", "OPTIMIZERS", "Counts", "count", "INF"]
+__all__ = ["Optimizer", "OPTIMIZERS", "Counts", "TiledLayer", "count", "INF"]
 
 INF = math.inf
 
@@ -75,6 +77,24 @@ WEIGHT_OPERANDS = ("weight", "weight_grad", "optimizer_state")
 ACTIVATION_OPERANDS = ("activation", "activation_grad", "saved")
 
 
+@dataclass(frozen=True)
+class TiledLayer:
+    """A conv/linear call priced by the tiled dataflow (:mod:`energymodel.dataflow`) instead of the size rule.
+
+    ``shape``: its loop nest for the whole batch; ``phases``: forward, backward to the input, backward to
+    the weights (which run); ``input_row``: the access row of its forward input read (an infinite deciding
+    size there — the network input, a feature cache — means the input is streamed from DRAM);
+    ``bias_words``: parameters besides the weight (read, or their gradient written, once per phase).
+    """
+
+    layer: int
+    name: str
+    shape: GemmShape
+    phases: tuple[bool, bool, bool]
+    input_row: int
+    bias_words: int
+
+
 @dataclass
 class Counts:
     """Action counts of one pass (inference) or one training step, for a whole batch.
@@ -82,7 +102,8 @@ class Counts:
     ``layers``: one row per call (operations, parameters). ``accesses``: one row per access group with
     ``layer`` (row index into ``layers``), ``operand``, ``phase``, ``words`` (ideal reuse),
     ``words_noreuse`` and ``size_words`` (the size of what must fit on chip for the access to be served
-    from SRAM; ``inf`` = always DRAM, e.g. the input images).
+    from SRAM; ``inf`` = always DRAM, e.g. the input images) and ``tiled`` (the row belongs to a layer of
+    ``tiled``: the tiled dataflow replaces it when the table's ``dataflow.tiling`` is on).
     """
 
     layers: pd.DataFrame
@@ -97,6 +118,7 @@ class Counts:
     saved_words: float
     peak_activation_words: float
     unmodelled: list[str]
+    tiled: list[TiledLayer] = field(default_factory=list)
 
     @property
     def training_memory_words(self) -> float:
@@ -137,7 +159,8 @@ def count(
     training = trace.mode == "training"
     B = batch
     rows: list[dict] = []
-    acc: list[tuple] = []  # (layer, operand, phase, words, words_noreuse, size_words or marker)
+    acc: list[tuple] = []  # (layer, operand, phase, words, words_noreuse, size_words or marker, tiled)
+    tiled: list[TiledLayer] = []
     unmodelled: list[str] = []
     calls = list(trace.calls)
     works: list[Work] = [work_for(c) for c in calls]
@@ -167,6 +190,10 @@ def count(
         fwd = w.forward.scaled(B)
         bwd_in = w.backward_input.scaled(B) if in_rg else OpVec()
         bwd_w = w.backward_weight.scaled(B) if train_w else OpVec()
+        if train_w:  # work both backward phases share is done once: with the weight gradient if it runs
+            bwd_w = bwd_w + w.backward_shared.scaled(B)
+        elif in_rg:
+            bwd_in = bwd_in + w.backward_shared.scaled(B)
         upd = OpVec()
         if train_w and first:
             per = opt.mults + (1 if weight_decay else 0), opt.adds + (1 if weight_decay else 0)
@@ -179,11 +206,17 @@ def count(
         in_size = INF if c.reads_model_input else n_in
         gemm_noreuse = w.gemm
         macs_f = fwd.mac
+        shape = gemm_shape(c) if w.moves_data else None
+        t = shape is not None  # these rows are replaced by the tiled dataflow when it is on
+        if t:
+            phases = (True, bool(in_rg), bool(train_w))
+            tiled.append(TiledLayer(i, c.name, dataclasses.replace(shape, n=shape.n * B), phases, len(acc),
+                                    params - math.prod(c.param_shapes["weight"])))
         if w.moves_data:
-            acc.append((i, "activation", "forward", n_in, _noreuse(gemm_noreuse, n_in, macs_f), in_size))
-            acc.append((i, "activation", "forward", n_out, n_out, n_out))
+            acc.append((i, "activation", "forward", n_in, _noreuse(gemm_noreuse, n_in, macs_f), in_size, t))
+            acc.append((i, "activation", "forward", n_out, n_out, n_out, t))
             if params:
-                acc.append((i, "weight", "forward", params, _noreuse(gemm_noreuse, params, macs_f), "W"))
+                acc.append((i, "weight", "forward", params, _noreuse(gemm_noreuse, params, macs_f), "W", t))
         saved = 0.0
         if training and w.moves_data:
             s_in = w.saved_for_input_grad if in_rg else 0.0
@@ -191,25 +224,27 @@ def count(
             saved = B * max(s_in, s_w)
             if saved:
                 read_nr = _noreuse(gemm_noreuse, saved, bwd_w.mac) if train_w else saved
-                acc.append((i, "saved", "forward", saved, saved, "S"))
-                acc.append((i, "saved", "backward", saved, read_nr, "S"))
+                acc.append((i, "saved", "forward", saved, saved, "S", t))
+                acc.append((i, "saved", "backward", saved, read_nr, "S", t))
             if in_rg:
-                acc.append((i, "activation_grad", "backward", n_out, _noreuse(gemm_noreuse, n_out, bwd_in.mac), n_out))
-                acc.append((i, "activation_grad", "backward", n_in, n_in, n_in))
+                acc.append((i, "activation_grad", "backward", n_out, _noreuse(gemm_noreuse, n_out, bwd_in.mac),
+                            n_out, t))
+                acc.append((i, "activation_grad", "backward", n_in, n_in, n_in, t))
                 if params:
-                    acc.append((i, "weight", "backward", params, _noreuse(gemm_noreuse, params, bwd_in.mac), "W"))
+                    acc.append((i, "weight", "backward", params, _noreuse(gemm_noreuse, params, bwd_in.mac), "W", t))
             if train_w:
-                acc.append((i, "activation_grad", "backward", n_out, _noreuse(gemm_noreuse, n_out, bwd_w.mac), n_out))
-                acc.append((i, "weight_grad", "backward", c.trainable_params, c.trainable_params, "W"))
+                acc.append((i, "activation_grad", "backward", n_out, _noreuse(gemm_noreuse, n_out, bwd_w.mac),
+                            n_out, t))
+                acc.append((i, "weight_grad", "backward", c.trainable_params, c.trainable_params, "W", t))
                 if not first:
-                    acc.append((i, "weight_grad", "backward", c.trainable_params, c.trainable_params, "W"))
+                    acc.append((i, "weight_grad", "backward", c.trainable_params, c.trainable_params, "W", False))
         if train_w and first:
             tp = c.trainable_params
-            acc.append((i, "weight", "update", 2 * tp, 2 * tp, "W"))  # read w, write w
-            acc.append((i, "weight_grad", "update", tp, tp, "W"))  # read g
+            acc.append((i, "weight", "update", 2 * tp, 2 * tp, "W", False))  # read w, write w
+            acc.append((i, "weight_grad", "update", tp, tp, "W", False))  # read g
             extra = opt.reads + opt.writes - 3
             if extra:
-                acc.append((i, "optimizer_state", "update", extra * tp, extra * tp, "W"))
+                acc.append((i, "optimizer_state", "update", extra * tp, extra * tp, "W", False))
         rows.append(
             {
                 "name": c.name,
@@ -237,7 +272,7 @@ def count(
     layers = pd.DataFrame(rows)
     weight_state = total_params + (trainable_params * (1 + opt.state) if training else 0)
     saved_total = float(layers["saved_words"].sum()) if len(layers) else 0.0
-    acc_df = pd.DataFrame(acc, columns=["layer", "operand", "phase", "words", "words_noreuse", "size_words"])
+    acc_df = pd.DataFrame(acc, columns=["layer", "operand", "phase", "words", "words_noreuse", "size_words", "tiled"])
     acc_df["size_words"] = acc_df["size_words"].map(
         lambda s: float(weight_state) if s == "W" else (saved_total if s == "S" else float(s))
     )
@@ -260,5 +295,6 @@ def count(
         saved_words=saved_total,
         peak_activation_words=peak_act,
         unmodelled=unmodelled,
+        tiled=tiled,
     )
 

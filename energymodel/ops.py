@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from .dataflow import GemmShape
 from .graph import Call
 from .layers import Add
 
-__all__ = ["OpVec", "Work", "work_for", "MODULE_RULES", "ATEN_RULES", "EXP_MULTS", "EXP_ADDS"]
+__all__ = ["OpVec", "Work", "work_for", "gemm_shape", "MODULE_RULES", "ATEN_RULES", "EXP_MULTS", "EXP_ADDS"]
 
 EXP_MULTS = 4
 EXP_ADDS = 4
@@ -70,6 +71,9 @@ class Work:
     saved_for_weight_grad: float = 0.0
     moves_data: bool = True
     modelled: bool = True
+    #: work that both backward phases need but that is computed once (BN's ``Σdy`` and ``Σdy·x̂``): charged
+    #: to the weight gradient when it runs, else to the input gradient when that runs
+    backward_shared: OpVec = field(default_factory=OpVec)
     #: MAC operand count for the no-reuse bound (conv/linear/matmul): each MAC fetches both operands
     gemm: bool = False
 
@@ -138,6 +142,29 @@ def linear_rule(call: Call) -> Work:
     return _weighted_gemm(call, _out(call) * w[1])
 
 
+def gemm_shape(call: Call) -> GemmShape | None:
+    """The loop nest of a Conv1d/Conv2d or Linear module call at batch 1 (for :mod:`energymodel.dataflow`),
+    or ``None`` for any other call (those keep the size rule). A Linear layer's leading dimensions other
+    than the last count as batch; a Conv1d is a Conv2d with one column."""
+    m = call.module
+    w = call.param_shapes.get("weight")
+    if w is None or not call.input_shapes or not call.output_shapes:
+        return None
+    x, y = call.input_shapes[0], call.output_shapes[0]
+    if isinstance(m, nn.Linear):
+        return GemmShape(n=_numel(x[:-1]), k=w[0], c=w[1], p=1, q=1, h=1, w=1)
+    if isinstance(m, (nn.Conv1d, nn.Conv2d)) and isinstance(m.padding, tuple) and len(x) == len(y) == len(w):
+        d = len(w) - 2
+        stride, dil, pad = (_pair(m.stride, d), _pair(m.dilation, d), _pair(m.padding, d))
+        g = m.groups
+        if d == 1:
+            return GemmShape(n=x[0], k=w[0] // g, c=w[1], p=y[2], q=1, h=x[2], w=1, r=w[2], s=1,
+                             stride=(stride[0], 1), dilation=(dil[0], 1), padding=(pad[0], 0), groups=g)
+        return GemmShape(n=x[0], k=w[0] // g, c=w[1], p=y[2], q=y[3], h=x[2], w=x[3], r=w[2], s=w[3],
+                         stride=stride, dilation=dil, padding=pad, groups=g)
+    return None
+
+
 # -- normalisation --------------------------------------------------------------------------------
 
 
@@ -145,13 +172,17 @@ def norm_rule(call: Call, always_batch_stats: bool = False) -> Work:
     """Batch/layer/group norm, per element.
 
     Training form (statistics of the current batch): mean (1 add), variance (1 sub, 1 square, 1 add),
-    normalise (1 mult by 1/sigma), affine (1 mult, 1 add): **3 adds + 3 mults**. Backward to the weights:
-    ``dbeta = sum dy`` (1 add), ``dgamma = sum dy·xhat`` (1 mult, 1 add); backward to the input
-    ``dx = gamma/sigma·(dy − mean(dy) − xhat·mean(dy·xhat))``: **2 adds + 2 mults** (the sums are shared
-    with the weight gradient). Both keep ``xhat`` (``|X|`` elements).
+    normalise (1 mult by 1/sigma), affine (1 mult, 1 add): **3 adds + 3 mults**. Backward: the two
+    reductions ``Σdy`` (1 add) and ``Σdy·xhat`` (1 mult, 1 add) are computed once (``backward_shared``):
+    they *are* ``dbeta`` and ``dgamma``, and the input gradient needs them too. Backward to the input
+    ``dx = gamma/sigma·(dy − mean(dy) − xhat·mean(dy·xhat))`` besides them: **2 adds + 2 mults**. So a
+    trained affine norm costs 4 adds + 3 mults backward, and so does one without affine parameters whose
+    input needs a gradient (the reductions are then charged to the input gradient). Both keep ``xhat``
+    (``|X|`` elements).
 
     Evaluation form (running statistics folded into one scale and shift per channel): **1 mult + 1 add**;
-    its input gradient is one mult per element and keeps nothing.
+    its input gradient is one mult per element and keeps nothing; the weight gradient (affine only) is
+    ``Σdy`` and ``Σdy·xhat``: 2 adds + 1 mult.
     """
     n = _out(call)
     affine = bool(call.param_shapes)
@@ -160,7 +191,7 @@ def norm_rule(call: Call, always_batch_stats: bool = False) -> Work:
         return Work(
             forward=OpVec(add=3 * n, mult=3 * n),
             backward_input=OpVec(add=2 * n, mult=2 * n),
-            backward_weight=OpVec(add=2 * n, mult=n) if affine else OpVec(),
+            backward_shared=OpVec(add=2 * n, mult=n),
             saved_for_input_grad=n,
             saved_for_weight_grad=n if affine else 0,
         )
@@ -205,16 +236,25 @@ silu_rule = elementwise(_SILU_FWD, OpVec(add=2, mult=3))
 softmax_rule = elementwise(_SOFTMAX_FWD, _SOFTMAX_BWD)
 
 
+def _tensor_operands(call: Call) -> int:
+    """Tensor operands of a call (a Python number or a 0-d tensor operand is a scalar, not counted)."""
+    return len(call.input_shapes)
+
+
 def add_rule(call: Call) -> Work:
     """Residual/element-wise addition: ``|Y|`` adds. Backward passes ``dy`` to both inputs unchanged; the
-    two gradient paths meet again where the block input forked, which costs ``|Y|`` adds: charged here."""
+    two gradient paths meet again where the block input forked, which costs ``|Y|`` adds: charged here.
+    With a scalar operand (``x + 1.0``) there is one gradient path and ``dx = dy``: no backward work."""
     n = _out(call)
-    return Work(forward=OpVec(add=n), backward_input=OpVec(add=n))
+    return Work(forward=OpVec(add=n), backward_input=OpVec(add=n if _tensor_operands(call) >= 2 else 0))
 
 
 def mul_rule(call: Call) -> Work:
-    """Element-wise product (or division): ``|Y|`` mults; backward ``dx=dy·b, db=dy·a``: 2 mults, keeps both inputs."""
+    """Element-wise product (or division): ``|Y|`` mults; backward ``dx=dy·b, db=dy·a``: 2 mults, keeps both
+    inputs. With a scalar operand ``c`` (``x * 2.0``): backward ``dx = dy·c``, ``|Y|`` mults, keeps no tensor."""
     n = _out(call)
+    if _tensor_operands(call) < 2:
+        return Work(forward=OpVec(mult=n), backward_input=OpVec(mult=n))
     return Work(forward=OpVec(mult=n), backward_input=OpVec(mult=2 * n), saved_for_input_grad=2 * n)
 
 

@@ -163,6 +163,7 @@ def profile(
         "optimizer": optimizer if mode == "training" else None, "weight_decay": wd if mode == "training" else None,
         "table": tab.name, "word_bits": tab.word_bits, "buffer_bytes": tab.dataflow.buffer_bytes,
         "rf_accesses_per_op": tab.dataflow.rf_accesses_per_op, "reuse": tab.dataflow.reuse,
+        "rf_words": tab.dataflow.rf_words, "tiling": tab.dataflow.tiling,
     }
     return Profile(layers=layers, totals=totals_of(layers, counts, tab), counts=counts, table=tab, settings=settings)
 

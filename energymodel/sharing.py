@@ -191,7 +191,8 @@ class Ledger:
         total = np.zeros(len(FEATURES))
         for counts, times, mask in self.terms:
             total += times * feature_vector(counts, word_bits=table.word_bits, buffer_bytes=flow.buffer_bytes,
-                                            rf_accesses_per_op=flow.rf_accesses_per_op, reuse=flow.reuse, layers=mask)
+                                            rf_accesses_per_op=flow.rf_accesses_per_op, reuse=flow.reuse, layers=mask,
+                                            rf_words=flow.rf_words, tiling=flow.tiling)
         total[FEATURES.index("dram")] += self.extra_dram_words
         return total
 
@@ -301,13 +302,17 @@ def training_ledger(
     num_classes: int | None = None,
     cache_prefix: bool = False,
     weight_decay: bool = False,
+    ranks: int = 1,
 ) -> tuple[Ledger, dict]:
     """The unpriced :class:`Ledger` of training blocks ``[share, n)`` + a head (``num_classes``) of ``model``.
 
-    Returns the ledger and facts about it (steps, trainable parameters, memory words).
+    ``ranks``: data-parallel processes (torchrun). The training work is split among them (the same total);
+    with ``cache_prefix`` every rank computes and writes the *whole* feature cache, so the prefix pass and
+    the cache write are charged ``ranks`` times. Returns the ledger and facts about it (steps, trainable
+    parameters, memory words).
     """
-    if samples < 1 or epochs < 1 or batch < 1:
-        raise UserError(f"samples, epochs and batch must be >= 1 (got {samples}, {epochs}, {batch})")
+    if samples < 1 or epochs < 1 or batch < 1 or ranks < 1:
+        raise UserError(f"samples, epochs, batch and ranks must be >= 1 (got {samples}, {epochs}, {batch}, {ranks})")
     net = _with_classes(model, num_classes)
     prefixes = block_prefixes(net)
     if not 0 <= share <= len(prefixes):
@@ -326,13 +331,13 @@ def training_ledger(
         if c is None:
             continue
         if cache:
-            ledger.add(c, n, pmask)  # the shared prefix runs once per sample
+            ledger.add(c, n * ranks, pmask)  # the shared prefix runs once per sample, on every rank
             ledger.add(_reading_cache(c, pmask), n * epochs, ~pmask)  # the branch reads the cache every epoch
         else:
             ledger.add(c, n * epochs)
     if cache:
         feat = _prefix_output_words(ref, pmask) / ref.batch
-        ledger.extra_dram_words = samples * feat  # the cache is written to DRAM once
+        ledger.extra_dram_words = ranks * samples * feat  # the cache is written to DRAM once per rank
     facts = {
         "steps": (full + (1 if rem else 0)) * epochs,
         "trainable_params": ref.trainable_params,
@@ -382,16 +387,18 @@ def training_cost(
     table: str | EnergyTable = "45nm",
     cache_prefix: bool = False,
     weight_decay: bool = False,
+    ranks: int = 1,
 ) -> TrainingCost:
     """Modelled cost of training ``model``'s blocks ``[share, n)`` and a head on ``samples`` samples.
 
     ``share=0`` trains every layer (regular incremental learning / full retraining);
-    ``share=len(blocks)`` trains only the head (feature extraction).
+    ``share=len(blocks)`` trains only the head (feature extraction). ``ranks``: see :func:`training_ledger`
+    (each of ``ranks`` processes fills the whole feature cache).
     """
     tab = as_table(table)
     ledger, facts = training_ledger(
         model, input_shape, share=share, samples=samples, epochs=epochs, batch=batch, optimizer=optimizer,
-        num_classes=num_classes, cache_prefix=cache_prefix, weight_decay=weight_decay,
+        num_classes=num_classes, cache_prefix=cache_prefix, weight_decay=weight_decay, ranks=ranks,
     )
     priced = price_ledger(ledger, tab)
     return TrainingCost(
@@ -478,6 +485,7 @@ def compare(
     cache_prefix: bool = False,
     tasks: int = 1,
     ledgers: StrategyLedgers | None = None,
+    buffer_bytes: int | None = None,
 ) -> pd.DataFrame:
     """Clone-and-branch at every requested sharing point against regular incremental learning and full retraining.
 
@@ -486,8 +494,12 @@ def compare(
     ratios (baseline / strategy; > 1 means cheaper). ``tasks`` new tasks of ``new_classes`` classes each
     are learned one after another (training cost is per task; storage and inference for all of them).
     ``ledgers`` (from :func:`strategy_ledgers` with the same settings) skips building them again.
+    ``batch`` and ``buffer_bytes`` (default: the table's) are the two assumptions that move the savings most
+    (see ``docs/cost-model.md``); both are recorded in the frame's ``attrs``.
     """
     tab = as_table(table)
+    if buffer_bytes is not None:
+        tab = tab.with_values({"dataflow.buffer_bytes": buffer_bytes})
     led = ledgers or strategy_ledgers(
         model, input_shape, share=share, new_classes=new_classes, old_classes=old_classes, samples_new=samples_new,
         samples_old=samples_old, epochs=epochs, batch=batch, optimizer=optimizer, cache_prefix=cache_prefix,
@@ -531,7 +543,8 @@ def compare(
     df.attrs.update(
         {"model": type(model).__name__, "input_shape": list(input_shape), "table": tab.name, "epochs": epochs,
          "batch": batch, "optimizer": optimizer, "samples_new": samples_new, "samples_old": samples_old,
-         "new_classes": new_classes, "old_classes": old_classes, "tasks": tasks, "cache_prefix": cache_prefix}
+         "new_classes": new_classes, "old_classes": old_classes, "tasks": tasks, "cache_prefix": cache_prefix,
+         "buffer_bytes": tab.dataflow.buffer_bytes}
     )
     return df
 

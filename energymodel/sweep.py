@@ -1,15 +1,15 @@
 """Hardware energy sweeps: how the savings of partial sharing change with the energy table.
 
 A sweep varies table entries (any key of :data:`~energymodel.table.SWEEP_KEYS`: ``mac``, ``add``, ``mult``,
-``cmp``, ``rf``, ``sram``, ``dram``, ``buffer_bytes``, ``rf_accesses_per_op``, ``word_bits``) over grids and
-takes the full cartesian product of them. At every grid point and every sharing point it reports the
+``cmp``, ``rf``, ``sram``, ``dram``, ``buffer_bytes``, ``rf_accesses_per_op``, ``rf_words``, ``word_bits``) over
+grids and takes the full cartesian product of them. At every grid point and every sharing point it reports the
 energy of learning the new task by clone-and-branch, the energy of regular incremental learning
 (sharing point 0) and of full retraining *at the same grid point*, and the savings (baseline / strategy).
 
 **How it is fast.** The networks are traced and counted once per strategy (one unpriced
 :class:`~energymodel.sharing.Ledger` each); every grid point is then array arithmetic:
 ``energy = features · prices`` (:mod:`energymodel.price`). Prices are a ``(P, 7)`` array (one row per grid
-point). Features depend only on the dataflow entries ``(word_bits, buffer_bytes, rf_accesses_per_op)``:
+point). Features depend only on the dataflow entries ``(word_bits, buffer_bytes, rf_accesses_per_op, rf_words)``:
 grid points are grouped by their unique values of those, and each group's features are read off a
 pre-sorted *access spectrum* of the ledger (every access with the size that decides its level, sorted by
 size, with prefix sums), so a group costs one binary search rather than a recount. The result equals
@@ -34,13 +34,13 @@ import pandas as pd
 from torch import nn
 
 from .errors import UserError
-from .price import FEATURES
+from .price import FEATURES, rf_accesses, tiled_words
 from .profile import as_table
 from .sharing import Ledger, SharingPoint, StrategyLedgers, sharing_points, strategy_ledgers
 from .table import LEVELS, OPERATIONS, SWEEP_KEYS, EnergyTable, resolve_key
 
 __all__ = [
-    "sweep", "prepare_sweep", "SweepLedgers", "breakeven", "format_breakeven", "parse_range", "parse_vary",
+    "SETTING_KEYS", "sweep", "prepare_sweep", "SweepLedgers", "breakeven", "format_breakeven", "parse_range", "parse_vary",
     "column_name", "SWEEP_COLUMNS", "MAX_ROWS",
 ]
 
@@ -53,12 +53,32 @@ SWEEP_COLUMNS = [
     "savings_vs_retraining", "macs", "dram_accesses", "mac_pj", "dram_pj", "dram_mac_ratio",
 ]
 
-_DATAFLOW_KEYS = ("word_bits", "dataflow.buffer_bytes", "dataflow.rf_accesses_per_op")
+_DATAFLOW_KEYS = ("word_bits", "dataflow.buffer_bytes", "dataflow.rf_accesses_per_op", "dataflow.rf_words")
+
+
+#: sweep keys that are settings of the training run, not table entries: each value needs its own ledgers
+SETTING_KEYS = ("batch",)
 
 
 def column_name(key: str) -> str:
-    """The result column of a sweep key: ``memory.dram``/``dram`` -> ``dram``, ``bits`` -> ``word_bits``."""
+    """The result column of a sweep key: ``memory.dram``/``dram`` -> ``dram``, ``bits`` -> ``word_bits``,
+    ``batch`` -> ``batch``."""
+    if key.strip() in SETTING_KEYS:
+        return key.strip()
     return resolve_key(key).rpartition(".")[2]
+
+
+def _batches(values: Iterable[float] | float) -> list[int]:
+    """Batch sizes of a sweep: integers >= 1, in the order given, each once."""
+    try:
+        arr = np.atleast_1d(np.asarray(values, dtype=float))
+    except (TypeError, ValueError):
+        raise UserError("values of 'batch' must be numbers") from None
+    if arr.ndim != 1 or not len(arr):
+        raise UserError("values of 'batch': give a 1-D list of batch sizes")
+    if not np.isfinite(arr).all() or (arr < 1).any() or (arr != np.round(arr)).any():
+        raise UserError("values of 'batch' must be integers >= 1")
+    return list(dict.fromkeys(int(v) for v in arr))
 
 
 # -- parsing -------------------------------------------------------------------------------------------
@@ -145,6 +165,8 @@ def _normalise_vary(vary: Mapping[str, Iterable[float] | float]) -> dict[str, np
                 raise UserError(f"values of {raw!r} must be integers 1..64")
         if full == "dataflow.buffer_bytes":
             arr = np.round(arr)
+        if full == "dataflow.rf_words" and (arr <= 0).any():
+            raise UserError(f"values of {raw!r} must be > 0")
         out[full] = arr
     return out
 
@@ -154,24 +176,35 @@ def _normalise_vary(vary: Mapping[str, Iterable[float] | float]) -> dict[str, np
 
 @dataclass
 class _Spectrum:
-    """A ledger flattened for fast re-pricing: operations, and every word access with its deciding size."""
+    """A ledger flattened for fast re-pricing: operations, and every word access with its deciding size.
+
+    Accesses of conv/linear layers priced by the tiled dataflow are not in the spectrum: their words
+    depend on the buffer through the tile search, and are added per ``(word_bits, buffer_bytes)`` group
+    (:func:`energymodel.price.tiled_words`, cached per layer shape).
+    """
 
     ops: np.ndarray  # (4,) mac, add, mult, cmp
     sizes: np.ndarray  # sorted sizes (words) that decide SRAM vs DRAM
     below: np.ndarray  # below[i] = words of the first i sizes
     above: np.ndarray  # above[i] = words of sizes i.. (to the end)
     extra_dram: float
+    tiled_terms: list = field(default_factory=list)  # (counts, times, mask) of terms with tiled layers
 
     @classmethod
     def of(cls, ledger: Ledger, table: EnergyTable) -> _Spectrum:
         base = ledger.features(table)  # operations do not depend on the dataflow
-        col = "words_noreuse" if table.dataflow.reuse == "none" else "words"
-        sizes, words = [], []
+        flow = table.dataflow
+        col = "words_noreuse" if flow.reuse == "none" else "words"
+        tiling = flow.tiling and flow.reuse == "ideal"
+        sizes, words, tiled_terms = [], [], []
         for counts, times, mask in ledger.terms:
             acc = counts.accesses
             if not len(acc):
                 continue
             keep = mask[acc["layer"].to_numpy()]
+            if tiling and counts.tiled:
+                keep = keep & ~acc["tiled"].to_numpy(dtype=bool)
+                tiled_terms.append((counts, times, mask))
             sizes.append(acc["size_words"].to_numpy(dtype=float)[keep])
             words.append(acc[col].to_numpy(dtype=float)[keep] * times)
         s = np.concatenate(sizes) if sizes else np.zeros(0)
@@ -180,14 +213,23 @@ class _Spectrum:
         s, w = s[order], w[order]
         below = np.concatenate([[0.0], np.cumsum(w)])
         above = np.concatenate([np.cumsum(w[::-1])[::-1], [0.0]])
-        return cls(base[:4].copy(), s, below, above, float(ledger.extra_dram_words))
+        return cls(base[:4].copy(), s, below, above, float(ledger.extra_dram_words), tiled_terms)
 
-    def features(self, word_bits: np.ndarray, buffer_bytes: np.ndarray, rf_per_op: np.ndarray) -> np.ndarray:
-        """``(G, 7)`` features for ``G`` dataflow settings (same rule as :func:`energymodel.price.level_of`)."""
+    def _tiled(self, word_bits: float, buffer_bytes: float) -> tuple[float, float]:
+        sram = dram = 0.0
+        for counts, times, mask in self.tiled_terms:
+            tw = tiled_words(counts, word_bits=word_bits, buffer_bytes=buffer_bytes)
+            sram += times * float(tw["sram"][mask].sum())
+            dram += times * float(tw["dram"][mask].sum())
+        return sram, dram
+
+    def features(self, word_bits: np.ndarray, buffer_bytes: np.ndarray, rf_per_op: np.ndarray,
+                 rf_words: np.ndarray) -> np.ndarray:
+        """``(G, 7)`` features for ``G`` dataflow settings (same rules as :func:`energymodel.price.feature_vector`)."""
         g = len(word_bits)
         out = np.empty((g, len(FEATURES)))
         out[:, :4] = self.ops
-        out[:, 4] = self.ops.sum() * rf_per_op
+        out[:, 4] = rf_accesses(self.ops[0], self.ops[1:].sum(), rf_per_op, rf_words)
         idx = np.empty(g, dtype=np.int64)
         for wb in np.unique(word_bits):
             sel = word_bits == wb
@@ -195,6 +237,12 @@ class _Spectrum:
             idx[sel] = np.searchsorted(scaled, buffer_bytes[sel], side="right")
         out[:, 5] = self.below[idx]
         out[:, 6] = self.above[idx] + self.extra_dram
+        if self.tiled_terms:
+            pairs = np.stack([word_bits, buffer_bytes], axis=1)
+            uniq, inv = np.unique(pairs, axis=0, return_inverse=True)
+            extra = np.array([self._tiled(float(wb), float(bb)) for wb, bb in uniq]).reshape(-1, 2)
+            out[:, 5] += extra[inv.reshape(-1), 0]
+            out[:, 6] += extra[inv.reshape(-1), 1]
         return out
 
 
@@ -386,18 +434,41 @@ def sweep(
 
     ``vary`` maps table keys (``"dram"``, ``"memory.dram"``, ``"buffer_bytes"``, ``"bits"`` ...) to the
     values each takes; the grid is their full cartesian product (other entries keep ``table``'s values).
+    ``"batch"`` may be varied too (it overrides ``batch``): every batch size is traced and counted once
+    (its own ledgers), the table keys are then array arithmetic as usual; the result has a ``batch``
+    column after ``point``.
     ``share`` picks sharing points (indices or fractions; default all). Returns a DataFrame with one row
     per grid point x sharing point: ``point`` (grid index), the varied keys (columns named by
     :func:`column_name`), then :data:`SWEEP_COLUMNS`: ``energy_regular_pj`` / ``energy_retraining_pj``
     are regular incremental learning (share 0) and full retraining at the same grid point; ``savings_*``
     are baseline / strategy; ``dram_mac_ratio`` = pJ per DRAM word / pJ per MAC.
     """
-    prepared = prepare_sweep(
-        model, input_shape, share=share, table=table, samples_new=samples_new, samples_old=samples_old,
-        epochs=epochs, batch=batch, optimizer=optimizer, new_classes=new_classes, old_classes=old_classes,
-        cache_prefix=cache_prefix, tasks=tasks,
-    )
-    return prepared.evaluate(vary)
+    table_vary = {k: v for k, v in vary.items() if k.strip() not in SETTING_KEYS}
+    batch_values = next((v for k, v in vary.items() if k.strip() == "batch"), None)
+    kw = dict(share=share, table=table, samples_new=samples_new, samples_old=samples_old, epochs=epochs,
+              optimizer=optimizer, new_classes=new_classes, old_classes=old_classes, cache_prefix=cache_prefix,
+              tasks=tasks)
+    if batch_values is None:
+        return prepare_sweep(model, input_shape, batch=batch, **kw).evaluate(table_vary)
+    frames = []
+    n_points = 0
+    for b in _batches(batch_values):
+        prepared = prepare_sweep(model, input_shape, batch=b, **kw)
+        # with only the batch varied, evaluate the table's own DRAM energy (one grid point) and drop it
+        own = {"dram": [prepared.table.get("dram")]} if not table_vary else table_vary
+        df = prepared.evaluate(own)
+        if not table_vary:
+            df = df.drop(columns=["dram"])
+        df.insert(1, "batch", b)
+        df["point"] += n_points
+        n_points += int(df.attrs["grid_points"])
+        frames.append(df)
+    out = pd.concat(frames, ignore_index=True)
+    out.attrs.update(frames[0].attrs)
+    out.attrs["vary"] = ["batch", *[column_name(k) for k in table_vary]]
+    out.attrs["grid_points"] = n_points
+    out.attrs["batch"] = [int(b) for b in _batches(batch_values)]
+    return out
 
 
 # -- break-even ---------------------------------------------------------------------------------------

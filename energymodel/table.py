@@ -16,7 +16,9 @@ A table file (see ``energymodel/tables/45nm.toml``)::
     source = "..."
     [dataflow]
     buffer_bytes = 1048576        # on-chip buffer (SRAM) capacity
-    rf_accesses_per_op = 3        # register-file accesses per arithmetic operation
+    rf_accesses_per_op = 3        # register-file accesses per arithmetic operation at the ALU
+    rf_words = 32                 # register-file words per PE (> 0): MACs make a·(1 + 1/√rf_words) RF accesses
+    tiling = true                 # conv/linear layers by the tiled dataflow (false: the per-tensor size rule)
     reuse = "ideal"               # "ideal" (each word once per phase) or "none" (every MAC operand fetched)
 
 The energy of one access to a word of ``word_bits`` bits at a level is ``pj * word_bits / bits`` (linear
@@ -75,6 +77,10 @@ class Dataflow:
     buffer_bytes: int = 1 << 20
     rf_accesses_per_op: float = 3.0
     reuse: str = "ideal"
+    #: register-file words per PE; decides RF accesses per MAC (:func:`energymodel.dataflow.rf_per_mac`)
+    rf_words: float = 32.0
+    #: price conv/linear layers by the tiled dataflow (:mod:`energymodel.dataflow`)
+    tiling: bool = True
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,8 @@ class EnergyTable:
             elif section == "dataflow":
                 if name == "buffer_bytes":
                     flow = dataclasses.replace(flow, buffer_bytes=int(_number(value, label)))
+                elif name == "rf_words":
+                    flow = dataclasses.replace(flow, rf_words=_positive(value, label))
                 else:
                     flow = dataclasses.replace(flow, rf_accesses_per_op=_number(value, label))
             else:
@@ -165,6 +173,7 @@ SWEEP_KEYS: dict[str, tuple[str, ...]] = {
     **{f"memory.{lvl}": (lvl,) for lvl in LEVELS},
     "dataflow.buffer_bytes": ("buffer_bytes", "buffer"),
     "dataflow.rf_accesses_per_op": ("rf_accesses_per_op",),
+    "dataflow.rf_words": ("rf_words",),
     "word_bits": ("bits",),
 }
 
@@ -245,6 +254,13 @@ def _number(value: Any, label: str, *, minimum: float = 0.0) -> float:
     return v
 
 
+def _positive(value: Any, label: str) -> float:
+    v = _number(value, label)
+    if v <= 0:
+        raise TableError(f"{label} must be > 0, got {value!r}")
+    return v
+
+
 def _string(value: Any, label: str) -> str:
     if not isinstance(value, str):
         raise TableError(f"{label} must be a string, got {type(value).__name__} {value!r}")
@@ -314,7 +330,7 @@ def parse_table(data: dict[str, Any], where: str = "<table>") -> EnergyTable:
     flow = Dataflow()
     if "dataflow" in data:
         fl = _section(data, "dataflow", where)
-        _only(fl, ("buffer_bytes", "rf_accesses_per_op", "reuse"), f"{where}: dataflow")
+        _only(fl, ("buffer_bytes", "rf_accesses_per_op", "rf_words", "tiling", "reuse"), f"{where}: dataflow")
         buf = fl.get("buffer_bytes", flow.buffer_bytes)
         if isinstance(buf, bool) or not isinstance(buf, int) or not 0 <= buf <= MAX_VALUE:
             raise TableError(f"{where}: dataflow.buffer_bytes must be an integer 0..{MAX_VALUE:g}, got {buf!r}")
@@ -322,7 +338,11 @@ def parse_table(data: dict[str, Any], where: str = "<table>") -> EnergyTable:
         reuse = _string(fl.get("reuse", flow.reuse), f"{where}: dataflow.reuse")
         if reuse not in REUSE:
             raise TableError(f"{where}: dataflow.reuse must be one of {', '.join(REUSE)}, got {reuse!r}")
-        flow = Dataflow(buf, rf, reuse)
+        rf_words = _positive(fl.get("rf_words", flow.rf_words), f"{where}: dataflow.rf_words")
+        tiling = fl.get("tiling", flow.tiling)
+        if not isinstance(tiling, bool):
+            raise TableError(f"{where}: dataflow.tiling must be true or false, got {tiling!r}")
+        flow = Dataflow(buf, rf, reuse, rf_words, tiling)
     return EnergyTable(
         name=strings["name"], description=strings["description"], technology=strings["technology"],
         voltage=voltage, datatype=strings["datatype"], word_bits=wb, source=strings["source"],

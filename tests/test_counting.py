@@ -317,9 +317,22 @@ def test_batchnorm_training_and_evaluation_forms() -> None:
     frozen = row(quiet_profile(_conv_bn(), (3, 5, 5), batch=2, mode="training", frozen=["1"]), "1")
     assert frozen["add_ops"] == n and frozen["mult_ops"] == n + n
     assert frozen["saved_words"] == 0 and not frozen["trainable"]
-    # no affine parameters: no weight gradient, no update
+    # no affine parameters: no weight gradient, no update, but the input gradient still needs the two
+    # reductions Σdy (1 add) and Σdy·xhat (1 mult + 1 add): fwd 3 + 3, bwd to input (2 + 2) + (2 + 1)
     na = row(quiet_profile(_conv_bn(affine=False), (3, 5, 5), batch=2, mode="training"), "1")
-    assert na["add_ops"] == 5 * n and na["mult_ops"] == 5 * n and na["saved_words"] == n
+    assert na["add_ops"] == 7 * n and na["mult_ops"] == 6 * n and na["saved_words"] == n
+    assert not na["trainable"] and na["input_requires_grad"]
+
+
+def test_norm_reductions_go_to_the_input_gradient_when_the_weights_are_frozen() -> None:
+    # LayerNorm always normalises with its own statistics; frozen affine weights: the Σdy, Σdy·xhat
+    # reductions are charged once, to the input gradient (fwd 3 + 3, bwd to input 4 adds + 3 mults)
+    model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6))
+    model[1].weight.requires_grad_(False)
+    model[1].bias.requires_grad_(False)
+    ln = row(quiet_profile(model, (4,), batch=3, mode="training"), "1")
+    n = 3 * 6
+    assert ln["add_ops"] == 7 * n and ln["mult_ops"] == 6 * n and not ln["trainable"]
 
 
 def test_relu_rule() -> None:
@@ -382,6 +395,26 @@ def test_add_module_rule() -> None:
     assert row(quiet_profile(Residual(), (2, 4, 4), batch=2), "add")["add_ops"] == n
     tr = row(quiet_profile(Residual(), (2, 4, 4), batch=2, mode="training"), "add")
     assert tr["add_ops"] == 2 * n and tr["saved_words"] == 0  # the gradient paths meet again: n adds
+
+
+class ScalarOps(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc(x)
+        return (y * 2.0) + 1.0
+
+
+def test_scalar_operands() -> None:
+    # x * 2.0: |x| mults forward, dx = 2·dy: |x| mults backward, no tensor saved;
+    # x + 1.0: |x| adds forward, dx = dy: no backward work (one gradient path, nothing to merge)
+    p = quiet_profile(ScalarOps(), (3,), batch=4, mode="training")
+    n = 4 * 5
+    mul, add = row(p, "(mul)"), row(p, "(add)")
+    assert (mul["mult_ops"], mul["add_ops"], mul["saved_words"]) == (2 * n, 0, 0)
+    assert (add["add_ops"], add["mult_ops"], add["saved_words"]) == (n, 0, 0)
 
 
 def test_loss_row_in_training_only() -> None:
@@ -533,17 +566,20 @@ def _doc_example(tag: str) -> dict[str, float]:
 
 
 # the same figures, pinned here too, so that the code cannot drift together with the doc
+RF_PER_MAC = 3 * (1 + 1 / math.sqrt(32))  # 3.5303300858899
 WORKED_TRAINING = {
     "macs_forward": 4_831_838_208, "macs_backward_input": 4_831_838_208, "macs_backward_weight": 4_831_838_208,
-    "add_ops": 36_864, "mult_ops": 36_864, "rf_accesses": 43_486_765_056, "sram_accesses": 0,
-    "dram_accesses": 58_941_440, "weight_accesses": 221_184, "activation_accesses": 58_720_256,
-    "storage_bytes": 147_456, "energy_compute_pj": 66_679_536_844.8, "energy_rf_pj": 43_486_765_056,
-    "energy_sram_pj": 0, "energy_dram_pj": 37_722_521_600, "energy_pj": 147_888_823_500.8,
+    "add_ops": 36_864, "mult_ops": 36_864, "rf_accesses": 14_495_514_624 * RF_PER_MAC + 3 * 73_728,
+    "sram_accesses": 0, "dram_accesses": 6 * 8_388_608 + 6 * 36_864, "weight_accesses": 221_184,
+    "activation_accesses": 50_331_648, "storage_bytes": 147_456, "energy_compute_pj": 66_679_536_844.8,
+    "energy_rf_pj": 14_495_514_624 * RF_PER_MAC + 3 * 73_728, "energy_sram_pj": 0,
+    "energy_dram_pj": 32_353_812_480, "energy_pj": 66_679_536_844.8 + 51_174_172_571.564 + 32_353_812_480,
 }
 WORKED_INFERENCE = {
-    "macs_forward": 37_748_736, "rf_accesses": 113_246_208, "sram_accesses": 131_072, "dram_accesses": 36_864,
-    "energy_compute_pj": 173_644_185.6, "energy_rf_pj": 113_246_208, "energy_sram_pj": 655_360,
-    "energy_dram_pj": 23_592_960, "energy_pj": 311_138_713.6,
+    "macs_forward": 37_748_736, "rf_accesses": 37_748_736 * RF_PER_MAC, "sram_accesses": 131_072,
+    "dram_accesses": 36_864, "energy_compute_pj": 173_644_185.6, "energy_rf_pj": 37_748_736 * RF_PER_MAC,
+    "energy_sram_pj": 655_360, "energy_dram_pj": 23_592_960,
+    "energy_pj": 173_644_185.6 + 133_265_498.40512 + 655_360 + 23_592_960,
 }
 
 
@@ -564,7 +600,7 @@ def test_worked_example_in_the_doc_equals_profile(resnet18_cifar, tag, pinned, m
     for key, value in doc.items():
         assert math.isclose(float(r[key]), value, rel_tol=1e-12, abs_tol=1e-6), (key, float(r[key]), value)
     for key, value in pinned.items():
-        assert math.isclose(doc[key], value, rel_tol=1e-12, abs_tol=1e-6), key
+        assert math.isclose(doc[key], value, rel_tol=1e-11, abs_tol=1e-6), key
 
 
 def test_parameters_of_a_container_module_are_counted():

@@ -193,3 +193,40 @@ def test_cached_features_are_written_once_and_read_from_dram_every_epoch() -> No
     feat = 32 * 14 * 14  # output of block conv2 (32 channels, pooled to 14x14)
     assert plain.dram_accesses == samples * image * epochs
     assert cached.dram_accesses == samples * image + samples * feat * (1 + epochs)
+
+
+def test_compare_takes_the_buffer_size() -> None:
+    """With a buffer that holds everything, the only DRAM words are the input images, every epoch."""
+    from energymodel.errors import TableError
+
+    model = build("smallcnn", num_classes=5)
+    kw = dict(samples_new=300, samples_old=200, epochs=3, batch=100, new_classes=5)
+    kw["share"] = [0, 3]
+    df = compare(model, (1, 28, 28), buffer_bytes=2**40, **kw)
+    assert df.attrs["buffer_bytes"] == 2**40
+    ps = df[df["strategy"] == "partial-sharing"]
+    assert (ps["dram_accesses"] == 300 * 784 * 3).all()
+    assert df[df["strategy"] == "full-retraining"]["dram_accesses"].iloc[0] == (300 + 200) * 784 * 3
+    small = compare(model, (1, 28, 28), buffer_bytes=4096, **kw)
+    assert small.attrs["buffer_bytes"] == 4096
+    assert (small[small["strategy"] == "partial-sharing"]["dram_accesses"].to_numpy() > 300 * 784 * 3).all()
+    with pytest.raises(TableError, match="buffer_bytes must be >= 0"):
+        compare(model, (1, 28, 28), buffer_bytes=-1, **kw)
+
+
+def test_every_rank_fills_the_whole_feature_cache() -> None:
+    """Under torchrun each of R ranks runs the frozen prefix over all samples and writes its own cache: the
+    prefix's forward MACs and the cache write are charged R times; the branch's training is shared."""
+    model = build("smallcnn", num_classes=5)
+    kw = dict(samples=300, batch=100, epochs=3, share=2, cache_prefix=True)
+    one = training_cost(model, (1, 28, 28), **kw)
+    two = training_cost(model, (1, 28, 28), ranks=2, **kw)
+    # prefix = conv1 (1 -> 32, 3x3 on 28x28) + conv2 (32 -> 32): 28·28·32·9 + 28·28·32·32·9 MACs per sample
+    prefix_macs = 28 * 28 * 32 * 9 + 28 * 28 * 32 * 32 * 9
+    assert two.macs - one.macs == 300 * prefix_macs
+    # uncached: ranks change nothing (the work is split, not repeated)
+    plain = dict(kw, cache_prefix=False)
+    assert training_cost(model, (1, 28, 28), ranks=4, **plain).energy_pj == training_cost(model, (1, 28, 28),
+                                                                                           **plain).energy_pj
+    with pytest.raises(UserError, match="ranks"):
+        training_cost(model, (1, 28, 28), ranks=0, **kw)

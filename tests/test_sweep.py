@@ -77,11 +77,18 @@ def test_every_grid_point_equals_repricing_with_with_values(prepared):
 
 
 def test_buffer_size_moves_accesses_between_sram_and_dram(prepared):
-    df = prepared.evaluate({"buffer_bytes": [0, 1e12]})
-    tiny = df[df["buffer_bytes"] == 0].set_index("share")
+    # 256 bytes = 64 words: more than the smallest tile of a 3x3 conv (9 + 9 + 1 words), so every layer tiles
+    df = prepared.evaluate({"buffer_bytes": [256, 1e12]})
+    tiny = df[df["buffer_bytes"] == 256].set_index("share")
     huge = df[df["buffer_bytes"] == 10**12].set_index("share")
     assert (huge["dram_accesses"] < tiny["dram_accesses"]).all()
     assert (huge["energy_pj"] < tiny["energy_pj"]).all()
+
+
+def test_a_buffer_no_tiling_fits_is_one_clear_error(prepared):
+    # 0 bytes holds no tile of any conv: the error names the first layer and the parameter
+    with pytest.raises(UserError, match=r"layer \S*conv\S*: no tiling .*\(dataflow\.buffer_bytes\)"):
+        prepared.evaluate({"buffer_bytes": [0]})
 
 
 def test_at_the_tables_own_values_the_sweep_equals_compare(net):
@@ -294,3 +301,28 @@ def test_no_reuse_dataflow_is_priced_the_same_way(net):
         assert r["energy_pj"] == pytest.approx(price_ledger(prep.ledgers[int(r["share"])], t)["energy_pj"], rel=1e-12)
     ideal = sweep(net, SHAPE, {"dram": [100.0]}, share=[3], **SETTINGS)["energy_pj"].iloc[0]
     assert df[(df["share"] == 3) & (df["dram"] == 100.0)]["energy_pj"].min() > ideal  # no reuse costs more
+
+
+# -- batch as a sweep key ---------------------------------------------------------------------------------
+
+
+def test_batch_is_a_sweep_key_and_each_batch_equals_compare(net):
+    df = sweep(net, SHAPE, {"batch": [50, 100], "dram": [640.0]}, share=[0, 3], **SETTINGS)
+    assert list(df.columns[:3]) == ["point", "batch", "dram"]
+    assert df.attrs["vary"] == ["batch", "dram"] and df.attrs["grid_points"] == 2
+    assert df["point"].tolist() == [0, 0, 1, 1] and df["share"].tolist() == [0, 3, 0, 3]
+    for b in (50, 100):
+        cmp = compare(net, SHAPE, share=[0, 3], **{**SETTINGS, "batch": b})
+        ps = cmp[cmp["strategy"] == "partial-sharing"].set_index("share")
+        got = df[df["batch"] == b].set_index("share")
+        np.testing.assert_allclose(got["energy_pj"], ps["energy_pj"], rtol=1e-12)
+        np.testing.assert_allclose(got["savings_vs_retraining"], ps["savings_energy_vs_retraining"], rtol=1e-12)
+
+
+def test_batch_alone_and_bad_batches(net):
+    df = sweep(net, SHAPE, {"batch": [100]}, share=[3], **SETTINGS)
+    assert "dram" not in df.columns and set(df["batch"]) == {100} and df.attrs["vary"] == ["batch"]
+    assert parse_vary("batch=1,16,128") == ("batch", pytest.approx(np.array([1.0, 16.0, 128.0])))
+    for bad in ([0], [1.5], [float("nan")], []):
+        with pytest.raises(UserError, match="batch"):
+            sweep(net, SHAPE, {"batch": bad}, share=[3], **SETTINGS)

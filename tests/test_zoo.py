@@ -28,21 +28,31 @@ EXPECTED_NAMES = [
     "smallcnn",
 ]
 
-# Parameter counts with each model's default number of classes. The ImageNet ResNets and vgg16 are
-# torchvision's published counts; cifar_resnet18 is the well-known 11,173,962; the rest were measured
-# and pinned so an accidental architecture change fails.
+# Parameter counts with each model's default number of classes, from published figures or derived by hand
+# from them — never read off the code under test:
+# - resnet18/34/50, vgg16: torchvision's published counts.
+# - cifar_resnet18/34 (kuangliu/pytorch-cifar): the ImageNet model with a 3x3x3x64 stem instead of 7x7x3x64
+#   (1,728 instead of 9,408 weights: −7,680) and a 10-class classifier (5,130 instead of 513,000: −507,870).
+# - cifar_resnet20/32/56 (He et al. 2016, 6n+2 layers): the published option-A counts (akamaster/
+#   pytorch_resnet_cifar10: 269,722, 464,154, 853,018) plus our option-B 1x1 projection shortcuts, conv + BN:
+#   16->32: 512 + 64 = 576, 32->64: 2,048 + 128 = 2,176.
+# - cifar_vgg16 (kuangliu): 13 biased 3x3 convs 14,714,688 + BN 2 x 4,224 + Linear(512, 10) 5,130.
+# - smallcnn: convs 288 + 9,216 + 18,432 + 36,864, BN 2 x (32 + 32 + 64 + 64), fc1 3,136 x 128 + 128,
+#   classifier 128 x 10 + 10.
+TO_CIFAR = -(9_408 - 1_728) - (513_000 - 5_130)
+SHORTCUTS_B = 576 + 2_176
 EXPECTED_PARAMS = {
     "resnet18": 11_689_512,
     "resnet34": 21_797_672,
     "resnet50": 25_557_032,
-    "cifar_resnet18": 11_173_962,
-    "cifar_resnet34": 21_282_122,
-    "cifar_resnet20": 272_474,
-    "cifar_resnet32": 466_906,
-    "cifar_resnet56": 855_770,
+    "cifar_resnet18": 11_689_512 + TO_CIFAR,  # 11,173,962
+    "cifar_resnet34": 21_797_672 + TO_CIFAR,  # 21,282,122
+    "cifar_resnet20": 269_722 + SHORTCUTS_B,
+    "cifar_resnet32": 464_154 + SHORTCUTS_B,
+    "cifar_resnet56": 853_018 + SHORTCUTS_B,
     "vgg16": 138_357_544,
-    "cifar_vgg16": 14_728_266,
-    "smallcnn": 468_010,
+    "cifar_vgg16": 14_714_688 + 2 * 4_224 + 5_130,
+    "smallcnn": 288 + 9_216 + 18_432 + 36_864 + 2 * (32 + 32 + 64 + 64) + 3_136 * 128 + 128 + 1_290,
 }
 
 RESIDUAL_NAMES = [n for n in EXPECTED_NAMES if "resnet" in n]
