@@ -98,12 +98,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if not 0.0 <= args.fraction <= 1.0:
             raise UserError(f"--fraction {args.fraction}: a fraction lies in [0, 1]")
         overrides["share"] = float(args.fraction)
-    if (args.quiet or not progress_wanted()) and "progress" not in overrides:
+    if args.quiet and "progress" not in overrides:
         overrides["progress"] = "false"
     cfg = load_config(args.config, overrides)
     if args.print_config:
         sys.stdout.write(cfg.to_toml())
         return 0
+    if cfg.progress and not progress_wanted():  # no bars in a redirected log (progress is not a result field)
+        cfg = cfg.replace(progress=False)
     setup_logging(args.quiet)
     out = run(cfg, force=args.force)
     results = load_results(out)

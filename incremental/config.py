@@ -332,6 +332,8 @@ class SearchSection:
     val_fraction: float = _spec(0.25, _float(0.0, 1.0, open_low=True, open_high=True),
                                 "share of the search subset held out to score each trial")
     min_steps: int = _spec(50, _int(1), "floor on each trial's optimizer steps (more epochs when the subset is small)")
+    full_curve: bool = _spec(False, _bool, "try every candidate (else stop at the first, deepest first, within "
+                             "tolerance: the same choice for fewer trials)")
     per_task: bool = _spec(False, _bool, "search a sharing point for every new task (else task 1's point for all)")
     oracle: bool = _spec(False, _bool, "also train a full branch at every candidate point and report the search's regret")
 
@@ -412,6 +414,8 @@ class RunConfig:
                                      "sharing point: auto (search), a block index k, or a fraction in [0, 1]")
     strategies: list[str] = _spec(list(STRATEGIES), _strategies, "strategies to compare: " + ", ".join(STRATEGIES))
     seeds: list[int] = _spec([0], _list(_int(0), "seeds"), "seeds; several aggregate to mean ± std")
+    retrain_epochs: int | None = _spec(None, _optional(_int(1)),
+                                       "epochs of each full retraining from scratch (none: the base network's)")
     device: str = _spec("auto", _device, "auto (CUDA when available), cpu, cuda or cuda:N")
     cache_features: str = _spec("auto", _choice(*CACHE_CHOICES), "cache frozen-trunk features: auto, on or off")
     energy_table: str = _spec(defaults.ENERGY_TABLE, _energy_table, "energy table for the modelled costs")

@@ -24,8 +24,11 @@ task-agnostic statistics      one forward pass (inference form, ``eval_batch``) 
 Statistics (:meth:`CostModel.statistics`): ``E = P (E_base + E_branch(k)) / B + M (e_mac + r e_rf) + W e_dram``
 with ``P`` images passed, ``E_base``/``E_branch(k)`` the modelled inference energy of one batch of ``B`` images
 through the base network / the branch's layers, ``M`` the method's arithmetic MACs (``N D^2`` scatter +
-``D^3`` per inverted covariance), ``r`` the table's register-file accesses per operation and ``W`` the numbers
-stored.
+``D^3`` per inverted covariance), ``r`` the register-file accesses of one MAC under the table's dataflow
+(:func:`energymodel.price.rf_accesses`) and ``W`` the numbers stored.
+
+Under ``torchrun`` every rank computes the whole feature cache: the prefix pass and the cache write are charged
+once per rank (``ranks``); the training itself is the same total work split among them.
 
 Storage after the last task counts every distinct parameter once (the shared trunk once, each branch once),
 at the energy table's word size; full retraining also stores the old tasks' training images (uint8).
@@ -58,13 +61,14 @@ class CostModel:
     """
 
     def __init__(self, model_factory: Callable[[int], nn.Module], input_shape: Sequence[int], table: str,
-                 base_classes: int) -> None:
+                 base_classes: int, ranks: int = 1) -> None:
         self.table = as_table(table)
         self.input_shape = tuple(int(s) for s in input_shape)
         self.template = as_block_net(model_factory(int(base_classes)))
         self.num_blocks = len(self.template.blocks)
         self._cache: dict[tuple, dict[str, Any]] = {}
         self._points = None
+        self.ranks = int(ranks)  # torchrun processes: each fills the whole feature cache
 
     @property
     def word_bytes(self) -> float:
@@ -89,7 +93,7 @@ class CostModel:
             cost = training_cost(
                 self.template, self.input_shape, share=int(share), samples=int(samples), epochs=int(epochs),
                 batch=int(batch), optimizer=optimizer, num_classes=int(num_classes), table=self.table,
-                cache_prefix=bool(cache_prefix and share > 0), weight_decay=bool(weight_decay),
+                cache_prefix=bool(cache_prefix and share > 0), weight_decay=bool(weight_decay), ranks=self.ranks,
             )
             self._cache[key] = cost.to_dict()
         return dict(self._cache[key])
@@ -144,7 +148,10 @@ class CostModel:
     def statistics(self, *, share: int, samples: int, batch: int, macs: float, words: int) -> dict[str, float]:
         """Cost of fitting task-agnostic statistics (module docstring): forward pass + arithmetic + storing."""
         fwd = self.forward_pass(share, samples, batch) if samples else {"macs": 0.0, "energy_pj": 0.0}
-        rf = float(getattr(self.table.dataflow, "rf_accesses_per_op", 3.0))
+        from energymodel.price import rf_accesses
+
+        flow = self.table.dataflow
+        rf = float(rf_accesses(1.0, 0.0, flow.rf_accesses_per_op, flow.rf_words))  # RF accesses of one MAC
         per_mac = self.table.op_pj("mac") + rf * self.table.level_pj("rf")
         energy = fwd["energy_pj"] + macs * per_mac + words * self.table.level_pj("dram")
         return {"macs": fwd["macs"] + macs, "energy_pj": energy, "forward_energy_pj": fwd["energy_pj"],

@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from .agnostic import AgnosticSuite, collect
+from .agnostic.features import collect_task
 from .runutil import _sha256
 
 __all__ = ["KINDS", "evaluate_row", "fit_suite_task"]
@@ -55,10 +56,10 @@ def fit_suite_task(suite: AgnosticSuite, predictor: nn.Module, task: int, train:
                    batch: int, device: torch.device) -> dict[str, Any]:
     """Fit every method of ``suite`` for ``task`` from that task's own training and held-out images only."""
     t0 = time.perf_counter()
-    train_out = collect(predictor, train, batch, device) if suite.needs_training_pass else None
-    held_out = collect(predictor, heldout, batch, device, calibrated=True) if heldout is not None else None
+    train_out = collect_task(predictor, train, task, batch, device) if suite.needs_training_pass else None
+    held_out = collect_task(predictor, heldout, task, batch, device) if heldout is not None else None
     if train_out is None:  # logit methods only: they read the held-out pass (or nothing)
-        train_out = held_out if held_out is not None else collect(predictor, train, batch, device)
+        train_out = held_out if held_out is not None else collect_task(predictor, train, task, batch, device)
     suite.fit_task(task, train_out, held_out)
     dims = int(train_out.own[task].shape[1]), int(train_out.common.shape[1])
     return {"seconds": time.perf_counter() - t0, "train_samples": len(train) if suite.needs_training_pass else 0,

@@ -104,12 +104,15 @@ def search_sharing_point(
     classes: int | None = None,
     val_samples: int | None = None,
     longer: Callable[[int], float] | None = None,
+    stop_early: bool = False,
 ) -> SharingSearch:
     """Choose the deepest sharing point whose accuracy is within ``tolerance`` of no sharing (module docstring).
 
     ``train_branch(k)`` trains a trial branch at ``k`` and returns its held-out accuracy. With ``classes`` and
     ``val_samples`` the reference is tested against chance; ``longer(k)`` is the longer trial used when it
     fails (without it the search stops at once). ``costs[k]`` is merged into the curve as extra columns.
+    ``stop_early``: stop at the first candidate (deepest first) within tolerance — it is the chosen point by
+    the rule, so the choice is the same; the curve then lacks the shallower points (and their cost).
     """
     if not (tolerance >= 0 and math.isfinite(tolerance)):
         raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance}")
@@ -144,6 +147,9 @@ def search_sharing_point(
     for k in sorted(shares, reverse=True):
         if k != 0:
             trial(trainer, k)
+            if stop_early and accuracy[k] >= accuracy[0] - tolerance - 1e-12:
+                break
+    shares = sorted(accuracy)
     ref = accuracy[0]
     within = {k: accuracy[k] >= ref - tolerance - 1e-12 for k in shares}
     chosen = max(k for k in shares if within[k])

@@ -117,7 +117,8 @@ class SeedRun(SearchPhases, SummaryMixin):
         self.timing.append(timing_row("data preparation", time.perf_counter() - t0, phase="data"))
         d = self.data
         self.T = len(d.classes)
-        self.costs = CostModel(self.factory, d.input_shape, cfg.energy_table, len(d.classes[0]))
+        self.costs = CostModel(self.factory, d.input_shape, cfg.energy_table, len(d.classes[0]),
+                               ranks=distributed.current().world)
         base_rec = self._base(bar)
         eval_rec = self._base_eval(bar)
         sharing = self._sharing(bar, self.costs.num_blocks)
@@ -246,7 +247,9 @@ class SeedRun(SearchPhases, SummaryMixin):
         module = pred.branch(t).module if grown else pred.model
         logger.info("seed %d: %s: learning task %d (classes %s, %d images)", self.seed, name, t, d.classes[t],
                     len(d.train[t]))
-        tcfg = cfg.train_config("branch", derive_seed(self.seed, "fit", t))
+        retrain = name == "full-retraining"
+        tcfg = cfg.train_config("branch", derive_seed(self.seed, "fit", t),
+                                epochs=cfg.retrain_epochs or cfg.base.epochs if retrain else None)
         record, info = self._fit_resumable(
             phase, module, lambda **kw: learner.train_task(d.train[t], tcfg, augment_before_prefix=cfg.augment,
                                                             desc=f"{name} task {t}", **kw))

@@ -110,13 +110,14 @@ class SearchPhases:
                                 optimizer=cfg.branch.optimizer, num_classes=new_classes,
                                 cache_prefix=self._cache_prefix(), weight_decay=cfg.branch.weight_decay)
         search = search_sharing_point(trainer(1), shares, cfg.calibration.tolerance, classes=new_classes,
-                                      val_samples=len(s_val), longer=trainer(LONGER))
+                                      val_samples=len(s_val), longer=trainer(LONGER),
+                                      stop_early=not cfg.calibration.full_curve)
         used = epochs * (LONGER if search.longer else 1)
         trial_costs = costs_for(used, "trial_")
         cost_cols = {k: {"after": points[k]["after"], "fraction": points[k]["fraction"],
                          "fraction_params": points[k]["fraction_params"], "fraction_macs": points[k]["fraction_macs"],
                          **full[k], **trial_costs[k]} for k in shares}
-        for col in cost_cols[shares[0]]:
+        for col in cost_cols[0]:
             search.curve[col] = [cost_cols[int(k)][col] for k in search.curve["share"]]
         tag = "-long" if search.longer else ""
         search.curve["seconds"] = [records[f"search-k{int(k)}{suffix}{tag}"]["seconds"] for k in search.curve["share"]]

@@ -124,11 +124,12 @@ def test_no_old_task_image_is_read_after_its_task(tmp_path, monkeypatch) -> None
     """Instrument every image read: while a clone-and-branch strategy (or naive fine-tuning) learns task t,
     no TRAINING or held-out image of a task < t is touched — training, calibration and statistics included.
     (Evaluation reads old tasks' test images, which is what the accuracy matrix measures.)"""
+    from test_run import tiny_config, write_fashion_idx
+
     from incremental.config import RunConfig
     from incremental.data import arrays
     from incremental.run import run
     from incremental.seed_run import SeedRun
-    from test_run import tiny_config, write_fashion_idx
 
     idx = write_fashion_idx(tmp_path / "idx", train=16, test=4)
     reads: list[tuple[str, int]] = []

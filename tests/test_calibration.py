@@ -114,6 +114,10 @@ def test_search_picks_deepest_sharing_point_within_tolerance() -> None:
     assert json.dumps(result.to_dict())
 
     assert search_sharing_point(train_branch, [1, 2, 3, 4], tolerance=0.05).chosen == 4
+    # stopping at the first (deepest) point within tolerance gives the same choice with fewer trials
+    calls.clear()
+    early = search_sharing_point(train_branch, [4, 1, 3, 2], tolerance=0.03, stop_early=True)
+    assert calls == [0, 4, 3, 2] and early.chosen == 2 and early.curve["share"].tolist() == [0, 2, 3, 4]
     assert search_sharing_point(lambda k: 1.0 - 0.1 * k, [1, 2], tolerance=0.0).chosen == 0
     with pytest.raises(ValueError):
         search_sharing_point(train_branch, [1], tolerance=-0.1)
@@ -162,7 +166,7 @@ def _projection_base() -> BlockNet:
     blocks = [(f"b{i}", nn.Linear(8, 8)) for i in range(3)]
     base = BlockNet(blocks, nn.Sequential(nn.Linear(8, 2)))
     with torch.no_grad():
-        for name, layer in blocks:
+        for _name, layer in blocks:
             layer.bias.zero_()
             layer.weight.copy_(torch.eye(8))
         blocks[1][1].weight.copy_(torch.diag(torch.tensor([1.0] * 4 + [0.0] * 4)))

@@ -74,7 +74,7 @@ def tiny_config(data_root: Path, out: Path, **changes) -> dict:
         "base": {"epochs": 2, "batch": 32, "lr": 0.05},
         "branch": {"epochs": 2, "batch": 32, "lr": 0.05},
         "calibration": {"subset_per_class": 12, "epochs": 1, "candidates": [0, 2, 5], "tolerance": 0.05,
-                        "min_steps": 6},
+                        "min_steps": 6, "full_curve": True},
         "output_calibration": {"holdout_fraction": 0.2},
     }
     for key, value in changes.items():
@@ -307,3 +307,28 @@ def test_example_grow_two_tasks(tmp_path) -> None:
     ps = results["per_seed"][0]["strategies"]["partial-sharing"]
     assert len(ps["matrices"]["task_aware"]["matrix"]) == 3 and ps["old_tasks_unchanged"] is True
     assert len(set(ps["logits_sha256"]["1"])) == 1 and len(ps["logits_sha256"]["1"]) == 2  # task 1 unchanged by task 2
+
+
+def test_per_task_search_and_oracle(idx_root, tmp_path) -> None:
+    """Three tasks, a search per task, and the oracle: full branches at every candidate of task 1."""
+    cfg = tiny_config(idx_root, tmp_path / "pertask", tasks="4+3+3", strategies=["partial-sharing"],
+                      calibration={"per_task": True, "oracle": True})
+    results = load_results(run(RunConfig.from_dict(cfg)))
+    seed = results["per_seed"][0]
+    sharing = seed["sharing"]
+    assert set(sharing["per_task"]) == {"1", "2"} and sharing["shares"] == {
+        "1": sharing["per_task"]["1"]["chosen"], "2": sharing["per_task"]["2"]["chosen"]}
+    ps = seed["strategies"]["partial-sharing"]
+    assert ps["shares"] == sharing["shares"]  # each branch grew at its own task's point
+    assert [t["share"] for t in ps["tasks"]] == [sharing["shares"]["1"], sharing["shares"]["2"]]
+    oracle = sharing["oracle"]
+    assert [r["share"] for r in oracle["curve"]] == [0, 2, 5]
+    # the oracle branch at the chosen point is the real partial-sharing branch (same seeds): same accuracy
+    by_share = {r["share"]: r["accuracy"] for r in oracle["curve"]}
+    assert by_share[sharing["share"]] == ps["matrices"]["task_aware"]["matrix"][1][1]
+    ref = by_share[0]
+    assert oracle["oracle_choice"] == max(k for k, a in by_share.items() if a >= ref - 0.05 - 1e-12)
+    assert oracle["deeper_missed"] == [k for k in (2, 5) if k > sharing["share"] and by_share[k] >= ref - 0.05 - 1e-12]
+    # the search of both tasks is charged to partial sharing
+    total = sum(s["cost"]["energy_pj"] for s in sharing["per_task"].values())
+    assert ps["cost"]["search"]["energy_pj"] == pytest.approx(total)

@@ -15,14 +15,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from test_run import tiny_config, write_fashion_idx, write_toml  # noqa: E402
 
 from energymodel.errors import UserError
 from incremental.cli import main as cli_main
 from incremental.config import RunConfig, load_config
 from incremental.run import KILL_ENV, load_results, run, run_status
 from incremental.rundir import staging_dir
-
-from test_run import tiny_config, write_fashion_idx, write_toml  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from energymodel.blocks import classifier_of
 
-__all__ = ["Outputs", "collect", "outputs_of_batch"]
+__all__ = ["Outputs", "collect", "collect_task", "outputs_of_batch"]
 
 
 @dataclass
@@ -101,3 +101,54 @@ def collect(predictor: nn.Module, data: Dataset, batch_size: int, device: torch.
         cal = [predictor.get_calibration(t) for t in range(tasks)]
     return Outputs([torch.cat([b[t] for b in logits]) for t in range(tasks)],
                    [torch.cat([b[t] for b in own]) for t in range(tasks)], torch.cat(labels), cal)
+
+
+def collect_task(grown: nn.Module, data: Dataset, task: int, batch_size: int, device: torch.device) -> Outputs:
+    """Only what fitting ``task`` needs, in one pass: the base network whole (task 0's logits and the common
+    features) and task ``task``'s branch on the trunk tapped at its sharing point — no other branch runs.
+
+    The other tasks' entries of the returned :class:`Outputs` are None (use it through ``TaskData(out, task)``).
+    """
+    from ..train import _split_batch
+
+    grown.eval()
+    grown.to(device)
+    share = grown.share_of(task)
+    base_clf = classifier_of(grown.base.head)
+    branch = grown.branch_modules[task - 1] if task else None
+    clf = classifier_of(branch.head) if branch is not None else None
+    cols: dict[str, list[Tensor]] = {"l0": [], "c": [], "lt": [], "ot": []}
+    labels: list[Tensor] = []
+    captured: dict[str, Tensor] = {}
+    hooks = [base_clf.register_forward_pre_hook(lambda _m, a: captured.__setitem__("c", a[0].flatten(1)))]
+    if clf is not None:
+        hooks.append(clf.register_forward_pre_hook(lambda _m, a: captured.__setitem__("ot", a[0].flatten(1))))
+    try:
+        with torch.no_grad():
+            for batch in DataLoader(data, batch_size=batch_size, shuffle=False):
+                x, y = _split_batch(batch)
+                h, tap = x.to(device), None
+                for i, block in enumerate(grown.base.blocks):
+                    if i == share:
+                        tap = h
+                    h = block(h)
+                tap = h if tap is None else tap
+                cols["l0"].append(grown.base.head(h).float().cpu())
+                cols["c"].append(captured["c"].float().cpu())
+                if branch is not None:
+                    cols["lt"].append(branch(tap).float().cpu())
+                    cols["ot"].append(captured["ot"].float().cpu())
+                labels.append(y.cpu())
+    finally:
+        for hk in hooks:
+            hk.remove()
+    if not labels:
+        raise ValueError("cannot collect outputs of an empty dataset")
+    logits: list[Tensor | None] = [torch.cat(cols["l0"])] + [None] * task
+    own: list[Tensor | None] = [torch.cat(cols["c"])] + [None] * task
+    if task:
+        logits[task], own[task] = torch.cat(cols["lt"]), torch.cat(cols["ot"])
+    cal = None
+    if hasattr(grown, "get_calibration"):
+        cal = [grown.get_calibration(t) if t in (0, task) else (1.0, 0.0) for t in range(task + 1)]
+    return Outputs(logits, own, torch.cat(labels), cal)
