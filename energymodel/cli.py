@@ -298,6 +298,8 @@ def _compare_parser(sub) -> None:
              "retraining")
     add_model_args(p, blocks=True)
     add_strategy_args(p)
+    p.add_argument("--buffer", type=int, default=None, metavar="BYTES",
+                   help="on-chip buffer size in bytes (default: the energy table's dataflow.buffer_bytes)")
     add_common_table(p)
     add_format_args(p)
     p.set_defaults(func=_run_compare)
@@ -309,7 +311,7 @@ def _run_compare(args) -> None:
 
     model, shape = model_and_shape(args)
     net = block_net(args, model, shape)
-    df = compare(net, shape, table=args.energy_table, **strategy_settings(args, net))
+    df = compare(net, shape, table=args.energy_table, buffer_bytes=args.buffer, **strategy_settings(args, net))
     df = df.rename(columns={"share": "k"})
     if args.format == "table":
         cols = ["strategy", "k", "after", "fraction", "macs", "energy_pj", "dram_accesses", "storage_bytes",
@@ -321,7 +323,8 @@ def _run_compare(args) -> None:
         for col in ("energy", "inference"):
             view[col] = [energy(v) for v in view[col]]
         head = (f"model {args.model} · input {'x'.join(map(str, shape))} · {args.epochs} epochs of "
-                f"{args.samples_new} samples, batch {args.batch}, {args.optimizer} · table {args.energy_table}\n"
+                f"{args.samples_new} samples, batch {args.batch}, {args.optimizer} · table {args.energy_table}, "
+                f"on-chip buffer {eng(df.attrs.get('buffer_bytes', 0), 'B')}\n"
                 "energy: one new task's training; inference: per sample of the grown network; savings: baseline / "
                 "strategy (> 1 is cheaper)\n\n")
         emit(args, text=head + _human(view))
