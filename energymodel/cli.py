@@ -300,6 +300,8 @@ def _compare_parser(sub) -> None:
     add_strategy_args(p)
     p.add_argument("--buffer", type=int, default=None, metavar="BYTES",
                    help="on-chip buffer size in bytes (default: the energy table's dataflow.buffer_bytes)")
+    p.add_argument("--retrain-epochs", type=int, default=None, metavar="N",
+                   help="epochs of each full retraining from scratch (default: --epochs)")
     add_common_table(p)
     add_format_args(p)
     p.set_defaults(func=_run_compare)
@@ -311,7 +313,8 @@ def _run_compare(args) -> None:
 
     model, shape = model_and_shape(args)
     net = block_net(args, model, shape)
-    df = compare(net, shape, table=args.energy_table, buffer_bytes=args.buffer, **strategy_settings(args, net))
+    df = compare(net, shape, table=args.energy_table, buffer_bytes=args.buffer, retrain_epochs=args.retrain_epochs,
+                 **strategy_settings(args, net))
     df = df.rename(columns={"share": "k"})
     if args.format == "table":
         cols = ["strategy", "k", "after", "fraction", "macs", "energy_pj", "dram_accesses", "storage_bytes",

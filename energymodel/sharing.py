@@ -17,8 +17,11 @@ and by forward MACs (same ratio for MACs).
   With ``cache_prefix`` the shared prefix runs once per sample instead of once per epoch (its outputs are
   cached in DRAM: written once; the branch's entry layers read them from DRAM every epoch).
 - *regular incremental learning*: the same at ``k = 0`` (a full clone trained on the new data).
-- *full retraining*: one network with a classifier over old + new classes, every layer trained on old +
-  new data (``samples_old + samples_new``); it must keep the old data (``data_storage_bytes``).
+- *full retraining*: one network with a classifier over old + new classes, every layer trained from scratch on
+  old + new data; it must keep the old data (``data_storage_bytes``). With ``tasks = T`` new tasks learned one
+  after another it retrains after every task: ``sum_{t=1..T}`` of a training on ``samples_old + t samples_new``
+  samples over ``old + t new`` classes for ``retrain_epochs`` epochs (default: ``epochs``), and the branch
+  strategies train ``T`` branches — every training cost is the cost of learning all ``T`` tasks.
 
 A step on a batch of ``b`` samples costs ``count(b)``; an epoch is ``⌊S/b⌋`` full steps plus one step of
 ``S mod b`` samples. Storage after the task counts shared parameters once. Inference cost of the grown
@@ -446,6 +449,7 @@ def strategy_ledgers(
     optimizer: str = "sgd",
     cache_prefix: bool = False,
     tasks: int = 1,
+    retrain_epochs: int | None = None,
 ) -> StrategyLedgers:
     """Trace and count every strategy of :func:`compare` once (see the module docstring for the strategies)."""
     net = _block_net(model)
@@ -458,15 +462,37 @@ def strategy_ledgers(
     new_classes = int(new_classes or old_classes)
     requested = resolve_points(net, share)
     shares = sorted({0, *requested})
+    if retrain_epochs is not None and (isinstance(retrain_epochs, bool) or int(retrain_epochs) < 1):
+        raise UserError(f"retrain_epochs must be a positive integer, got {retrain_epochs!r}")
     branch = {
-        k: training_ledger(net, input_shape, share=k, samples=samples_new, epochs=epochs, batch=batch,
-                           optimizer=optimizer, num_classes=new_classes, cache_prefix=cache_prefix)
+        k: _times(training_ledger(net, input_shape, share=k, samples=samples_new, epochs=epochs, batch=batch,
+                                  optimizer=optimizer, num_classes=new_classes, cache_prefix=cache_prefix), tasks)
         for k in shares
     }
     full_net = _with_classes(net, old_classes + tasks * new_classes)
-    retraining = training_ledger(full_net, input_shape, share=0, samples=samples_old + samples_new * tasks,
-                                 epochs=epochs, batch=batch, optimizer=optimizer)
+    retraining = _cumulative([
+        training_ledger(_with_classes(net, old_classes + t * new_classes), input_shape, share=0,
+                        samples=samples_old + samples_new * t, epochs=int(retrain_epochs or epochs), batch=batch,
+                        optimizer=optimizer)
+        for t in range(1, int(tasks) + 1)])
     return StrategyLedgers(net, requested, shares, branch, full_net, retraining, old_classes, new_classes, int(tasks))
+
+
+def _times(ledger_facts: tuple[Ledger, dict], n: int) -> tuple[Ledger, dict]:
+    """The same training done ``n`` times (one branch per task)."""
+    ledger, facts = ledger_facts
+    if n == 1:
+        return ledger, facts
+    out = Ledger([(c, t * n, m) for c, t, m in ledger.terms], ledger.extra_dram_words * n)
+    return out, {**facts, "steps": facts["steps"] * n}
+
+
+def _cumulative(parts: list[tuple[Ledger, dict]]) -> tuple[Ledger, dict]:
+    """Several trainings one after another: terms and steps add, memory is the largest, parameters the last's."""
+    ledger = Ledger([term for led, _ in parts for term in led.terms], sum(led.extra_dram_words for led, _ in parts))
+    facts = {**parts[-1][1], "steps": sum(f["steps"] for _, f in parts),
+             "training_memory_words": max(f["training_memory_words"] for _, f in parts)}
+    return ledger, facts
 
 
 def compare(
@@ -486,13 +512,16 @@ def compare(
     tasks: int = 1,
     ledgers: StrategyLedgers | None = None,
     buffer_bytes: int | None = None,
+    retrain_epochs: int | None = None,
 ) -> pd.DataFrame:
     """Clone-and-branch at every requested sharing point against regular incremental learning and full retraining.
 
     One row per strategy (``partial-sharing`` at each sharing point, then ``full-retraining``) with
     training cost, storage after the task(s), inference cost of the grown network per sample and savings
     ratios (baseline / strategy; > 1 means cheaper). ``tasks`` new tasks of ``new_classes`` classes each
-    are learned one after another (training cost is per task; storage and inference for all of them).
+    are learned one after another: training cost of all of them (one branch per task; full retraining after
+    every task on all data so far, ``retrain_epochs`` epochs, default ``epochs``), storage and inference after
+    the last.
     ``ledgers`` (from :func:`strategy_ledgers` with the same settings) skips building them again.
     ``batch`` and ``buffer_bytes`` (default: the table's) are the two assumptions that move the savings most
     (see ``docs/cost-model.md``); both are recorded in the frame's ``attrs``.
@@ -503,7 +532,7 @@ def compare(
     led = ledgers or strategy_ledgers(
         model, input_shape, share=share, new_classes=new_classes, old_classes=old_classes, samples_new=samples_new,
         samples_old=samples_old, epochs=epochs, batch=batch, optimizer=optimizer, cache_prefix=cache_prefix,
-        tasks=tasks,
+        tasks=tasks, retrain_epochs=retrain_epochs,
     )
     net, old_classes, new_classes, tasks = led.net, led.old_classes, led.new_classes, led.tasks
     ks = led.shares
@@ -544,7 +573,7 @@ def compare(
         {"model": type(model).__name__, "input_shape": list(input_shape), "table": tab.name, "epochs": epochs,
          "batch": batch, "optimizer": optimizer, "samples_new": samples_new, "samples_old": samples_old,
          "new_classes": new_classes, "old_classes": old_classes, "tasks": tasks, "cache_prefix": cache_prefix,
-         "buffer_bytes": tab.dataflow.buffer_bytes}
+         "buffer_bytes": tab.dataflow.buffer_bytes, "retrain_epochs": int(retrain_epochs or epochs)}
     )
     return df
 

@@ -390,8 +390,8 @@ def prepare_sweep(
 ) -> SweepLedgers:
     """Trace and count every strategy once: clone-and-branch at each requested sharing point (and at 0,
     regular incremental learning) and full retraining, with the same settings as
-    :func:`energymodel.sharing.compare` (``tasks`` new tasks: full retraining covers all their classes
-    and data; clone-and-branch and regular incremental learning cost the same for each task). ``ledgers``
+    :func:`energymodel.sharing.compare` (``tasks`` new tasks: one branch per task; full retraining after every
+    task on all data so far). ``ledgers``
     (from :func:`energymodel.sharing.strategy_ledgers` with the same settings) skips building them again."""
     tab = as_table(table)
     led = ledgers or strategy_ledgers(

@@ -145,11 +145,22 @@ def test_compare_rows(compared) -> None:
     ret = df.iloc[-1]
     assert ret["savings_energy_vs_retraining"] == 1.0
     assert ret["trainable_params"] == sum(PARAMS) + 64 * 30 + 30  # 10 old + 2 tasks × 10 new classes
-    assert ret["steps"] == 2 * math.ceil((500 + 2 * 300) / 128)
+    # full retraining after each of the 2 tasks, on all data so far: 800 then 1,100 samples, 2 epochs each
+    assert ret["steps"] == 2 * math.ceil((500 + 300) / 128) + 2 * math.ceil((500 + 2 * 300) / 128) == 2 * 7 + 2 * 9
+    # and each task trains its own branch: 2 x (2 epochs x ceil(300 / 128) steps)
+    assert (part["steps"] == 2 * 2 * math.ceil(300 / 128)).all()
     assert ret["data_storage_bytes"] == (500 + 300) * 3 * 32 * 32  # old data kept as uint8 images
     assert (part["data_storage_bytes"] == 0).all()
     assert df.attrs["tasks"] == 2 and df.attrs["new_classes"] == 10
     assert np.isfinite(df.select_dtypes("number").to_numpy(dtype=float)).all()
+
+
+def test_retraining_epochs_are_their_own_setting(resnet20: nn.Module) -> None:
+    one = compare(resnet20, SHAPE, share=[0], samples_new=300, samples_old=500, epochs=2, batch=128)
+    four = compare(resnet20, SHAPE, share=[0], samples_new=300, samples_old=500, epochs=2, batch=128, retrain_epochs=4)
+    assert one.iloc[-1]["steps"] == 2 * 7 and four.iloc[-1]["steps"] == 4 * 7  # ceil(800 / 128) = 7
+    assert four.iloc[-1]["energy_pj"] == pytest.approx(2 * one.iloc[-1]["energy_pj"])
+    assert four.iloc[0]["energy_pj"] == one.iloc[0]["energy_pj"] and four.attrs["retrain_epochs"] == 4
 
 
 def test_savings_are_monotone_in_the_sharing_point(compared) -> None:
