@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -42,12 +43,21 @@ def idx(tmp_path_factory) -> Path:
     return write_fashion_idx(tmp_path_factory.mktemp("idx"), train=20, test=6)
 
 
-@pytest.fixture()
-def finished(idx, tmp_path) -> tuple[Path, dict]:
-    cfg = small(idx, tmp_path / "run")
+@pytest.fixture(scope="module")
+def finished_once(idx, tmp_path_factory) -> tuple[Path, dict]:
+    cfg = small(idx, tmp_path_factory.mktemp("finished") / "run")
     out = run(RunConfig.from_dict(cfg))
     assert run_status(out) == "done"
     return out, cfg
+
+
+@pytest.fixture()
+def finished(finished_once, tmp_path) -> tuple[Path, dict]:
+    """A private copy of one finished run (its config pointed at the copy)."""
+    src, cfg = finished_once
+    out = tmp_path / "run"
+    shutil.copytree(src, out)
+    return out, {**cfg, "out": str(out)}
 
 
 class Holder:
