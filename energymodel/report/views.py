@@ -66,11 +66,16 @@ def setup_view(setup: dict[str, Any]) -> dict[str, Any]:
                                    ("pj_per_word", f"pJ / {word_bits}-bit word"), ("source", "source")],
                              {"pj": fmt_num, "pj_per_word": fmt_num, "bits": fmt_num}),
             "dataflow": [("on-chip buffer (SRAM)", fmt_bytes(flow.get("buffer_bytes"))),
-                         ("RF accesses per operation", fmt_num(flow.get("rf_accesses_per_op"))),
+                         ("RF accesses per non-MAC operation", fmt_num(flow.get("rf_accesses_per_op"))),
+                         ("register file per PE", f"{fmt_num(flow.get('rf_words', 32))} words "
+                          "(a MAC makes a·(1 + 1/√words) RF accesses)"),
                          ("reuse", str(flow.get("reuse", ""))),
-                         ("rule", "weights + gradients + optimizer state on chip only if all fit; an activation "
-                                  "tensor on chip if the whole batch's tensor fits; network input from DRAM "
-                                  "(see the appendix)")],
+                         ("rule", "conv/linear layers: per phase the loop tiling whose input, weight and output "
+                                  "tiles fit the buffer together with the fewest DRAM words (tiled dataflow); "
+                                  "other layers: a tensor on chip if the whole batch's tensor fits; network input "
+                                  "from DRAM (see docs/cost-model.md)" if flow.get("tiling", True) else
+                                  "weights + gradients + optimizer state on chip only if all fit; an activation "
+                                  "tensor on chip if the whole batch's tensor fits; network input from DRAM")],
         }
     view["versions"] = setup.get("versions") or versions()
     view["generated"] = setup.get("generated")
