@@ -312,7 +312,8 @@ class TrainSection:
 
     epochs: int = _spec(defaults.EPOCHS, _int(1), "passes over the training data")
     batch: int = _spec(defaults.BATCH, _int(1), "mini-batch size")
-    lr: float = _spec(0.05, _float(0.0, None, open_low=True), "peak learning rate")
+    lr: float = _spec(0.05, _float(0.0, 3.4028234663852886e38, open_low=True),
+                      "peak learning rate (at most float32's largest value: the parameters' type)")
     optimizer: str = _spec(defaults.OPTIMIZER, _choice(*OPTIMIZERS), "sgd, momentum (SGD with momentum) or adam")
     momentum: float = _spec(0.9, _float(0.0), "momentum of the momentum optimizer")
     weight_decay: float = _spec(defaults.WEIGHT_DECAY, _float(0.0), "L2 weight decay")

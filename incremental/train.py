@@ -515,6 +515,9 @@ def fit(
                     bar.update(1)
                 bar.close()
                 total_loss, total_seen = distributed.all_reduce_sum([float(run_loss), float(seen)], device)
+                if not math.isfinite(total_loss):
+                    raise UserError(f"{desc}: training diverged in epoch {epoch + 1} (loss {total_loss}): "
+                                    f"lower the learning rate (lr {cfg.lr:g})")
                 if info.distributed:
                     distributed.broadcast_buffers(module)
                 if device.type == "cuda":

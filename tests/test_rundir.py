@@ -224,3 +224,13 @@ def test_run_json_that_is_corrupt_is_named_as_such(finished) -> None:
     with pytest.raises(UserError, match="run.json is corrupt or unreadable"):
         run(RunConfig.from_dict({**cfg, "base": {**cfg["base"], "epochs": 2}}))
     assert json.loads((out / "results.json").read_text())["status"] == "done"
+
+
+def test_learning_rate_out_of_range_or_diverging_is_one_line(idx, tmp_path, capsys) -> None:
+    config = write_toml(tmp_path / "lr.toml", small(idx, tmp_path / "lr-run"))
+    assert cli_main(["run", str(config), "--base-lr", "1e308", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "base.lr" in err[0] and not (tmp_path / "lr-run").exists()  # refused before any write
+    assert cli_main(["run", str(config), "--base-lr", "1e30", "--quiet"]) == 2  # representable, but diverges
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "training diverged in epoch 1" in err[0]
