@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from energymodel.breakeven import _crossings
 from energymodel.cli import main
 from energymodel.errors import UserError
 from energymodel.sharing import compare, price_ledger
 from energymodel.sweep import (
     MAX_ROWS,
     SWEEP_COLUMNS,
-    _crossings,
     breakeven,
     column_name,
     format_breakeven,
