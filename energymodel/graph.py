@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .errors import UserError, one_line
-from .inputs import MAX_REAL_TRACE_ELEMENTS, ExampleInputs, example_inputs, real_inputs, shape_text
+from .inputs import MAX_REAL_TRACE_ELEMENTS, ExampleInputs, _tensors, example_inputs, real_inputs, shape_text
 from .progress import traced
 
 __all__ = ["Call", "Trace", "trace", "frozen_names"]
@@ -103,17 +103,6 @@ def frozen_names(model: nn.Module, frozen: Sequence[str]) -> set[str]:
             raise UserError(f"--frozen {prefix!r} names no module of {type(model).__name__}")
         out |= hits
     return out
-
-
-def _tensors(obj) -> Iterator[Tensor]:
-    if isinstance(obj, Tensor):
-        yield obj
-    elif isinstance(obj, (list, tuple)):
-        for o in obj:
-            yield from _tensors(o)
-    elif isinstance(obj, dict):
-        for o in obj.values():
-            yield from _tensors(o)
 
 
 def _shapes(obj) -> list[tuple[int, ...]]:

@@ -33,6 +33,8 @@ from typing import Any
 
 from energymodel.errors import UserError
 
+from .runutil import _event
+
 __all__ = [
     "RESULTS_FORMAT", "RunLock", "RunPlan", "load_results", "model_source_hash", "plan_run", "recover_swap",
     "run_status", "finish_swap", "clean_stale_temporaries",
@@ -368,9 +370,4 @@ def recover_swap(out: Path) -> None:
     elif out.exists() and old.exists() and run_status(out) != "missing":
         shutil.rmtree(old, ignore_errors=True)
 
-
-def _event(name: str) -> None:
-    from .runutil import _event as event
-
-    event(name)
 
