@@ -8,6 +8,7 @@ and `apt-get`, `id` and `sudo` are small fakes first on PATH that log how they w
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -58,7 +59,9 @@ def box(tmp_path: Path) -> dict[str, Path]:
 
 
 def make(box: dict[str, Path], *args: str, path: str | None = None, **env: str) -> subprocess.CompletedProcess:
-    full_env = dict(os.environ)
+    # A make that runs these tests (`make test`, as CI does) exports MAKELEVEL and MAKEFLAGS: the make
+    # started here would then be a sub-make and print "make[1]: ***" instead of "make: ***".
+    full_env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     full_env.update(env)
     full_env["PATH"] = path if path is not None else f"{box['bin']}:{os.environ['PATH']}"
     return subprocess.run(
@@ -76,8 +79,8 @@ def log_lines(box: dict[str, Path]) -> list[str]:
 
 
 def own_lines(stderr: str) -> list[str]:
-    """stderr without make's own closing "make: *** [...] Error 2" line."""
-    return [line for line in stderr.splitlines() if not line.startswith("make: ***")]
+    """stderr without make's own closing "make: *** [...] Error 2" (or "make[N]: ***") line."""
+    return [line for line in stderr.splitlines() if not re.match(r"make(\[\d+\])?: \*\*\*", line)]
 
 
 def test_data_present_does_nothing(box):
