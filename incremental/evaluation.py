@@ -61,7 +61,8 @@ def fit_suite_task(suite: AgnosticSuite, predictor: nn.Module, task: int, train:
     if train_out is None:  # logit methods only: they read the held-out pass (or nothing)
         train_out = held_out if held_out is not None else collect_task(predictor, train, task, batch, device)
     suite.fit_task(task, train_out, held_out)
-    dims = int(train_out.own[task].shape[1]), int(train_out.common.shape[1])
     return {"seconds": time.perf_counter() - t0, "train_samples": len(train) if suite.needs_training_pass else 0,
-            "heldout_samples": len(heldout) if heldout is not None else 0, "own_dims": dims[0],
-            "common_dims": dims[1], "classes": int(train_out.logits[task].shape[1]), "words": suite.words()}
+            "heldout_samples": len(heldout) if heldout is not None else 0,
+            "own_dims": int(train_out.own[task].shape[1]), "common_dims": int(train_out.common.shape[1]),
+            "trunk_dims": sum(int(b.shape[1]) for b in train_out.trunk),
+            "classes": int(train_out.logits[task].shape[1]), "words": suite.words()}

@@ -22,7 +22,8 @@ class SummaryMixin:
             return self.costs.statistics(share=share, samples=0, batch=self.cfg.eval_batch, macs=0.0, words=0)
         samples = stats["heldout_samples"] + (stats["train_samples"] if cls.uses_training_pass else 0)
         m = cls(covariance=self.cfg.agnostic.covariance)
-        macs = m.arithmetic_macs(stats["train_samples"], stats["own_dims"], stats["common_dims"], stats["classes"])
+        dims = {space: int(stats.get(f"{space}_dims", 0)) for space in ("own", "common", "trunk")}
+        macs = m.arithmetic_macs(stats["train_samples"], dims, stats["classes"])
         return self.costs.statistics(share=share, samples=samples, batch=self.cfg.eval_batch, macs=macs, words=0)
 
     def _agnostic_result(self, name: str, records: dict[int, dict[str, Any]]) -> dict[str, Any]:

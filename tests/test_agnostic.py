@@ -9,7 +9,14 @@ import torch
 
 from energymodel.errors import UserError
 from incremental.agnostic import AgnosticSuite, Outputs, make_method, method_names
-from incremental.agnostic.gaussian import fit_gaussians, fit_scale, ledoit_wolf, power_normalise
+from incremental.agnostic.gaussian import (
+    Gaussians,
+    fit_gaussians,
+    fit_scale,
+    ledoit_wolf,
+    multi_block_normalise,
+    power_normalise,
+)
 
 
 def test_ledoit_wolf_by_hand() -> None:
@@ -45,6 +52,36 @@ def test_power_normalise_and_mahalanobis_by_hand() -> None:
         torch.tensor([[0.0, 5.0, 0.0]]))))  # symmetric classes, normalised scale
 
 
+def test_multi_block_normalise_by_hand() -> None:
+    # block 1: (4, 0) -> sqrt -> (2, 0) -> unit (1, 0); block 2: (1, 1, 0) -> (1, 1, 0)/sqrt(2); both / sqrt(2)
+    z = multi_block_normalise([torch.tensor([[4.0, 0.0]]), torch.tensor([[1.0, 1.0, 0.0]])])
+    h = 2**-0.5
+    assert torch.allclose(z, torch.tensor([[h, 0.0, 0.5, 0.5, 0.0]], dtype=torch.float64))
+    assert float(z.norm()) == pytest.approx(1.0)
+    # a mapped space is not mapped again: the distance of a mapped class mean to itself is 0
+    g = fit_gaussians(z.repeat(3, 1), torch.zeros(3, dtype=torch.long), 1, normalised=True)
+    assert torch.allclose(g.means, z) and float(g.distances(z)) == pytest.approx(0.0, abs=1e-9)
+    assert Gaussians.from_state(g.state()).normalised
+
+
+def test_routed_takes_the_task_from_the_trunk_and_the_class_from_the_branch() -> None:
+    # the trunk puts every input of classes 2, 3 nearest task 1; the branch's logits then pick the class, even
+    # where the trunk's own nearest class would be the other one
+    from incremental.agnostic import TaskData
+
+    y = torch.tensor([0, 1, 0, 1])
+    trunk = [torch.tensor([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 1.0, 0.0], [0.0, 0.9, 0.1]])]
+    m = make_method("routed", covariance="task")
+    m.fit_task(TaskData(Outputs([torch.zeros(2, 2)], [torch.ones(2, 3)], y[:2], None, [trunk[0][:2]]), 0), None)
+    m.fit_task(TaskData(Outputs([torch.zeros(2, 2), torch.zeros(2, 2)], [torch.ones(2, 3)] * 2, y[2:], None,
+                                [trunk[0][2:]]), 1), None)
+    test_trunk = [torch.tensor([[0.05, 1.0, 0.0], [1.0, 0.02, 0.0]])]
+    logits1 = torch.tensor([[0.0, 3.0], [5.0, 0.0]])  # branch 1 says class 3 for the first input
+    cols = m.predict(Outputs([torch.tensor([[9.0, 0.0], [9.0, 0.0]]), logits1], [torch.ones(2, 3)] * 2,
+                             torch.tensor([-1, -1]), None, test_trunk))
+    assert cols.tolist() == [3, 0]  # task 1 then its class 1 (column 3); task 0 then its argmax (column 0)
+
+
 def test_too_few_samples_never_give_nan() -> None:
     x = torch.randn(3, 128)  # one image per class, 128 dimensions
     g = fit_gaussians(x, torch.arange(3), 3)
@@ -70,11 +107,14 @@ def _two_tasks(n: int, seed: int) -> tuple[list[Outputs], Outputs, torch.Tensor]
     logits1[:, 0] += 5 * (y == 2)
     logits1[:, 1] += 5 * (y == 3)
     own1 = feats.flip(1)  # the branch's own space differs from the common one
-    full = Outputs([logits0, logits1], [feats, own1], y, [(1.0, 0.0), (1.0, 0.0)])
+    # two trunk blocks of different widths: the first half of the features, then all of them
+    trunk = [feats[:, :8], feats]
+    full = Outputs([logits0, logits1], [feats, own1], y, [(1.0, 0.0), (1.0, 0.0)], trunk)
     parts = []
     for t, cls in ((0, [0, 1]), (1, [2, 3])):
         m = (y == cls[0]) | (y == cls[1])
-        parts.append(Outputs([logits0[m], logits1[m]], [feats[m], own1[m]], y[m] - 2 * t))
+        parts.append(Outputs([logits0[m], logits1[m]], [feats[m], own1[m]], y[m] - 2 * t, None,
+                             [b[m] for b in trunk]))
     return parts, full, y
 
 
@@ -82,11 +122,11 @@ def test_gaussian_methods_beat_raw_argmax_when_one_branch_shouts() -> None:
     (task0, task1), _, _ = _two_tasks(60, 0)
     _, test, y = _two_tasks(60, 1)
     suite = AgnosticSuite(method_names())
-    suite.fit_task(0, Outputs(task0.logits[:1], task0.own[:1], task0.labels), None)
+    suite.fit_task(0, Outputs(task0.logits[:1], task0.own[:1], task0.labels, None, task0.trunk), None)
     suite.fit_task(1, task1, None)
     acc = {name: float((cols == y).double().mean()) for name, cols in suite.predict(test).items()}
     assert acc["raw-logits"] == pytest.approx(0.5)  # task 0 wins every input
-    for name in ("branch-gaussian", "common-gaussian", "combined-gaussian", "routed"):
+    for name in ("branch-gaussian", "common-gaussian", "trunk-gaussian", "combined-gaussian", "routed"):
         assert acc[name] > 0.95, (name, acc)
     with pytest.raises(ValueError, match="expected task 2"):
         suite.fit_task(3, task1, None)
@@ -94,13 +134,13 @@ def test_gaussian_methods_beat_raw_argmax_when_one_branch_shouts() -> None:
 
 def test_methods_are_a_registry_and_refuse_missing_statistics() -> None:
     assert method_names() == ["raw-logits", "calibrated-logits", "branch-gaussian", "common-gaussian",
-                              "combined-gaussian", "routed"]
+                              "trunk-gaussian", "combined-gaussian", "routed"]
     with pytest.raises(UserError, match="unknown task-agnostic method 'nope'"):
         make_method("nope")
     (task0, _), test, _ = _two_tasks(10, 0)
     m = make_method("routed")
     m.fit_task(*[__import__("incremental.agnostic", fromlist=["TaskData"]).TaskData(
-        Outputs(task0.logits[:1], task0.own[:1], task0.labels), 0), None])
+        Outputs(task0.logits[:1], task0.own[:1], task0.labels, None, task0.trunk), 0), None])
     with pytest.raises(UserError, match="statistics of 1 task"):
         m.predict(test)
     suite = AgnosticSuite(["routed"])

@@ -32,7 +32,8 @@ STRATEGY_ROW_KEYS = {
     "task_aware_accuracy_std", "task_agnostic_accuracy_std", "forgetting_task_aware", "forgetting_task_agnostic",
     "backward_transfer_task_aware", "backward_transfer_task_agnostic", "storage_bytes", "agnostic_method", "agnostic",
 }
-METHODS = ["raw-logits", "calibrated-logits", "branch-gaussian", "common-gaussian", "combined-gaussian", "routed"]
+METHODS = ["raw-logits", "calibrated-logits", "branch-gaussian", "common-gaussian", "trunk-gaussian",
+           "combined-gaussian", "routed"]
 
 
 def write_fashion_idx(folder: Path, train: int = 30, test: int = 10, seed: int = 0) -> Path:

@@ -5,11 +5,16 @@ classifier (the last ``nn.Linear`` of its head): the branch's own penultimate re
 base network, so ``own[0]`` is also the **common** feature space: every input runs through the whole base
 (the tree inference of :meth:`GrownNet.forward_all` computes it anyway), so common-space statistics cost no
 extra inference. For a single network (naive fine-tuning, full retraining) every task reads the same network.
+
+The **trunk** features are the output of every block of the base network, each pooled to one number per
+channel (:func:`pool_channels`): the multi-layer view of the one network every input passes through whole
+(Lee et al., NeurIPS 2018, score out-of-distribution inputs by Mahalanobis distances at several layers). Early
+blocks keep what a base network trained on few classes has not yet discarded. They come from the same pass.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -17,7 +22,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from energymodel.blocks import classifier_of
 
-__all__ = ["Outputs", "collect", "collect_task", "outputs_of_batch"]
+__all__ = ["Outputs", "collect", "collect_task", "outputs_of_batch", "pool_channels"]
+
+
+def pool_channels(h: Tensor) -> Tensor:
+    """One number per channel and input: the mean over every dimension after the channel one (``N x C``).
+
+    ``N x C x H x W`` (and ``N x C x L``) is averaged over its positions; ``N x D`` is returned as is.
+    """
+    return h.flatten(2).mean(dim=2) if h.dim() > 2 else h.flatten(1)
 
 
 @dataclass
@@ -25,12 +38,14 @@ class Outputs:
     """Per task ``t``: ``logits[t]`` (N x C_t) and ``own[t]`` (N x D_t); ``labels`` (N, local labels or -1).
 
     ``calibration[t]`` is task ``t``'s output calibration ``(T, b)`` (None for an uncalibrated predictor).
+    ``trunk[l]`` (N x C_l) is block ``l`` of the base network pooled per channel (empty when not collected).
     """
 
     logits: list[Tensor]
     own: list[Tensor]
     labels: Tensor
     calibration: list[tuple[float, float]] | None = None
+    trunk: list[Tensor] = field(default_factory=list)
 
     @property
     def common(self) -> Tensor:
@@ -44,7 +59,7 @@ class Outputs:
     def task(self, t: int) -> Outputs:
         """Only what task ``t`` itself produces (its logits and own features) plus the common features."""
         own = [self.own[0]] + ([self.own[t]] if t else [])
-        return Outputs([self.logits[t]], own, self.labels, None)
+        return Outputs([self.logits[t]], own, self.labels, None, self.trunk)
 
 
 def _classifiers(predictor: nn.Module) -> list[nn.Module]:
@@ -56,11 +71,22 @@ def _classifiers(predictor: nn.Module) -> list[nn.Module]:
     return [clf] * predictor.tasks
 
 
-def outputs_of_batch(predictor: nn.Module, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-    """``(logits per task, own features per task)`` of one input batch (call under ``no_grad``, eval mode)."""
+def _trunk_blocks(predictor: nn.Module) -> list[nn.Module]:
+    """The blocks of the network every input runs through whole: the base of a GrownNet, else the one network."""
+    if hasattr(predictor, "branch_modules"):
+        return list(predictor.base.blocks)
+    from energymodel.blocks import as_block_net
+
+    return list(as_block_net(predictor.model).blocks)
+
+
+def outputs_of_batch(predictor: nn.Module, x: Tensor) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    """``(logits per task, own features per task, pooled trunk blocks)`` of one input batch (under ``no_grad``)."""
     classifiers = _classifiers(predictor)
     captured: dict[int, Tensor] = {}
-    hooks = []
+    trunk: dict[int, Tensor] = {}
+    hooks = [block.register_forward_hook(lambda _m, _a, h, i=i: trunk.__setitem__(i, pool_channels(h)))
+             for i, block in enumerate(_trunk_blocks(predictor))]
     for i, clf in enumerate(dict.fromkeys(classifiers)):  # a single network has one classifier for all tasks
         def hook(_m, args, i=i):
             captured[i] = args[0].flatten(1)
@@ -72,7 +98,7 @@ def outputs_of_batch(predictor: nn.Module, x: Tensor) -> tuple[list[Tensor], lis
             h.remove()
     unique = list(dict.fromkeys(classifiers))
     own = [captured[unique.index(c)] for c in classifiers]
-    return logits, own
+    return logits, own, [trunk[i] for i in sorted(trunk)]
 
 
 def collect(predictor: nn.Module, data: Dataset, batch_size: int, device: torch.device,
@@ -85,13 +111,15 @@ def collect(predictor: nn.Module, data: Dataset, batch_size: int, device: torch.
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
     logits: list[list[Tensor]] = []
     own: list[list[Tensor]] = []
+    trunk: list[list[Tensor]] = []
     labels: list[Tensor] = []
     with torch.no_grad():
         for batch in loader:
             x, y = _split_batch(batch)
-            lg, ow = outputs_of_batch(predictor, x.to(device))
+            lg, ow, tr = outputs_of_batch(predictor, x.to(device))
             logits.append([t.float().cpu() for t in lg])
             own.append([t.float().cpu() for t in ow])
+            trunk.append([t.float().cpu() for t in tr])
             labels.append(y.cpu())
     if not labels:
         raise ValueError("cannot collect outputs of an empty dataset")
@@ -100,7 +128,8 @@ def collect(predictor: nn.Module, data: Dataset, batch_size: int, device: torch.
     if calibrated and hasattr(predictor, "get_calibration"):
         cal = [predictor.get_calibration(t) for t in range(tasks)]
     return Outputs([torch.cat([b[t] for b in logits]) for t in range(tasks)],
-                   [torch.cat([b[t] for b in own]) for t in range(tasks)], torch.cat(labels), cal)
+                   [torch.cat([b[t] for b in own]) for t in range(tasks)], torch.cat(labels), cal,
+                   [torch.cat([b[i] for b in trunk]) for i in range(len(trunk[0]))])
 
 
 def collect_task(grown: nn.Module, data: Dataset, task: int, batch_size: int, device: torch.device) -> Outputs:
@@ -118,6 +147,7 @@ def collect_task(grown: nn.Module, data: Dataset, task: int, batch_size: int, de
     branch = grown.branch_modules[task - 1] if task else None
     clf = classifier_of(branch.head) if branch is not None else None
     cols: dict[str, list[Tensor]] = {"l0": [], "c": [], "lt": [], "ot": []}
+    blocks: list[list[Tensor]] = []
     labels: list[Tensor] = []
     captured: dict[str, Tensor] = {}
     hooks = [base_clf.register_forward_pre_hook(lambda _m, a: captured.__setitem__("c", a[0].flatten(1)))]
@@ -127,11 +157,13 @@ def collect_task(grown: nn.Module, data: Dataset, task: int, batch_size: int, de
         with torch.no_grad():
             for batch in DataLoader(data, batch_size=batch_size, shuffle=False):
                 x, y = _split_batch(batch)
-                h, tap = x.to(device), None
+                h, tap, pooled = x.to(device), None, []
                 for i, block in enumerate(grown.base.blocks):
                     if i == share:
                         tap = h
                     h = block(h)
+                    pooled.append(pool_channels(h).float().cpu())
+                blocks.append(pooled)
                 tap = h if tap is None else tap
                 cols["l0"].append(grown.base.head(h).float().cpu())
                 cols["c"].append(captured["c"].float().cpu())
@@ -151,4 +183,5 @@ def collect_task(grown: nn.Module, data: Dataset, task: int, batch_size: int, de
     cal = None
     if hasattr(grown, "get_calibration"):
         cal = [grown.get_calibration(t) if t in (0, task) else (1.0, 0.0) for t in range(task + 1)]
-    return Outputs(logits, own, torch.cat(labels), cal)
+    trunk = [torch.cat([b[i] for b in blocks]) for i in range(len(blocks[0]))]
+    return Outputs(logits, own, torch.cat(labels), cal, trunk)

@@ -9,7 +9,10 @@ Formulas (``docs/engine.md`` "Task-agnostic prediction" has a worked example):
   shrunk towards a scaled identity: ``Sigma_c = (1 - a) S_c + a m I + eps I`` with ``m = tr(S_c)/D`` and ``a`` the
   Ledoit-Wolf (2004) coefficient estimated from the same samples (no tuning; ``a -> 1`` when ``n_c << D``, so a
   covariance is always defined, never NaN), ``eps = 1e-6 m + 1e-12``;
-* squared Mahalanobis distance ``d_c(x)^2 = (phi(x) - mu_c)^T Sigma_c^{-1} (phi(x) - mu_c)``.
+* squared Mahalanobis distance ``d_c(x)^2 = (phi(x) - mu_c)^T Sigma_c^{-1} (phi(x) - mu_c)``;
+* several blocks at once (the trunk space): ``phi(x_1, ..., x_L) = [phi(x_1), ..., phi(x_L)] / sqrt(L)``, each
+  block's pooled features mapped as above and the results concatenated, so every block weighs the same whatever
+  its width and the whole vector has unit norm (:func:`multi_block_normalise`).
 
 ``covariance = "task"`` pools the within-class scatter of one task into a single ``Sigma`` (fewer bytes:
 ``D^2`` per task instead of per class).
@@ -22,7 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Gaussians", "fit_gaussians", "ledoit_wolf", "power_normalise", "Scale", "fit_scale"]
+__all__ = ["Gaussians", "fit_gaussians", "ledoit_wolf", "multi_block_normalise", "power_normalise", "Scale",
+           "fit_scale"]
 
 BETA = 0.5
 
@@ -32,6 +36,13 @@ def power_normalise(x: Tensor, beta: float = BETA) -> Tensor:
     x = x.double()
     u = x.sign() * x.abs().pow(beta)
     return u / u.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def multi_block_normalise(blocks: list[Tensor], beta: float = BETA) -> Tensor:
+    """``[phi(x_1), ..., phi(x_L)] / sqrt(L)``: every block power-normalised, concatenated, unit norm overall."""
+    if not blocks:
+        raise ValueError("no block features to normalise")
+    return torch.cat([power_normalise(b, beta) for b in blocks], dim=1) / len(blocks) ** 0.5
 
 
 def ledoit_wolf(xc: Tensor) -> tuple[Tensor, float]:
@@ -53,15 +64,20 @@ def ledoit_wolf(xc: Tensor) -> tuple[Tensor, float]:
 
 @dataclass
 class Gaussians:
-    """Class means (C x D) and precision matrices (C x D x D, or 1 x D x D when pooled) in one feature space."""
+    """Class means (C x D) and precision matrices (C x D x D, or 1 x D x D when pooled) in one feature space.
+
+    ``normalised``: the features given are already mapped (``phi`` applied, e.g. by :func:`multi_block_normalise`);
+    else :func:`power_normalise` maps them.
+    """
 
     means: Tensor
     precisions: Tensor
     shrinkage: list[float]
+    normalised: bool = False
 
     def distances(self, x: Tensor) -> Tensor:
-        """Squared Mahalanobis distances (N x C) of raw features ``x`` (N x D) to every class."""
-        z = power_normalise(x)
+        """Squared Mahalanobis distances (N x C) of features ``x`` (N x D) to every class."""
+        z = x.double() if self.normalised else power_normalise(x)
         diff = z[:, None, :] - self.means[None, :, :].double()  # N x C x D
         prec = self.precisions.double()
         if prec.shape[0] == 1:
@@ -74,11 +90,13 @@ class Gaussians:
 
     def state(self) -> dict[str, Tensor]:
         return {"means": self.means.float(), "precisions": self.precisions.float(),
-                "shrinkage": torch.tensor(self.shrinkage, dtype=torch.float64)}
+                "shrinkage": torch.tensor(self.shrinkage, dtype=torch.float64),
+                "normalised": torch.tensor(self.normalised)}
 
     @classmethod
     def from_state(cls, state: dict[str, Tensor]) -> Gaussians:
-        return cls(state["means"], state["precisions"], [float(v) for v in state["shrinkage"]])
+        return cls(state["means"], state["precisions"], [float(v) for v in state["shrinkage"]],
+                   bool(state.get("normalised", False)))
 
 
 def _precision(cov: Tensor) -> Tensor:
@@ -88,11 +106,15 @@ def _precision(cov: Tensor) -> Tensor:
     return torch.cholesky_inverse(torch.linalg.cholesky(cov))
 
 
-def fit_gaussians(x: Tensor, labels: Tensor, num_classes: int, covariance: str = "class") -> Gaussians:
-    """Fit one Gaussian per class ``0..num_classes-1`` to features ``x`` (N x D) with local ``labels`` (N)."""
+def fit_gaussians(x: Tensor, labels: Tensor, num_classes: int, covariance: str = "class",
+                  normalised: bool = False) -> Gaussians:
+    """Fit one Gaussian per class ``0..num_classes-1`` to features ``x`` (N x D) with local ``labels`` (N).
+
+    ``normalised``: ``x`` is already mapped by ``phi`` (see :class:`Gaussians`).
+    """
     if covariance not in ("class", "task"):
         raise ValueError(f"covariance must be 'class' or 'task', got {covariance!r}")
-    z = power_normalise(x)
+    z = x.double() if normalised else power_normalise(x)
     d = z.shape[1]
     means, precisions, shrink = [], [], []
     pooled, total = torch.zeros(d, d, dtype=torch.float64), 0
@@ -115,7 +137,7 @@ def fit_gaussians(x: Tensor, labels: Tensor, num_classes: int, covariance: str =
         cov, a = ledoit_wolf(centred)
         precisions.append(_precision(cov))
         shrink.append(a)
-    return Gaussians(torch.stack(means), torch.stack(precisions), shrink)
+    return Gaussians(torch.stack(means), torch.stack(precisions), shrink, normalised)
 
 
 @dataclass

@@ -12,8 +12,11 @@ tasks learned so far. No image of an old task is ever stored: only the statistic
                               on task t's own held-out images, so branches of different depth and width compare
 ``common-gaussian``           per-class Gaussians in **one common** space every input passes through (the base
                               network's penultimate features), argmin Mahalanobis over all classes (FeCAM-style)
+``trunk-gaussian``            per-class Gaussians in the **trunk** space: every block of the base network pooled
+                              per channel, each block power-normalised, concatenated (multi-layer Mahalanobis,
+                              Lee et al. 2018, in FeCAM's manner); argmin over all classes
 ``combined-gaussian``         sum of the standardised own-space and common-space scores
-``routed``                    choose the task by the combined score's best class, then that task's own argmax
+``routed``                    choose the task by the trunk Gaussians' nearest class, then that task's own argmax
                               (its branch's logits: the task-aware classifier)
 ============================  ======================================================================================
 
@@ -32,21 +35,29 @@ from torch import Tensor
 from energymodel.errors import UserError
 
 from .features import Outputs
-from .gaussian import Gaussians, Scale, fit_gaussians, fit_scale
+from .gaussian import Gaussians, Scale, fit_gaussians, fit_scale, multi_block_normalise
 
 __all__ = ["METHODS", "AgnosticMethod", "make_method", "method_names", "register_method", "TaskData"]
 
 
 class TaskData:
-    """One task's own data as a method may see it: ``logits`` (N x C), ``own`` and ``common`` features, ``labels``."""
+    """One task's own data as a method may see it: ``logits`` (N x C), ``own``, ``common`` and ``trunk`` features
+    (the trunk already mapped by :func:`multi_block_normalise`; None when the outputs have no trunk), ``labels``."""
 
     def __init__(self, outputs: Outputs, task: int) -> None:
         self.task = task
         self.logits = outputs.logits[task]
         self.own = outputs.own[task]
         self.common = outputs.common
+        self.trunk = multi_block_normalise(outputs.trunk) if outputs.trunk else None
         self.labels = outputs.labels
         self.num_classes = int(self.logits.shape[1])
+
+    def features(self, space: str) -> Tensor:
+        feats = {"own": self.own, "common": self.common, "trunk": self.trunk}[space]
+        if feats is None:
+            raise UserError("task-agnostic statistics: the outputs carry no trunk features")
+        return feats
 
 
 class AgnosticMethod(ABC):
@@ -82,8 +93,9 @@ class AgnosticMethod(ABC):
         """Numbers the method stores (its statistics); 0 for the logit methods."""
         return 0
 
-    def arithmetic_macs(self, samples: int, own_dims: int, common_dims: int, classes: int) -> float:
-        """MACs of fitting one task's statistics from ``samples`` features (widths ``own_dims``, ``common_dims``)."""
+    def arithmetic_macs(self, samples: int, dims: dict[str, int], classes: int) -> float:
+        """MACs of fitting one task's statistics from ``samples`` features; ``dims``: width of each feature space
+        (``own``, ``common``, ``trunk``)."""
         return 0.0
 
 
@@ -135,31 +147,53 @@ def _covariance_macs(samples: int, dims: int, classes: int, covariance: str) -> 
     return float(samples) * dims * dims + float(inversions) * dims**3
 
 
+_SPACES = ("own", "common", "trunk")
+
+
+def _space_features(out: Outputs, space: str, t: int) -> Tensor:
+    """Task ``t``'s features in ``space`` from outputs over all tasks (the trunk mapped by ``phi``)."""
+    if space == "own":
+        return out.own[t]
+    if space == "common":
+        return out.common
+    if not out.trunk:
+        raise UserError("task-agnostic statistics: the outputs carry no trunk features")
+    return multi_block_normalise(out.trunk)
+
+
 class _GaussianMethod(AgnosticMethod):
     uses_training_pass = True
-    space: ClassVar[str]  # "own" | "common" | "both"
+    #: the feature spaces the method fits, each one Gaussian per class per task
+    spaces: ClassVar[tuple[str, ...]]
 
     def __init__(self, covariance: str = "class") -> None:
         super().__init__(covariance)
-        self.gaussians: dict[str, list[Gaussians]] = {"own": [], "common": []}
-        self.scales: dict[str, list[Scale]] = {"own": [], "common": []}
+        self.gaussians: dict[str, list[Gaussians]] = {s: [] for s in _SPACES}
+        self.scales: dict[str, list[Scale]] = {s: [] for s in _SPACES}
+
+    def fit_task(self, train: TaskData, heldout: TaskData | None) -> None:
+        for space in self.spaces:
+            self._fit_space(space, train, heldout)
 
     def _fit_space(self, space: str, train: TaskData, heldout: TaskData | None) -> None:
-        feats = train.own if space == "own" else train.common
-        g = fit_gaussians(feats, train.labels, train.num_classes, self.covariance)
+        g = fit_gaussians(train.features(space), train.labels, train.num_classes, self.covariance,
+                          normalised=space == "trunk")
         ref = heldout if heldout is not None else train
-        d = g.distances(ref.own if space == "own" else ref.common)
+        d = g.distances(ref.features(space))
         own_best = d.gather(1, ref.labels.view(-1, 1).clamp_min(0)).squeeze(1)  # distance to the true class
         self.gaussians[space].append(g)
         self.scales[space].append(fit_scale(own_best))
 
+    def _distances(self, space: str, out: Outputs) -> list[Tensor]:
+        """Squared distances (N x C_t) of every input to every class of every task, in ``space``."""
+        self._check(out, (space,))
+        shared = None if space == "own" else _space_features(out, space, 0)  # one matrix for every task
+        return [self.gaussians[space][t].distances(shared if shared is not None else _space_features(out, space, t))
+                for t in range(out.tasks)]
+
     def _standardised(self, space: str, out: Outputs) -> Tensor:
-        cols = []
-        for t in range(out.tasks):
-            feats = out.own[t] if space == "own" else out.common
-            d = self.gaussians[space][t].distances(feats)
-            cols.append(-self.scales[space][t].standardise(d))
-        return torch.cat(cols, dim=1)
+        d = self._distances(space, out)
+        return torch.cat([-self.scales[space][t].standardise(d[t]) for t in range(out.tasks)], dim=1)
 
     def _check(self, out: Outputs, spaces: tuple[str, ...]) -> None:
         for space in spaces:
@@ -171,9 +205,8 @@ class _GaussianMethod(AgnosticMethod):
         n = sum(g.words() for space in self.gaussians.values() for g in space)
         return n + 2 * sum(len(s) for s in self.scales.values())
 
-    def arithmetic_macs(self, samples: int, own_dims: int, common_dims: int, classes: int) -> float:
-        dims = {"own": [own_dims], "common": [common_dims], "both": [own_dims, common_dims]}[self.space]
-        return sum(_covariance_macs(samples, d, classes, self.covariance) for d in dims)
+    def arithmetic_macs(self, samples: int, dims: dict[str, int], classes: int) -> float:
+        return sum(_covariance_macs(samples, dims[s], classes, self.covariance) for s in self.spaces)
 
     def state(self) -> dict[str, Any]:
         return {space: [g.state() for g in gs] for space, gs in self.gaussians.items()} | {
@@ -181,69 +214,64 @@ class _GaussianMethod(AgnosticMethod):
             for space, ss in self.scales.items()}
 
     def load(self, state: dict[str, Any]) -> None:
-        for space in ("own", "common"):
+        for space in _SPACES:
             self.gaussians[space] = [Gaussians.from_state(s) for s in state.get(space, [])]
             self.scales[space] = [Scale(float(r[0]), float(r[1])) for r in state.get(f"{space}_scales", [])]
 
 
 @register_method
 class BranchGaussian(_GaussianMethod):
-    space = "own"
+    spaces = ("own",)
     name = "branch-gaussian"
     description = "per-class Gaussians in each branch's own penultimate space, distances standardised per task"
 
-    def fit_task(self, train: TaskData, heldout: TaskData | None) -> None:
-        self._fit_space("own", train, heldout)
-
     def scores(self, out: Outputs) -> Tensor:
-        self._check(out, ("own",))
         return self._standardised("own", out)
 
 
 @register_method
 class CommonGaussian(_GaussianMethod):
-    space = "common"
+    spaces = ("common",)
     name = "common-gaussian"
     description = "per-class Gaussians in the base network's penultimate space, argmin Mahalanobis (FeCAM-style)"
 
-    def fit_task(self, train: TaskData, heldout: TaskData | None) -> None:
-        self._fit_space("common", train, heldout)
+    def scores(self, out: Outputs) -> Tensor:
+        return -torch.cat(self._distances("common", out), dim=1)
+
+
+@register_method
+class TrunkGaussian(_GaussianMethod):
+    spaces = ("trunk",)
+    name = "trunk-gaussian"
+    description = "per-class Gaussians in the trunk space (every base block pooled, concatenated), argmin Mahalanobis"
 
     def scores(self, out: Outputs) -> Tensor:
-        self._check(out, ("common",))
-        return -torch.cat([self.gaussians["common"][t].distances(out.common) for t in range(out.tasks)], dim=1)
+        return -torch.cat(self._distances("trunk", out), dim=1)
 
 
 @register_method
 class CombinedGaussian(_GaussianMethod):
-    space = "both"
+    spaces = ("own", "common")
     name = "combined-gaussian"
     description = "own-space + common-space standardised Gaussian scores"
 
-    def fit_task(self, train: TaskData, heldout: TaskData | None) -> None:
-        self._fit_space("own", train, heldout)
-        self._fit_space("common", train, heldout)
-
     def scores(self, out: Outputs) -> Tensor:
-        self._check(out, ("own", "common"))
         return self._standardised("own", out) + self._standardised("common", out)
 
 
-
 @register_method
-class Routed(CombinedGaussian):
+class Routed(TrunkGaussian):
     name = "routed"
-    description = "task chosen by the combined Gaussian score, class by that task's own classifier"
+    description = "task chosen by the trunk Gaussians' nearest class, class by that task's own classifier"
 
     def scores(self, out: Outputs) -> Tensor:
-        gauss = super().scores(out)
+        dist = self._distances("trunk", out)
+        task = torch.stack([d.min(dim=1).values for d in dist], dim=1).argmin(dim=1)
         sizes = [lg.shape[1] for lg in out.logits]
-        task_score = torch.stack([part.max(dim=1).values for part in gauss.split(sizes, dim=1)], dim=1)
-        task = task_score.argmax(dim=1)
-        result = torch.full_like(gauss, float("-inf"))
+        result = torch.full((len(task), sum(sizes)), float("-inf"), dtype=torch.float64)
         start = 0
         for t, lg in enumerate(out.logits):
             mask = task == t
-            result[mask, start:start + sizes[t]] = lg[mask].double() if result.dtype == torch.float64 else lg[mask]
+            result[mask, start:start + sizes[t]] = lg[mask].double()
             start += sizes[t]
         return result
