@@ -47,7 +47,7 @@ def _ms(values: list[float]) -> dict[str, float | None]:
             "std": statistics.stdev(vals) if len(vals) > 1 else None, "values": values}
 
 
-def bench(setting: str, seeds: list[int], out: Path, data_root: str | None) -> dict:
+def bench(setting: str, seeds: list[int], out: Path, data_root: str | None, reuse: bool = False) -> dict:
     overrides = {"tasks": SETTINGS[setting]["tasks"], "seeds": ",".join(map(str, seeds)),
                  "calibration.oracle": "true", "out": str(out / f"agnostic-{setting.replace('+', 'p')}"),
                  "progress": "false"}
@@ -55,7 +55,7 @@ def bench(setting: str, seeds: list[int], out: Path, data_root: str | None) -> d
         overrides["data_root"] = data_root
     cfg = load_config(ROOT / "reports" / "fashion-mnist-demo-run.toml", overrides)
     t0 = time.perf_counter()
-    results = load_results(run(cfg))
+    results = load_results(run(cfg, force=not reuse))  # a finished run of older code is redone unless --reuse
     wall = time.perf_counter() - t0
     summ = results["summary"]["strategies"]
     methods = [m["method"] for m in results["report"]["agnostic_methods"]]
@@ -105,10 +105,12 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "out" / "bench"))
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--reuse", action="store_true",
+                    help="report a finished run folder as it is instead of redoing it (default: redo)")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     for setting in args.settings.split(","):
-        res = bench(setting, seeds, Path(args.out), args.data_root)
+        res = bench(setting, seeds, Path(args.out), args.data_root, args.reuse)
         write_text(Path(args.results) / f"agnostic-{setting.replace('+', 'p')}.json",
                    json.dumps(res, indent=1, default=str) + "\n")
         print(table(res), flush=True)
