@@ -81,8 +81,8 @@ class Gaussians:
         diff = z[:, None, :] - self.means[None, :, :].double()  # N x C x D
         prec = self.precisions.double()
         if prec.shape[0] == 1:
-            return torch.einsum("ncd,de,nce->nc", diff, prec[0], diff)
-        return torch.einsum("ncd,cde,nce->nc", diff, prec, diff)
+            return ((diff @ prec[0]) * diff).sum(dim=2)
+        return (torch.einsum("ncd,cde->nce", diff, prec) * diff).sum(dim=2)  # two contractions: faster than one
 
     def words(self) -> int:
         """Numbers stored (means + precisions)."""
