@@ -10,8 +10,10 @@ sharing points on such trials chooses at random — so the search never falls ba
   one-line :class:`SearchFailed` that says what to change.
 
 Then every other candidate is tried, deepest first, and the chosen point is
-``k* = max {k : acc(k) >= acc(0) - tolerance}``. Each trial's accuracy comes with its binomial standard error
-``sqrt(acc (1 - acc) / n)`` so a reader sees when the tolerance is below the noise.
+``k* = max {k : acc(k) >= acc(0) - tolerance}``. Each trial's accuracy comes with its binomial standard error,
+Agresti-Coull's ``sqrt(q (1 - q) / (n + 4))`` with ``q = (acc n + 2) / (n + 4)`` (:func:`standard_error`; the
+plain ``sqrt(acc (1 - acc) / n)`` tends to 0 as acc tends to 1 and calls 149 of 150 images precise), and the search
+warns when the tolerance is below twice the reference's, so a reader sees when the choice is within the noise.
 
 :func:`trial_epochs` sets a trial's length by a floor on optimizer steps, so a trial is never a handful of steps
 whatever the subset and the configured epochs. :func:`sharing_trial` builds the ``train_branch`` callable for a
@@ -56,6 +58,17 @@ def above_chance(accuracy: float, classes: int, samples: int, z: float = Z_CHANC
     if classes < 2:
         return True
     return accuracy >= p + z * math.sqrt(p * (1 - p) / max(samples, 1))
+
+
+def standard_error(accuracy: float, samples: int) -> float:
+    """Agresti-Coull standard error of an accuracy on ``samples`` images: ``sqrt(q (1 - q) / (n + 4))``,
+    ``q = (accuracy n + 2) / (n + 4)`` (two successes and two failures added; never 0 at accuracy 0 or 1).
+
+    Example: 149 of 150 right: ``q = 151 / 154 = 0.9805``, SE = ``sqrt(0.9805 x 0.0195 / 154) = 0.0111``.
+    """
+    n = max(samples, 0)
+    q = (accuracy * n + 2) / (n + 4)
+    return math.sqrt(q * (1 - q) / (n + 4))
 
 
 def trial_epochs(epochs: int, samples: int, batch: int, min_steps: int) -> int:
@@ -158,7 +171,7 @@ def search_sharing_point(
     for k in shares:
         row: dict[str, Any] = {
             "share": k, "accuracy": accuracy[k],
-            "stderr": math.sqrt(accuracy[k] * (1 - accuracy[k]) / n) if n else float("nan"),
+            "stderr": standard_error(accuracy[k], n) if n else float("nan"),
             "drop": ref - accuracy[k], "within_tolerance": within[k], "chosen": k == chosen, "seconds": seconds[k],
         }
         for name, value in ((costs or {}).get(k) or {}).items():
@@ -167,9 +180,9 @@ def search_sharing_point(
             row[name] = value
         rows.append(row)
     warning = None
-    if n and tolerance < 2 * math.sqrt(max(ref * (1 - ref), 1e-12) / n):
+    if n and tolerance < 2 * standard_error(ref, n):
         warning = (f"tolerance {tolerance:.3f} is below twice the standard error of the trials "
-                   f"({math.sqrt(max(ref * (1 - ref), 1e-12) / n):.3f} on {n} validation images): the choice is noisy")
+                   f"({standard_error(ref, n):.3f} on {n} validation images): the choice is noisy")
     logger.info("sharing-point search: chose k=%d (reference accuracy %.4f, tolerance %.4f)", chosen, ref, tolerance)
     return SharingSearch(curve=pd.DataFrame(rows), chosen=chosen, reference_accuracy=ref, tolerance=float(tolerance),
                          longer=retrained, chance=1.0 / classes if classes else None, warning=warning)

@@ -123,6 +123,21 @@ def test_search_picks_deepest_sharing_point_within_tolerance() -> None:
         search_sharing_point(train_branch, [1], tolerance=-0.1)
 
 
+def test_search_warns_when_the_tolerance_is_within_the_noise() -> None:
+    from incremental.search import standard_error
+
+    # Agresti-Coull by hand: 149 of 150 -> q = 151/154, SE = sqrt(q (1 - q) / 154) = 0.011137 (the plain
+    # binomial formula gives 0.0066 and would call a 2-point tolerance safe); 75 of 150 -> q = 0.5, 0.04029
+    assert standard_error(149 / 150, 150) == pytest.approx(0.011137, abs=1e-6)
+    assert standard_error(0.5, 150) == pytest.approx(0.040291, abs=1e-6)
+    assert standard_error(1.0, 0) == pytest.approx(0.25)
+    noisy = search_sharing_point(lambda k: 149 / 150, [1], tolerance=0.02, classes=2, val_samples=150)
+    assert noisy.warning is not None and "0.011 on 150 validation images" in noisy.warning
+    assert noisy.curve["stderr"].tolist() == pytest.approx([0.011137] * 2, abs=1e-6)
+    quiet = search_sharing_point(lambda k: 149 / 150, [1], tolerance=0.02, classes=2, val_samples=1500)
+    assert quiet.warning is None
+
+
 def _blobs(classes: list[int], n_per: int, seed: int) -> TensorDataset:
     protos = torch.randn(10, 1, 8, 8, generator=torch.Generator().manual_seed(123))
     g = torch.Generator().manual_seed(seed)
