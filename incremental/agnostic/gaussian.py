@@ -78,11 +78,14 @@ class Gaussians:
     def distances(self, x: Tensor) -> Tensor:
         """Squared Mahalanobis distances (N x C) of features ``x`` (N x D) to every class."""
         z = x.double() if self.normalised else power_normalise(x)
-        diff = z[:, None, :] - self.means[None, :, :].double()  # N x C x D
-        prec = self.precisions.double()
-        if prec.shape[0] == 1:
-            return ((diff @ prec[0]) * diff).sum(dim=2)
-        return (torch.einsum("ncd,cde->nce", diff, prec) * diff).sum(dim=2)  # two contractions: faster than one
+        means = self.means.double()
+        pooled = self.precisions[0].double() if self.precisions.shape[0] == 1 else None
+        cols = []
+        for c in range(means.shape[0]):  # one class at a time: memory N x D, never N x C x D or C x D x D in float64
+            diff = z - means[c]
+            prec = pooled if pooled is not None else self.precisions[c].double()
+            cols.append(((diff @ prec) * diff).sum(dim=1))
+        return torch.stack(cols, dim=1)
 
     def words(self) -> int:
         """Numbers stored (means + precisions)."""
