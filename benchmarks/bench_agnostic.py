@@ -62,11 +62,17 @@ def _ms(values: list[float]) -> dict[str, float | None]:
             "std": statistics.stdev(vals) if len(vals) > 1 else None, "values": values}
 
 
+def _stem(setting: str, covariance: str) -> str:
+    """``agnostic-5p5`` (per-class covariances, the default) or ``agnostic-5p5-task`` (pooled per task)."""
+    return f"agnostic-{setting.replace('+', 'p')}" + ("" if covariance == "class" else f"-{covariance}")
+
+
 def bench(setting: str, seeds: list[int], out: Path, data_root: str | None, reuse: bool = False,
-          data_cache: str | None = None) -> dict:
+          data_cache: str | None = None, covariance: str = "class", oracle: bool = True) -> dict:
     spec = SETTINGS[setting]
-    overrides = {"seeds": ",".join(map(str, seeds)), "calibration.oracle": "true",
-                 "out": str(out / f"agnostic-{setting.replace('+', 'p')}"), "progress": "false", **spec["overrides"]}
+    overrides = {"seeds": ",".join(map(str, seeds)), "calibration.oracle": "true" if oracle else "false",
+                 "out": str(out / _stem(setting, covariance)), "progress": "false",
+                 "agnostic.covariance": covariance, **spec["overrides"]}
     if data_root:
         overrides["data_root"] = data_root
     if data_cache and spec["config"] != DEMO:  # decoded ImageFolder images, kept for the next run
@@ -93,7 +99,7 @@ def bench(setting: str, seeds: list[int], out: Path, data_root: str | None, reus
             "strategies": rows, "chosen": [r["sharing"]["share"] for r in results["per_seed"]],
             "oracle": oracle, "target": {"what": label, "partial_sharing": ps, "full_retraining": full,
                                          "verdict": verdict},
-            "run_dir": str(out / f"agnostic-{setting.replace('+', 'p')}")}
+            "covariance": covariance, "run_dir": str(out / _stem(setting, covariance))}
 
 
 def table(res: dict) -> str:
@@ -125,14 +131,19 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "out" / "bench"))
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--covariance", default="class", choices=["class", "task"],
+                    help="Gaussian methods' covariance (results go to agnostic-<setting>-task.json for 'task')")
+    ap.add_argument("--no-oracle", action="store_true",
+                    help="skip the oracle (fully trained branches at every point): accuracy of the methods only")
     ap.add_argument("--data-cache", default=None, help="ImageFolder settings: keep the decoded images here")
     ap.add_argument("--reuse", action="store_true",
                     help="report a finished run folder as it is instead of redoing it (default: redo)")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     for setting in args.settings.split(","):
-        res = bench(setting, seeds, Path(args.out), args.data_root, args.reuse, args.data_cache)
-        write_text(Path(args.results) / f"agnostic-{setting.replace('+', 'p')}.json",
+        res = bench(setting, seeds, Path(args.out), args.data_root, args.reuse, args.data_cache, args.covariance,
+                    not args.no_oracle)
+        write_text(Path(args.results) / f"{_stem(setting, args.covariance)}.json",
                    json.dumps(res, indent=1, default=str) + "\n")
         print(table(res), flush=True)
     return 0
