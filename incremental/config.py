@@ -143,7 +143,7 @@ class OutputCalibrationSection:
 class AgnosticSection:
     """Task-agnostic prediction (no task given): every method in ``methods`` is fitted and reported."""
 
-    method: str = _spec("trunk-gaussian", _method, "the headline method (task_agnostic_accuracy)")
+    method: str = _spec("routed", _method, "the headline method (task_agnostic_accuracy)")
     methods: str | list[str] = _spec("all", _methods, "methods fitted and reported side by side: all, or a list")
     covariance: str = _spec("task", _choice("class", "task"),
                             "Gaussian methods: a covariance per class, or one pooled per task (fewer bytes)")

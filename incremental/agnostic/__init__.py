@@ -22,8 +22,8 @@ __all__ = ["AgnosticSuite", "DEFAULT_COVARIANCE", "DEFAULT_METHOD", "METHODS", "
            "make_method", "method_names", "register_method"]
 
 #: The default, chosen by measurement (README "Task-agnostic accuracy", docs/engine.md).
-DEFAULT_METHOD = "trunk-gaussian"
-#: One covariance per task (not per class): as accurate in the measurement, 5x fewer bytes on 5+5.
+DEFAULT_METHOD = "routed"
+#: One covariance per task (not per class): as accurate within the seeds' spread, 5x fewer bytes on 5+5.
 DEFAULT_COVARIANCE = "task"
 
 
