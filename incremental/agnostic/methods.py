@@ -229,24 +229,25 @@ class BranchGaussian(_GaussianMethod):
         return self._standardised("own", out)
 
 
+class _SharedSpaceGaussian(_GaussianMethod):
+    """Argmin Mahalanobis over all classes in one space every task shares: distances compare unstandardised."""
+
+    def scores(self, out: Outputs) -> Tensor:
+        return -torch.cat(self._distances(self.spaces[0], out), dim=1)
+
+
 @register_method
-class CommonGaussian(_GaussianMethod):
+class CommonGaussian(_SharedSpaceGaussian):
     spaces = ("common",)
     name = "common-gaussian"
     description = "per-class Gaussians in the base network's penultimate space, argmin Mahalanobis (FeCAM-style)"
 
-    def scores(self, out: Outputs) -> Tensor:
-        return -torch.cat(self._distances("common", out), dim=1)
-
 
 @register_method
-class TrunkGaussian(_GaussianMethod):
+class TrunkGaussian(_SharedSpaceGaussian):
     spaces = ("trunk",)
     name = "trunk-gaussian"
     description = "per-class Gaussians in the trunk space (every base block pooled, concatenated), argmin Mahalanobis"
-
-    def scores(self, out: Outputs) -> Tensor:
-        return -torch.cat(self._distances("trunk", out), dim=1)
 
 
 @register_method
