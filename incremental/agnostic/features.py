@@ -15,12 +15,16 @@ blocks keep what a base network trained on few classes has not yet discarded. Th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from energymodel.blocks import classifier_of
+from energymodel.errors import UserError
+
+from .gaussian import multi_block_normalise
 
 __all__ = ["Outputs", "collect", "collect_task", "outputs_of_batch", "pool_channels"]
 
@@ -52,6 +56,19 @@ class Outputs:
         """The base network's penultimate features (task 0's own space)."""
         return self.own[0]
 
+    @cached_property
+    def trunk_space(self) -> Tensor:
+        """The trunk blocks mapped into one space (:func:`multi_block_normalise`), computed once per outputs."""
+        if not self.trunk:
+            raise UserError("task-agnostic statistics: the outputs carry no trunk features")
+        return multi_block_normalise(self.trunk)
+
+    def space(self, name: str, t: int) -> Tensor:
+        """Task ``t``'s features in feature space ``name``: ``own`` (its branch), ``common`` or ``trunk``."""
+        if name == "own":
+            return self.own[t]
+        return self.common if name == "common" else self.trunk_space
+
     @property
     def tasks(self) -> int:
         return len(self.logits)
@@ -60,6 +77,11 @@ class Outputs:
         """Only what task ``t`` itself produces (its logits and own features) plus the common features."""
         own = [self.own[0]] + ([self.own[t]] if t else [])
         return Outputs([self.logits[t]], own, self.labels, None, self.trunk)
+
+
+def _columns(batches: list[list[Tensor]]) -> list[Tensor]:
+    """Per-batch lists of tensors (batch x column) concatenated into one tensor per column."""
+    return [torch.cat([b[i] for b in batches]) for i in range(len(batches[0]))]
 
 
 def _classifiers(predictor: nn.Module) -> list[nn.Module]:
@@ -127,9 +149,7 @@ def collect(predictor: nn.Module, data: Dataset, batch_size: int, device: torch.
     cal = None
     if calibrated and hasattr(predictor, "get_calibration"):
         cal = [predictor.get_calibration(t) for t in range(tasks)]
-    return Outputs([torch.cat([b[t] for b in logits]) for t in range(tasks)],
-                   [torch.cat([b[t] for b in own]) for t in range(tasks)], torch.cat(labels), cal,
-                   [torch.cat([b[i] for b in trunk]) for i in range(len(trunk[0]))])
+    return Outputs(_columns(logits), _columns(own), torch.cat(labels), cal, _columns(trunk))
 
 
 def collect_task(grown: nn.Module, data: Dataset, task: int, batch_size: int, device: torch.device) -> Outputs:
@@ -183,5 +203,4 @@ def collect_task(grown: nn.Module, data: Dataset, task: int, batch_size: int, de
     cal = None
     if hasattr(grown, "get_calibration"):
         cal = [grown.get_calibration(t) if t in (0, task) else (1.0, 0.0) for t in range(task + 1)]
-    trunk = [torch.cat([b[i] for b in blocks]) for i in range(len(blocks[0]))]
-    return Outputs(logits, own, torch.cat(labels), cal, trunk)
+    return Outputs(logits, own, torch.cat(labels), cal, _columns(blocks))

@@ -35,29 +35,26 @@ from torch import Tensor
 from energymodel.errors import UserError
 
 from .features import Outputs
-from .gaussian import Gaussians, Scale, fit_gaussians, fit_scale, multi_block_normalise
+from .gaussian import Gaussians, Scale, fit_gaussians, fit_scale
 
 __all__ = ["METHODS", "AgnosticMethod", "make_method", "method_names", "register_method", "TaskData"]
 
 
 class TaskData:
-    """One task's own data as a method may see it: ``logits`` (N x C), ``own``, ``common`` and ``trunk`` features
-    (the trunk already mapped by :func:`multi_block_normalise`; None when the outputs have no trunk), ``labels``."""
+    """One task's own data as a method may see it: ``logits`` (N x C), ``own`` and ``common`` features, ``labels``;
+    :meth:`features` gives any feature space (the trunk mapped by :func:`multi_block_normalise`)."""
 
     def __init__(self, outputs: Outputs, task: int) -> None:
         self.task = task
+        self.outputs = outputs
         self.logits = outputs.logits[task]
         self.own = outputs.own[task]
         self.common = outputs.common
-        self.trunk = multi_block_normalise(outputs.trunk) if outputs.trunk else None
         self.labels = outputs.labels
         self.num_classes = int(self.logits.shape[1])
 
     def features(self, space: str) -> Tensor:
-        feats = {"own": self.own, "common": self.common, "trunk": self.trunk}[space]
-        if feats is None:
-            raise UserError("task-agnostic statistics: the outputs carry no trunk features")
-        return feats
+        return self.outputs.space(space, self.task)
 
 
 class AgnosticMethod(ABC):
@@ -150,17 +147,6 @@ def _covariance_macs(samples: int, dims: int, classes: int, covariance: str) -> 
 _SPACES = ("own", "common", "trunk")
 
 
-def _space_features(out: Outputs, space: str, t: int) -> Tensor:
-    """Task ``t``'s features in ``space`` from outputs over all tasks (the trunk mapped by ``phi``)."""
-    if space == "own":
-        return out.own[t]
-    if space == "common":
-        return out.common
-    if not out.trunk:
-        raise UserError("task-agnostic statistics: the outputs carry no trunk features")
-    return multi_block_normalise(out.trunk)
-
-
 class _GaussianMethod(AgnosticMethod):
     uses_training_pass = True
     #: the feature spaces the method fits, each one Gaussian per class per task
@@ -187,9 +173,7 @@ class _GaussianMethod(AgnosticMethod):
     def _distances(self, space: str, out: Outputs) -> list[Tensor]:
         """Squared distances (N x C_t) of every input to every class of every task, in ``space``."""
         self._check(out, (space,))
-        shared = None if space == "own" else _space_features(out, space, 0)  # one matrix for every task
-        return [self.gaussians[space][t].distances(shared if shared is not None else _space_features(out, space, t))
-                for t in range(out.tasks)]
+        return [self.gaussians[space][t].distances(out.space(space, t)) for t in range(out.tasks)]
 
     def _standardised(self, space: str, out: Outputs) -> Tensor:
         d = self._distances(space, out)
