@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import machine  # noqa: E402
 
 from energymodel.atomic import write_text  # noqa: E402
-from incremental.config import load_config  # noqa: E402
-from incremental.run import load_results, run  # noqa: E402
+from incremental.run.config import load_config  # noqa: E402
+from incremental.run.runner import load_results, run  # noqa: E402
 
 DEMO = ROOT / "reports" / "fashion-mnist-demo-run.toml"
 #: per setting: the run config it starts from and what it overrides (the oracle is on unless it says otherwise)

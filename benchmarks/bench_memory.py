@@ -3,9 +3,9 @@
 Each configuration runs in a fresh subprocess (``ru_maxrss`` is a lifetime maximum, so processes must not
 be shared). The child builds the model and the random data set, records its peak RSS so far (the
 baseline: interpreter + torch + data + frozen base), trains a branch with
-:func:`incremental.train.fit_branch` and records the peak again; on CUDA also
+:func:`incremental.train.loop.fit_branch` and records the peak again; on CUDA also
 ``torch.cuda.max_memory_allocated`` during training. Printed beside the cost model's prediction
-(:attr:`energymodel.sharing.TrainingCost.training_memory_bytes`: trainable parameters + gradients +
+(:attr:`energymodel.analysis.sharing.TrainingCost.training_memory_bytes`: trainable parameters + gradients +
 optimizer state + saved activations + the largest layer's input and output, for one batch) and the
 ratio measured / predicted, where "measured" is the training increment ``peak - baseline`` on the CPU
 (the feature cache, which the model does not count as training memory, is listed beside it) and the
@@ -34,9 +34,10 @@ def child(args: argparse.Namespace) -> int:
     import torch
 
     from benchmarks.common import NUM_CLASSES, grown_with_branch, parse_shape, random_data
-    from energymodel.sharing import training_cost
-    from energymodel.zoo import build, get_entry
-    from incremental.train import TrainConfig, fit_branch, peak_rss_bytes, resolve_device
+    from energymodel.analysis.sharing import training_cost
+    from energymodel.models.zoo import build, get_entry
+    from incremental.train.config import TrainConfig, peak_rss_bytes, resolve_device
+    from incremental.train.loop import fit_branch
 
     if args.threads:
         torch.set_num_threads(args.threads)

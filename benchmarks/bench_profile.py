@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from energymodel.profile import profile  # noqa: E402
-from energymodel.zoo import build, get_entry  # noqa: E402
+from energymodel.analysis.profile import profile  # noqa: E402
+from energymodel.models.zoo import build, get_entry  # noqa: E402
 
 TARGET = 1.2
 

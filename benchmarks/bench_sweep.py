@@ -21,9 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from energymodel.sharing import price_ledger  # noqa: E402
-from energymodel.sweep import prepare_sweep  # noqa: E402
-from energymodel.zoo import build, get_entry  # noqa: E402
+from energymodel.analysis.sharing import price_ledger  # noqa: E402
+from energymodel.analysis.sweep import prepare_sweep  # noqa: E402
+from energymodel.models.zoo import build, get_entry  # noqa: E402
 
 
 def _grid(points: int, with_buffer: bool) -> dict[str, np.ndarray]:

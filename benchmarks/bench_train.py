@@ -1,13 +1,13 @@
 """Measured vs modelled cost of training a branch at every sharing point, with and without feature caching.
 
 For each sharing point ``k`` (0 = full fine-tuning of a clone .. n = head only) a fresh branch of the
-model is trained with :func:`incremental.train.fit_branch` on random data for ``--epochs`` epochs, once
+model is trained with :func:`incremental.train.loop.fit_branch` on random data for ``--epochs`` epochs, once
 with the frozen prefix's features cached (``cache_features=on``) and once without (``off``; at ``k = 0``
 there is no prefix, so one run serves both); every configuration ``--repeats`` times, the repeats
 interleaved across configurations. Measured: wall seconds per epoch on this machine, the median of the
 epochs after ``--warmup`` over all repeats; with caching the one-off feature pass is added, so a run costs
 ``feature_seconds + epochs * median_epoch`` -- the same work the model prices
-(:func:`energymodel.sharing.training_cost` with ``cache_prefix`` matching: prefix once per sample, the rest
+(:func:`energymodel.analysis.sharing.training_cost` with ``cache_prefix`` matching: prefix once per sample, the rest
 every epoch). Speed-ups are relative to ``k = 0``.
 
 Targets (each point is reported PASS or MISS, nothing adjusted):
@@ -16,7 +16,7 @@ Targets (each point is reported PASS or MISS, nothing adjusted):
 (b) caching off: the modelled MAC ratio ``macs_k / macs_0`` lies within 20% of the measured time ratio
     ``t_k / t_0`` (``|modelled - measured| / measured <= 0.2``).
 
-Energy is measured per run with :func:`incremental.energy_meter.best_meter` (NVML on a GPU); on a CPU-only
+Energy is measured per run with :func:`incremental.train.energy_meter.best_meter` (NVML on a GPU); on a CPU-only
 machine the JSON says ``"energy_meter": "none available"``. The JSON (``--out``) is the report's
 "measured" section format (:func:`energymodel.report.measured_section`) plus extra fields.
 
@@ -39,11 +39,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import NUM_CLASSES, grown_with_branch, machine, num_blocks, parse_shape, random_data  # noqa: E402
+from energymodel.analysis.points import sharing_points
+from energymodel.analysis.sharing import training_cost  # noqa: E402
 from energymodel.atomic import write_text  # noqa: E402
-from energymodel.sharing import sharing_points, training_cost  # noqa: E402
-from energymodel.zoo import build, get_entry  # noqa: E402
-from incremental.energy_meter import NO_METER, NullMeter, best_meter  # noqa: E402
-from incremental.train import TrainConfig, fit_branch, resolve_device  # noqa: E402
+from energymodel.models.zoo import build, get_entry  # noqa: E402
+from incremental.train.config import TrainConfig, resolve_device
+from incremental.train.energy_meter import NO_METER, NullMeter, best_meter  # noqa: E402
+from incremental.train.loop import fit_branch  # noqa: E402
 
 TOLERANCE = 0.2
 

@@ -1,6 +1,6 @@
 """ZigZag as the outside referee of the tiled dataflow: per conv/linear layer and phase, energy and words by level.
 
-For every conv/linear layer of a model (``energymodel`` counts, ``energymodel.price.layer_phases`` tilings)
+For every conv/linear layer of a model (``energymodel`` counts, ``energymodel.memory.levels.layer_phases`` tilings)
 this writes a ZigZag (KU Leuven, ``pip install zigzag-dse six``) hardware description matching the energy
 table — a 16x16 MAC array at the table's MAC energy, per-PE register files of ``--rf-words`` words (one per
 operand) at its RF energy, one shared SRAM buffer of the table's ``buffer_bytes`` at its SRAM energy, and
@@ -43,12 +43,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from energymodel.atomic import write_text  # noqa: E402
-from energymodel.counting import count  # noqa: E402
-from energymodel.dataflow import GemmShape, rf_per_mac  # noqa: E402
-from energymodel.graph import trace  # noqa: E402
-from energymodel.price import layer_phases  # noqa: E402
-from energymodel.table import EnergyTable, load_table  # noqa: E402
-from energymodel.zoo import build  # noqa: E402
+from energymodel.count.gemm import GemmShape
+from energymodel.count.phases import count  # noqa: E402
+from energymodel.count.trace import trace  # noqa: E402
+from energymodel.memory.levels import layer_phases  # noqa: E402
+from energymodel.memory.tiling import rf_per_mac  # noqa: E402
+from energymodel.models.zoo import build  # noqa: E402
+from energymodel.price.table import EnergyTable, load_table  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = RESULTS / "zigzag-cache.json"

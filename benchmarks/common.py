@@ -12,8 +12,8 @@ from torch.utils.data import TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from energymodel.zoo import build  # noqa: E402
-from incremental.branching import GrownNet  # noqa: E402
+from energymodel.models.zoo import build  # noqa: E402
+from incremental.model.branching import GrownNet  # noqa: E402
 
 NUM_CLASSES = 10
 

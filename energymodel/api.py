@@ -5,7 +5,7 @@ Each takes a model (an ``nn.Module``, or a spec string: a zoo name, ``package.mo
 e.g. ``(3, 32, 32)``; a zoo model or a model with an ``input_shape`` attribute brings its own) or, for
 ``profile`` and ``sharing_points``, example ``inputs`` (a tensor, a tuple of tensors, or a dict of keyword
 tensors, each with a batch dimension). Sharing points are the model's declared blocks, its top-level
-children when they run one after another (:func:`energymodel.chain.block_view`), or ``blocks=[names]``.
+children when they run one after another (:func:`energymodel.models.chain.block_view`), or ``blocks=[names]``.
 A sharing point is chosen by index ``k`` (0 = share nothing) or by ``fraction`` of the conv/linear
 layers (snapped to the nearest point, with a warning when it is not exact). Defaults are
 :mod:`energymodel.defaults`.
@@ -25,8 +25,8 @@ from typing import Any
 
 from torch import nn
 
-from . import defaults as D
-from .errors import UserError
+from energymodel import defaults as D
+from energymodel.errors import UserError
 
 __all__ = ["profile", "compare", "sharing_points", "training_cost", "sweep", "model_of", "shares_of",
            "frozen_prefixes"]
@@ -36,8 +36,8 @@ def model_of(model: nn.Module | str, input_shape: Sequence[int] | None = None, *
              need_shape: bool = True) -> tuple[nn.Module, tuple[int, ...] | None]:
     """The module and input shape: a spec string is built (zoo default shape), a module keeps its own
     ``input_shape`` attribute when no shape is given."""
-    from .inputs import check_input_shape
-    from .modelspec import resolve_model
+    from energymodel.models.inputs import check_input_shape
+    from energymodel.models.spec import resolve_model
 
     if isinstance(model, str):
         resolved = resolve_model(model, classes)
@@ -69,7 +69,7 @@ def shares_of(net: nn.Module, k: Any = None, fraction: Any = None, *, note=None)
     """Sharing point indices from ``k`` (indices) and ``fraction`` (fractions of the conv/linear layers,
     each snapped to the nearest point; ``note`` (default ``warnings.warn``) is told when one is not
     exact). ``None`` when neither is given: every point."""
-    from .sharing import sharing_points as points_of
+    from energymodel.analysis.points import sharing_points as points_of
 
     if k is None and fraction is None:
         return None
@@ -101,7 +101,7 @@ def frozen_prefixes(model: nn.Module, names: Iterable[str], input_shape=None, *,
     paths = {n for n, _ in model.named_modules()}
     if all(n in paths for n in names):
         return names
-    from .chain import block_names_of, block_view
+    from energymodel.models.chain import block_names_of, block_view
 
     net = block_view(model, input_shape, inputs=inputs, blocks=blocks)
     by_block = block_names_of(model, net)
@@ -121,9 +121,9 @@ def profile(model: nn.Module | str, input_shape: Sequence[int] | None = None, *,
             batch: int | None = None, mode: str = D.MODE, frozen: Iterable[str] = (), optimizer: str = D.OPTIMIZER,
             table: Any = D.ENERGY_TABLE, weight_decay: float = D.WEIGHT_DECAY, classes: int | None = None,
             warn: bool = True):
-    """Costs of one inference pass or training step: :func:`energymodel.profile.profile` (a
-    :class:`~energymodel.profile.Profile`), with a spec string accepted and ``frozen`` taking block names."""
-    from .profile import profile as run
+    """Costs of one inference pass or training step: :func:`energymodel.analysis.profile.profile` (a
+    :class:`~energymodel.analysis.profile.Profile`), with a spec string accepted and ``frozen`` taking block names."""
+    from energymodel.analysis.profile import profile as run
 
     module, shape = model_of(model, input_shape, classes=classes, need_shape=inputs is None)
     if inputs is not None:
@@ -136,11 +136,11 @@ def profile(model: nn.Module | str, input_shape: Sequence[int] | None = None, *,
 def sharing_points(model: nn.Module | str, input_shape: Sequence[int] | None = None, *, inputs: Any = None,
                    blocks: Sequence[str] | None = None, classes: int | None = None) -> list:
     """The sharing points ``0..n`` of any model (see the module docstring), with layer, parameter and MAC
-    fractions (:class:`~energymodel.sharing.SharingPoint`)."""
-    from .chain import block_view
-    from .counting import count
-    from .graph import trace
-    from .sharing import sharing_points as points_of
+    fractions (:class:`~energymodel.analysis.points.SharingPoint`)."""
+    from energymodel.analysis.points import sharing_points as points_of
+    from energymodel.count.phases import count
+    from energymodel.count.trace import trace
+    from energymodel.models.chain import block_view
 
     module, shape = model_of(model, input_shape, classes=classes, need_shape=inputs is None)
     if inputs is not None:
@@ -151,7 +151,7 @@ def sharing_points(model: nn.Module | str, input_shape: Sequence[int] | None = N
 
 
 def _strategy(model, input_shape, blocks, k, fraction, classes):
-    from .chain import block_view
+    from energymodel.models.chain import block_view
 
     module, shape = model_of(model, input_shape, classes=classes)
     net = block_view(module, shape, blocks=blocks)
@@ -164,8 +164,8 @@ def compare(model: nn.Module | str, input_shape: Sequence[int] | None = None, *,
             batch: int = D.BATCH, optimizer: str = D.OPTIMIZER, table: Any = D.ENERGY_TABLE,
             cache_prefix: bool = False, tasks: int = D.TASKS, classes: int | None = None):
     """Clone-and-branch at the chosen sharing points (default all) against regular incremental learning
-    and full retraining: :func:`energymodel.sharing.compare` (a DataFrame, one row per strategy)."""
-    from .sharing import compare as run
+    and full retraining: :func:`energymodel.analysis.sharing.compare` (a DataFrame, one row per strategy)."""
+    from energymodel.analysis.sharing import compare as run
 
     net, shape, share = _strategy(model, input_shape, blocks, k, fraction, classes)
     return run(net, shape, share=share, new_classes=new_classes, samples_new=samples_new, samples_old=samples_old,
@@ -178,8 +178,8 @@ def training_cost(model: nn.Module | str, input_shape: Sequence[int] | None = No
                   num_classes: int | None = None, table: Any = D.ENERGY_TABLE, cache_prefix: bool = False,
                   weight_decay: float = D.WEIGHT_DECAY, classes: int | None = None):
     """Modelled cost of training blocks ``[k, n)`` and a head (``k = 0``: everything):
-    :func:`energymodel.sharing.training_cost` (a :class:`~energymodel.sharing.TrainingCost`)."""
-    from .sharing import training_cost as run
+    :func:`energymodel.analysis.sharing.training_cost` (a :class:`~energymodel.analysis.sharing.TrainingCost`)."""
+    from energymodel.analysis.sharing import training_cost as run
 
     net, shape, share = _strategy(model, input_shape, blocks, None if fraction is not None else k, fraction, classes)
     if share is None or len(share) != 1:
@@ -194,8 +194,8 @@ def sweep(model: nn.Module | str, input_shape: Sequence[int] | None = None, vary
           batch: int = D.BATCH, optimizer: str = D.OPTIMIZER, table: Any = D.ENERGY_TABLE,
           cache_prefix: bool = False, tasks: int = D.TASKS, classes: int | None = None):
     """Energy and savings at every grid point of ``vary`` (table key -> values, e.g. ``{"dram": [100, 640]}``)
-    x sharing point: :func:`energymodel.sweep.sweep` (a DataFrame)."""
-    from .sweep import sweep as run
+    x sharing point: :func:`energymodel.analysis.sweep.sweep` (a DataFrame)."""
+    from energymodel.analysis.sweep import sweep as run
 
     if not vary:
         raise UserError("sweep needs vary= (table key -> values), e.g. {\"dram\": [100, 640, 2000]}")

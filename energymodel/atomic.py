@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import UserError
+from energymodel.errors import UserError
 
 __all__ = ["atomic_path", "write_text", "write_bytes", "stale_temp_files", "STALE_SECONDS"]
 

@@ -11,8 +11,8 @@ import argparse
 
 import pandas as pd
 
-from energymodel.sharing import compare
-from energymodel.zoo import build
+from energymodel.analysis.sharing import compare
+from energymodel.models.zoo import build
 
 
 def main() -> None:

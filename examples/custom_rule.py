@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import energymodel
-from energymodel.ops import OpVec, Work
+from energymodel.count.work import OpVec, Work
 
 
 class ScaleShift(nn.Module):

@@ -24,15 +24,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from energymodel.blocks import BlockNet
 from energymodel.errors import UserError
-from incremental.baselines import rebuild_predictor
-from incremental.checkpoint import load_checkpoint
+from energymodel.models.blocks import BlockNet
 from incremental.cli import setup_logging, write_html_report
-from incremental.config import RunConfig
 from incremental.data import ImageArrays, TensorImageDataset, dataset_stats
 from incremental.data.arrays import per_channel_mean_std
-from incremental.run import format_summary, load_results, run
+from incremental.model.checkpoint import load_checkpoint
+from incremental.model.single import rebuild_predictor
+from incremental.run.config import RunConfig
+from incremental.run.runner import format_summary, load_results, run
 
 
 def tiny_cnn(num_classes: int = 10) -> BlockNet:

@@ -11,9 +11,9 @@ import argparse
 import pandas as pd
 from torch import nn
 
-from energymodel.blocks import BlockNet
-from energymodel.profile import profile
-from energymodel.sharing import sharing_points
+from energymodel.analysis.points import sharing_points
+from energymodel.analysis.profile import profile
+from energymodel.models.blocks import BlockNet
 
 
 def tiny_net(num_classes: int = 10, width: int = 16) -> BlockNet:

@@ -13,8 +13,8 @@ import argparse
 
 import numpy as np
 
-from energymodel.sweep import breakeven, format_breakeven, sweep
-from energymodel.zoo import build, get_entry
+from energymodel.analysis.sweep import breakeven, format_breakeven, sweep
+from energymodel.models.zoo import build, get_entry
 
 
 def main() -> None:

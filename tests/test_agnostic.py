@@ -149,7 +149,7 @@ def test_methods_are_a_registry_and_refuse_missing_statistics() -> None:
 
 
 def test_bad_agnostic_config_is_one_line() -> None:
-    from incremental.config import RunConfig
+    from incremental.run.config import RunConfig
 
     base = {"dataset": "fashion-mnist", "model": "smallcnn", "tasks": "5+5"}
     with pytest.raises(UserError, match=r"field 'agnostic\.method': expected one of raw-logits"):
@@ -166,10 +166,10 @@ def test_no_old_task_image_is_read_after_its_task(tmp_path, monkeypatch) -> None
     (Evaluation reads old tasks' test images, which is what the accuracy matrix measures.)"""
     from test_run import tiny_config, write_fashion_idx
 
-    from incremental.config import RunConfig
     from incremental.data import arrays
-    from incremental.run import run
-    from incremental.seed_run import SeedRun
+    from incremental.run.config import RunConfig
+    from incremental.run.phases import SeedRun
+    from incremental.run.runner import run
 
     idx = write_fashion_idx(tmp_path / "idx", train=16, test=4)
     reads: list[tuple[str, int]] = []

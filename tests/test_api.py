@@ -95,7 +95,7 @@ def test_torchvision_style_resnet_compare_and_declared_blocks(capsys) -> None:
 
 def test_chain_view_costs_equal_the_model() -> None:
     """The block view runs the same modules in the same order: identical counts."""
-    from energymodel.chain import block_view
+    from energymodel.models.chain import block_view
 
     model = TorchvisionStyleResNet()
     view = block_view(model, (3, 32, 32))
@@ -145,6 +145,7 @@ def test_cli_points_compare_with_blocks(capsys, tmp_path: Path) -> None:
 def test_top_level_functions_not_modules() -> None:
     import energymodel.profile  # noqa: F401  (the submodule of the same name must not shadow the function)
     import energymodel.sweep  # noqa: F401
+
     from energymodel import compare, profile, sharing_points, sweep, training_cost
 
     for f in (profile, compare, sharing_points, training_cost, sweep):
@@ -264,8 +265,8 @@ class UsesCumsum(nn.Module):
 
 
 def test_register_rule_for_a_module_and_an_aten_op() -> None:
-    from energymodel.ops import OpVec, Work
-    from energymodel.rules import register_rule, registered_rule, unregister_rule
+    from energymodel.count.custom_rules import register_rule, registered_rule, unregister_rule
+    from energymodel.count.work import OpVec, Work
 
     net = nn.Sequential(nn.Linear(4, 4), Doubler())
     assert energymodel.profile(net, (4,), warn=False).unmodelled == ["1"]
@@ -308,7 +309,7 @@ def test_unmodelled_listed_by_kind_and_modelled_column_shown(capsys, tmp_path: P
 
 
 def test_fvcore_check_flags_batch_norm_with_its_reason(capsys) -> None:
-    from energymodel.zoo import build
+    from energymodel.models.zoo import build
 
     check = energymodel.fvcore_check(build("smallcnn"), (1, 28, 28))
     rows = {r["module"]: r for r in check.to_dict(orient="records")}

@@ -126,7 +126,7 @@ def _bench_zigzag():
 
 
 def test_strided_input_gradient_is_four_stride1_convolutions():
-    from energymodel.dataflow import GemmShape
+    from energymodel.count.gemm import GemmShape
 
     bz = _bench_zigzag()
     # 3x3, stride 2, padding 1, 32 -> 16 rows: even dX rows take tap 1 only (16 rows x 1 tap, no padding);
@@ -144,7 +144,7 @@ def test_strided_input_gradient_is_four_stride1_convolutions():
 
 
 def test_zigzag_hardware_matches_the_energy_table():
-    from energymodel.table import load_table
+    from energymodel.price.table import load_table
 
     bz = _bench_zigzag()
     t = load_table("45nm-fp16")  # memory energies per 32-bit access, 16-bit words: half of each

@@ -9,10 +9,11 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from energymodel.blocks import BlockNet
 from energymodel.errors import UserError
-from incremental.branching import GrownNet
-from incremental.train import TrainConfig, fit, fit_branch
+from energymodel.models.blocks import BlockNet
+from incremental.model.branching import GrownNet
+from incremental.train.config import TrainConfig
+from incremental.train.loop import fit, fit_branch
 
 
 def tiny_net(num_classes: int, seed: int = 0) -> BlockNet:
@@ -227,7 +228,8 @@ def test_trunk_refuses_training_mode_once_frozen_and_fit_restores_modes() -> Non
 
 # ---------------------------------------------------------------------------- strategies (baselines.py)
 def test_strategies_learn_tasks_and_report_what_they_trained() -> None:
-    from incremental.baselines import STRATEGY_NAMES, SingleNet, make_strategy, rebuild_predictor
+    from incremental.model.single import SingleNet, rebuild_predictor
+    from incremental.train.strategies import STRATEGY_NAMES, make_strategy
 
     base = trained_base()
     base_data = blobs([0, 1], 40, 1)
@@ -278,7 +280,7 @@ def test_strategies_learn_tasks_and_report_what_they_trained() -> None:
 
 
 def test_extend_classifier_copies_old_rows() -> None:
-    from incremental.baselines import extend_classifier
+    from incremental.model.single import extend_classifier
 
     net = tiny_net(2)
     net.eval()

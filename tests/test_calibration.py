@@ -11,17 +11,17 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from energymodel.blocks import BlockNet
-from incremental.branching import GrownNet
-from incremental.calibration import (
+from energymodel.models.blocks import BlockNet
+from incremental.agnostic.output_calibration import (
     calibrate,
     fit_temperature_bias,
     holdout_split,
     random_subset,
-    search_sharing_point,
-    sharing_trial,
 )
-from incremental.train import TrainConfig, fit
+from incremental.model.branching import GrownNet
+from incremental.search.sharing_point import search_sharing_point, sharing_trial
+from incremental.train.config import TrainConfig
+from incremental.train.loop import fit
 
 
 # ---------------------------------------------------------------------------- (a) output calibration
@@ -124,7 +124,7 @@ def test_search_picks_deepest_sharing_point_within_tolerance() -> None:
 
 
 def test_search_warns_when_the_tolerance_is_within_the_noise() -> None:
-    from incremental.search import standard_error
+    from incremental.search.sharing_point import standard_error
 
     # Agresti-Coull by hand: 149 of 150 -> q = 151/154, SE = sqrt(q (1 - q) / 154) = 0.011137 (the plain
     # binomial formula gives 0.0066 and would call a 2-point tolerance safe); 75 of 150 -> q = 0.5, 0.04029
@@ -194,7 +194,7 @@ def _task_in_dims_4_to_7(n: int, seed: int) -> TensorDataset:
 
 
 def test_search_finds_the_known_deepest_sharing_point() -> None:
-    from incremental.search import search_sharing_point as search
+    from incremental.search.sharing_point import search_sharing_point as search
 
     torch.manual_seed(0)
     grown = GrownNet(_projection_base(), [0, 1])
@@ -208,8 +208,8 @@ def test_search_finds_the_known_deepest_sharing_point() -> None:
 
 
 def test_search_never_falls_back_to_no_sharing_silently() -> None:
-    from incremental.search import SearchFailed, above_chance, trial_epochs
-    from incremental.search import search_sharing_point as search
+    from incremental.search.sharing_point import SearchFailed, above_chance, trial_epochs
+    from incremental.search.sharing_point import search_sharing_point as search
 
     # the binomial test: chance 1/2 on 100 images needs 0.5 + 3 * 0.05 = 0.65
     assert above_chance(0.65, 2, 100) and not above_chance(0.64, 2, 100)

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from energymodel.blocks import BlockNet
 from energymodel.errors import UserError
-from incremental.baselines import rebuild_predictor
-from incremental.branching import GrownNet
-from incremental.checkpoint import load_checkpoint, save_checkpoint
+from energymodel.models.blocks import BlockNet
+from incremental.model.branching import GrownNet
+from incremental.model.checkpoint import load_checkpoint, save_checkpoint
+from incremental.model.single import rebuild_predictor
 
 
 def tiny_net(num_classes: int, seed: int = 0) -> BlockNet:

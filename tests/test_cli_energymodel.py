@@ -143,7 +143,7 @@ def test_model_from_file_and_from_package(capsys, user_model: Path, monkeypatch)
     rc, out, err = run(["profile", "usermodels:tiny", "--input", "1,8,8", "--format", "json"], capsys)
     assert rc == 0, err
     assert data(out)["totals"]["params"] == 40 + 51
-    rc, out, err = run(["profile", "energymodel.zoo.small:smallcnn", "--input", "1,28,28", "--format", "json"], capsys)
+    rc, out, err = run(["profile", "energymodel.models.zoo.small:smallcnn", "--input", "1,28,28", "--format", "json"], capsys)
     assert rc == 0 and data(out)["totals"]["params"] == 468_010
     rc, out, err = run(["points", f"{user_model}:tiny", "--input", "1,8,8", "--format", "json"], capsys)
     assert rc == 0 and [p["k"] for p in data(out)] == [0, 1, 2]
@@ -151,10 +151,10 @@ def test_model_from_file_and_from_package(capsys, user_model: Path, monkeypatch)
 
 @pytest.mark.parametrize("argv,needles", [
     (["profile", "no_such_model"], ["unknown model 'no_such_model'"]),
-    (["profile", "energymodel.zoo:"], ["malformed model spec"]),
+    (["profile", "energymodel.models.zoo:"], ["malformed model spec"]),
     (["profile", ":smallcnn"], ["malformed model spec"]),
     (["profile", "no_such_package_xyz:f"], ["cannot import module 'no_such_package_xyz'"]),
-    (["profile", "energymodel.zoo.small:nothing"], ["no attribute 'nothing'"]),
+    (["profile", "energymodel.models.zoo.small:nothing"], ["no attribute 'nothing'"]),
     (["profile", "/no/such/file.py:f"], ["model file not found"]),
     (["profile", "smallcnn", "--input", "1,1,1"], ["rejects input shape 1,1,1"]),
     (["profile", "smallcnn", "--input", "3,28,28"], ["rejects input shape 3,28,28"]),
@@ -199,14 +199,14 @@ def test_bad_user_models(capsys, user_model: Path) -> None:
 
 
 def test_bad_table_file(capsys, tmp_path: Path) -> None:
-    text = (ROOT / "energymodel" / "tables" / "45nm.toml").read_text(encoding="utf-8")
+    text = (ROOT / "energymodel" / "price" / "tables" / "45nm.toml").read_text(encoding="utf-8")
     bad = tmp_path / "bad.toml"
     bad.write_text(text.replace("pj = 640.0", "pj = -640.0"), encoding="utf-8")
     rc, out, err = run(["tables", str(bad)], capsys)
     assert_one_line_error(rc, err, "memory.dram.pj", str(bad))
     rc, out, err = run(["profile", "smallcnn", "--table", str(bad)], capsys)
     assert_one_line_error(rc, err, "memory.dram.pj")
-    rc, out, err = run(["tables", str(ROOT / "energymodel" / "tables" / "45nm.toml")], capsys)
+    rc, out, err = run(["tables", str(ROOT / "energymodel" / "price" / "tables" / "45nm.toml")], capsys)
     assert rc == 0 and "640 pJ per 32-bit access" in out
     rc, out, err = run(["tables", "--format", "json"], capsys)
     assert rc == 0 and {t["name"] for t in data(out)} >= {"45nm", "45nm-fp16", "45nm-int8"}
@@ -266,7 +266,7 @@ def test_subprocess_entry_point(tmp_path: Path) -> None:
 
 def test_recipe_k_and_fraction(tmp_path: Path) -> None:
     from energymodel import defaults
-    from energymodel.recipe import parse_recipe
+    from energymodel.report.recipe import parse_recipe
 
     base = {"report": {"title": "t"}, "model": {"name": "smallcnn"}}
     r = parse_recipe({**base, "train": {"k": [0, 3], "fraction": [1, 0.5]}}, tmp_path)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from incremental.cli import main
-from incremental.config import FIELDS, RunConfig, load_config
-from incremental.demo import demo_config
+from incremental.cli.demo import demo_config
+from incremental.run.config import FIELDS, RunConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -25,12 +25,12 @@ from fvcore.nn import FlopCountAnalysis
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from energymodel.counting import OPTIMIZERS, count
-from energymodel.graph import trace
-from energymodel.layers import Add
-from energymodel.ops import _adaptive_windows
-from energymodel.profile import profile
-from energymodel.zoo import build
+from energymodel.analysis.profile import profile
+from energymodel.count.ops import _adaptive_windows
+from energymodel.count.phases import OPTIMIZERS, count
+from energymodel.count.trace import trace
+from energymodel.models.layers import Add
+from energymodel.models.zoo import build
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "cost-model.md"
 

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from torch import nn
 
-from energymodel.dataflow import GemmShape, candidates, phase_traffic, rf_per_mac
+from energymodel.analysis.profile import profile
+from energymodel.count.gemm import GemmShape
 from energymodel.errors import TableError, UserError
-from energymodel.profile import profile
-from energymodel.table import load_table, parse_table
+from energymodel.memory.tiling import candidates, phase_traffic, rf_per_mac
+from energymodel.price.table import load_table, parse_table
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "cost-model.md"
 
@@ -136,7 +137,7 @@ def test_no_tiling_fits_names_the_layer() -> None:
         profile(model, (4, 8, 8), table=_flow(buffer_bytes=64))
 
 
-_TABLE = (DOC.parent.parent / "energymodel" / "tables" / "45nm.toml").read_text(encoding="utf-8")
+_TABLE = (DOC.parent.parent / "energymodel" / "price" / "tables" / "45nm.toml").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("line,needle", [

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from incremental import distributed
+from incremental.train import distributed
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,9 +24,9 @@ SCRIPT = textwrap.dedent(
     from torch import nn
     from torch.utils.data import TensorDataset
 
-    from energymodel.blocks import BlockNet
+    from energymodel.models.blocks import BlockNet
     from incremental import distributed
-    from incremental.branching import GrownNet
+    from incremental.model.branching import GrownNet
     from incremental.train import TrainConfig, fit, fit_branch
 
     out = Path(sys.argv[1])

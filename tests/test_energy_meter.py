@@ -11,8 +11,8 @@ import types
 import pytest
 import torch
 
-import incremental.energy_meter as em
-from incremental.energy_meter import (
+import incremental.train.energy_meter as em
+from incremental.train.energy_meter import (
     NO_METER,
     EnergyMeter,
     NullMeter,

@@ -8,7 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from incremental.metrics import AccuracyMatrix, average_accuracy, backward_transfer, forgetting, mean_std
+from incremental.evaluation.metrics import (
+    AccuracyMatrix,
+    average_accuracy,
+    backward_transfer,
+    forgetting,
+    mean_std,
+)
 
 NAN = float("nan")
 

@@ -16,8 +16,6 @@ import pytest
 
 from energymodel.cli import main
 from energymodel.errors import UserError
-from energymodel.plots import pareto_front
-from energymodel.recipe import load_recipe, parse_recipe
 from energymodel.report import (
     ReportData,
     build_report,
@@ -26,6 +24,8 @@ from energymodel.report import (
     render_report,
     write_report,
 )
+from energymodel.report.plots import pareto_front
+from energymodel.report.recipe import load_recipe, parse_recipe
 
 EVIL = "<script>alert(1)</script>"
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
@@ -231,7 +231,8 @@ def test_content_numbers_and_appendix(report):
     assert "DRAM access energy: 6 evenly spaced values, 20 pJ/access – 2,000 pJ/access" in text  # units, no "20:2000:6"
     assert "20:2000:6" not in text
     # appendix: the docstrings are the source
-    from energymodel import price, sharing
+    from energymodel.analysis import points as sharing
+    from energymodel.memory import levels as price
 
     assert "Dataflow model" in price.__doc__ and "Dataflow model" in text
     assert "Sharing fraction" in sharing.__doc__ and "Sharing fraction" in text
@@ -394,7 +395,7 @@ def test_headless_chromium_renders_the_report(report, tmp_path):
 
 def test_build_report_from_a_recipe_made_in_code(tmp_path):
     """How ``incremental report`` can use it: a Recipe built in code plus an engine section."""
-    from energymodel.recipe import Recipe
+    from energymodel.report.recipe import Recipe
 
     recipe = Recipe(title="run", model="smallcnn", input_shape=(1, 28, 28), classes=5, samples_new=100,
                     samples_old=100, epochs=1, batch=50, share=[0, 3])
@@ -521,7 +522,7 @@ def test_new_engine_keys_are_checked():
 
 def test_labels_with_dollars_are_drawn_literally():
     """Issue 9: labels from results files must never be parsed as maths (matplotlib would raise or eat them)."""
-    from energymodel.plots import (
+    from energymodel.report.plots import (
         calibration_plot,
         matrix_heatmap,
         measured_plot,
@@ -551,7 +552,7 @@ def test_labels_with_dollars_are_drawn_literally():
 
 
 def test_accuracy_heatmaps_share_one_scale():
-    from energymodel.plots import matrix_heatmap
+    from energymodel.report.plots import matrix_heatmap
 
     low = matrix_heatmap("low", ["a", "b"], [[0.10, None], [0.12, 0.2]])
     high = matrix_heatmap("high", ["a", "b"], [[0.90, None], [0.95, 0.99]])
@@ -567,7 +568,7 @@ def test_appendix_docstrings_are_reflowed_html():
     doc = '''Summary line.
 
     A paragraph broken
-    over two lines with ``code`` and :func:`~energymodel.price.price` and *emphasis*::
+    over two lines with ``code`` and :func:`~energymodel.price.pricing.price` and *emphasis*::
 
         y = a * x
 

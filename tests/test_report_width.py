@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from energymodel.recipe import Recipe, SweepSpec
 from energymodel.report import (
     ReportData,
     build_report,
@@ -28,6 +27,7 @@ from energymodel.report import (
     measured_section,
     render_report,
 )
+from energymodel.report.recipe import Recipe, SweepSpec
 
 WIDTH = 1400
 CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")

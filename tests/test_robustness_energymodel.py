@@ -21,11 +21,11 @@ from torch import nn
 import energymodel.atomic as atomic
 from energymodel.atomic import stale_temp_files, write_text
 from energymodel.cli import main
-from energymodel.graph import trace
-from energymodel.table import MAX_TABLE_BYTES, load_table
+from energymodel.count.trace import trace
+from energymodel.price.table import MAX_TABLE_BYTES, load_table
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLE_45NM = (ROOT / "energymodel" / "tables" / "45nm.toml").read_text(encoding="utf-8")
+TABLE_45NM = (ROOT / "energymodel" / "price" / "tables" / "45nm.toml").read_text(encoding="utf-8")
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from incremental.config import STRATEGIES, RunConfig, load_config
-from incremental.run import KILL_ENV, KINDS, load_results, run, run_status
+from incremental.run.config import STRATEGIES, RunConfig, load_config
+from incremental.run.runner import KILL_ENV, KINDS, load_results, run, run_status
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT_KEYS = {"strategies", "matrices", "calibration_curve", "chosen_share", "timing", "tolerance",

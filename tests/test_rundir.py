@@ -20,9 +20,9 @@ from test_run import tiny_config, write_fashion_idx, write_toml  # noqa: E402
 
 from energymodel.errors import UserError
 from incremental.cli import main as cli_main
-from incremental.config import RunConfig, load_config
-from incremental.run import KILL_ENV, load_results, run, run_status
-from incremental.rundir import staging_dir
+from incremental.run.config import RunConfig, load_config
+from incremental.run.directory import staging_dir
+from incremental.run.runner import KILL_ENV, load_results, run, run_status
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,7 +67,7 @@ class Holder:
         code = textwrap.dedent(f"""
             import sys
             from pathlib import Path
-            from incremental.rundir import RunLock
+            from incremental.run.directory import RunLock
             lock = RunLock(Path({str(folder)!r})).acquire()
             print("locked", flush=True)
             sys.stdin.read()
@@ -167,7 +167,7 @@ def test_stale_temporaries_are_removed_when_a_run_resumes(idx, tmp_path) -> None
 
 def test_resume_with_changed_model_code_is_refused(idx, tmp_path) -> None:
     model = tmp_path / "net.py"
-    model.write_text("from energymodel.zoo import build\n\ndef net(num_classes):\n    return build('smallcnn', num_classes)\n")
+    model.write_text("from energymodel.models.zoo import build\n\ndef net(num_classes):\n    return build('smallcnn', num_classes)\n")
     out = tmp_path / "model-run"
     config = write_toml(tmp_path / "m.toml", small(idx, out, model=f"{model}:net"))
     env = {**os.environ, KILL_ENV: "phase:base"}

@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from energymodel.analysis.points import block_prefixes, resolve_points, sharing_points
+from energymodel.analysis.profile import profile
+from energymodel.analysis.sharing import compare, training_cost
 from energymodel.errors import UserError
-from energymodel.profile import profile
-from energymodel.sharing import block_prefixes, compare, resolve_points, sharing_points, training_cost
-from energymodel.zoo import build
+from energymodel.models.zoo import build
 
 SHAPE = (3, 32, 32)
 
@@ -192,7 +193,7 @@ def test_inference_of_the_grown_network(compared) -> None:
 def test_cached_features_are_written_once_and_read_from_dram_every_epoch() -> None:
     """With every tensor fitting on chip, the only DRAM traffic is the input images (uncached: every
     epoch) or the input images once + the feature cache written once and read by the branch every epoch."""
-    from energymodel.table import load_table
+    from energymodel.price.table import load_table
 
     table = load_table("45nm").with_values({"buffer_bytes": 2**40})
     model = build("smallcnn", num_classes=5)

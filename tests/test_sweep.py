@@ -9,22 +9,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from energymodel.breakeven import _crossings
-from energymodel.cli import main
-from energymodel.errors import UserError
-from energymodel.sharing import compare, price_ledger
-from energymodel.sweep import (
-    MAX_ROWS,
+from energymodel.analysis.breakeven import _crossings
+from energymodel.analysis.grid import MAX_ROWS, parse_range, parse_vary
+from energymodel.analysis.sharing import compare, price_ledger
+from energymodel.analysis.sweep import (
     SWEEP_COLUMNS,
     breakeven,
     column_name,
     format_breakeven,
-    parse_range,
-    parse_vary,
     prepare_sweep,
     sweep,
 )
-from energymodel.zoo import build
+from energymodel.cli import main
+from energymodel.errors import UserError
+from energymodel.models.zoo import build
 
 SHAPE = (1, 28, 28)
 SETTINGS = dict(samples_new=300, samples_old=200, epochs=2, batch=100, new_classes=5)
@@ -290,7 +288,7 @@ def test_cli_bad_vary_is_one_line_exit_2(capsys, vary):
 def test_no_reuse_dataflow_is_priced_the_same_way(net):
     import dataclasses
 
-    from energymodel.table import load_table
+    from energymodel.price.table import load_table
 
     base = load_table("45nm")
     table = dataclasses.replace(base, dataflow=dataclasses.replace(base.dataflow, reuse="none"))

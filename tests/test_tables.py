@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from torch import nn
 
+from energymodel.analysis.profile import profile
 from energymodel.errors import TableError, UserError
-from energymodel.price import level_of
-from energymodel.profile import profile
-from energymodel.table import LEVELS, OPERATIONS, EnergyTable, builtin_tables, load_table, parse_table
+from energymodel.memory.levels import level_of
+from energymodel.price.table import LEVELS, OPERATIONS, EnergyTable, builtin_tables, load_table, parse_table
 
 SHIPPED = ["45nm", "45nm-cache", "45nm-fp16", "45nm-int8", "eyeriss-relative"]
-TABLE_DIR = Path(__file__).resolve().parent.parent / "energymodel" / "tables"
+TABLE_DIR = Path(__file__).resolve().parent.parent / "energymodel" / "price" / "tables"
 
 
 # -- shipped tables ----------------------------------------------------------------------------------------

@@ -13,11 +13,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from energymodel.blocks import BlockNet
 from energymodel.errors import UserError
-from incremental.branching import GrownNet
-from incremental.checkpoint import load_checkpoint, save_checkpoint
-from incremental.train import TrainConfig, evaluate_logits, fit, fit_branch, resolve_device
+from energymodel.models.blocks import BlockNet
+from incremental.model.branching import GrownNet
+from incremental.model.checkpoint import load_checkpoint, save_checkpoint
+from incremental.train.config import TrainConfig, resolve_device
+from incremental.train.loop import evaluate_logits, fit, fit_branch
 
 
 def tiny_net(num_classes: int, seed: int = 0, dropout: float = 0.0) -> BlockNet:

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from energymodel.blocks import BlockNet, classifier_of, split_at
 from energymodel.errors import UserError
-from energymodel.zoo import ZOO, Add, BasicBlock, Bottleneck, ZooEntry, build, get_entry, zoo_names
+from energymodel.models.blocks import BlockNet, classifier_of, split_at
+from energymodel.models.zoo import ZOO, Add, BasicBlock, Bottleneck, ZooEntry, build, get_entry, zoo_names
 
 EXPECTED_NAMES = [
     "resnet18",

@@ -10,18 +10,24 @@ Three steps, each usable alone::
 The HTML is one file: CSS inline, plots inline SVG (matplotlib), no scripts, nothing fetched. All text
 goes through jinja2 with autoescaping. Every section except the title is optional: a :class:`ReportData`
 with only ``engine`` set (from :func:`engine_section_from_results`) renders just that section.
+
+Modules: :mod:`.recipe` (what a report shows), :mod:`.build` (computing its sections), :mod:`.inputs` (the
+checked engine and measured sections), :mod:`.views` and :mod:`.engine` (sections as template data),
+:mod:`.fmt` (one formatter per quantity), :mod:`.plots`, :mod:`.run_plots` and :mod:`.plotkit` (inline SVG),
+:mod:`.appendix` (the formulas, from the code's docstrings), ``templates/report.html``. May import
+:mod:`energymodel.referee`, :mod:`energymodel.analysis` and every floor below.
 """
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
 
-from ..errors import UserError
-from . import engine as engine_views
-from . import views
-from .appendix import formulas
-from .build import build_report, versions
-from .inputs import (
+from energymodel.errors import UserError
+from energymodel.report import engine as engine_views
+from energymodel.report import views
+from energymodel.report.appendix import formulas
+from energymodel.report.build import build_report, versions
+from energymodel.report.inputs import (
     ENGINE_STRATEGY_COLUMNS,
     SECTION_IDS,
     ReportData,
@@ -41,13 +47,13 @@ def _template():
     import jinja2
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    text = (resources.files("energymodel") / "templates" / "report.html").read_text(encoding="utf-8")
+    text = (resources.files("energymodel.report") / "templates" / "report.html").read_text(encoding="utf-8")
     return env.from_string(text)
 
 
 def render_report(data: ReportData) -> str:
     """The report as one self-contained HTML document (a string)."""
-    from ..table import SWEEP_KEYS, load_table
+    from energymodel.price.table import SWEEP_KEYS, load_table
 
     setup = views.setup_view(data.setup or {})
     base_values: dict[str, float] = {}
@@ -90,7 +96,7 @@ def render_report(data: ReportData) -> str:
 
 def write_report(data: ReportData, path: str | Path) -> Path:
     """Render ``data`` and write it to ``path`` atomically (a failed render never replaces a good file)."""
-    from ..atomic import write_text
+    from energymodel.atomic import write_text
 
     html = render_report(data)  # fully rendered before anything touches the target
     return write_text(path, html)

@@ -86,13 +86,20 @@ def _describe_elementwise(rule: Callable) -> str | None:
 
 
 def formulas() -> list[dict[str, Any]]:
-    """The appendix: module docstrings of ops / counting / price / sharing, every counting rule, optimizers."""
-    from .. import counting, ops, price, sharing
+    """The appendix: the docstrings of the counting, dataflow, pricing and sharing modules, every counting rule,
+    optimizers."""
+    from energymodel.analysis import points, sharing
+    from energymodel.count import ops, phases
+    from energymodel.memory import levels
+    from energymodel.price import pricing
 
     out: list[dict[str, Any]] = []
-    for mod, title in ((ops, "Counting rules (energymodel.ops)"), (counting, "Training and memory accesses "
-                       "(energymodel.counting)"), (price, "Pricing and the dataflow model (energymodel.price)"),
-                       (sharing, "Partial network sharing (energymodel.sharing)")):
+    for mod, title in ((ops, "Counting rules (energymodel.count.ops)"),
+                       (phases, "Training and memory accesses (energymodel.count.phases)"),
+                       (levels, "The dataflow model (energymodel.memory.levels)"),
+                       (pricing, "Pricing (energymodel.price.pricing)"),
+                       (points, "Sharing points and fractions (energymodel.analysis.points)"),
+                       (sharing, "Partial network sharing (energymodel.analysis.sharing)")):
         out.append({"title": title, "doc": _doc_html(mod.__doc__ or ""), "rules": [], "optimizers": []})
     rules = []
     for name, fn in vars(ops).items():
@@ -105,6 +112,6 @@ def formulas() -> list[dict[str, Any]]:
     out[0]["rules"] = rules
     out[1]["optimizers"] = [
         {"name": o.name, "formula": o.formula, "reads": o.reads, "writes": o.writes, "mults": o.mults,
-         "adds": o.adds, "state": o.state} for o in counting.OPTIMIZERS.values()
+         "adds": o.adds, "state": o.state} for o in phases.OPTIMIZERS.values()
     ]
     return out

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..errors import UserError
-from .inputs import ReportData, load_engine, load_measured
+from energymodel.errors import UserError
+from energymodel.report.inputs import ReportData, load_engine, load_measured
 
 if TYPE_CHECKING:
-    from ..recipe import Recipe
+    from energymodel.report.recipe import Recipe
 
 
 def versions() -> dict[str, str]:
@@ -21,24 +21,25 @@ def versions() -> dict[str, str]:
     import matplotlib
     import torch
 
-    from .. import __version__
+    from energymodel import __version__
 
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "pandas": pd.__version__, "matplotlib": matplotlib.__version__, "energymodel": __version__}
 
 
 def build_report(recipe: Recipe, *, engine: dict | None = None, measured: dict | None = None) -> ReportData:
-    """Compute every section a :class:`~energymodel.recipe.Recipe` asks for.
+    """Compute every section a :class:`~energymodel.report.recipe.Recipe` asks for.
 
     ``engine`` / ``measured`` (already checked dicts) override the recipe's ``[engine]`` / ``[measured]``.
     """
-    from ..blocks import as_block_net
-    from ..modelspec import resolve_model
-    from ..profile import profile
-    from ..sharing import compare, sharing_points, strategy_ledgers
-    from ..sweep import breakeven, column_name, prepare_sweep
-    from ..table import load_table
-    from .views import SWEEP_NAMES
+    from energymodel.analysis.points import sharing_points
+    from energymodel.analysis.profile import profile
+    from energymodel.analysis.sharing import compare, strategy_ledgers
+    from energymodel.analysis.sweep import breakeven, column_name, prepare_sweep
+    from energymodel.models.blocks import as_block_net
+    from energymodel.models.spec import resolve_model
+    from energymodel.price.table import load_table
+    from energymodel.report.fmt import SWEEP_NAMES
 
     resolved = resolve_model(recipe.model, recipe.classes)
     model = resolved.model

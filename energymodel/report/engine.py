@@ -12,9 +12,20 @@ from typing import Any
 
 import pandas as pd
 
-from .fmt import cell, fmt_bytes, fmt_fraction, fmt_pct, fmt_pp, fmt_x, formatter_for, header, svg, table
-from .inputs import ENGINE_STRATEGY_COLUMNS
-from .views import savings_at
+from energymodel.report.fmt import (
+    cell,
+    fmt_bytes,
+    fmt_fraction,
+    fmt_pct,
+    fmt_pp,
+    fmt_x,
+    formatter_for,
+    header,
+    svg,
+    table,
+)
+from energymodel.report.inputs import ENGINE_STRATEGY_COLUMNS
+from energymodel.report.views import savings_at
 
 #: the strategies table: accuracy (mean ± std over seeds), cost and storage, one row per strategy
 _STRATEGY_COLUMNS = [
@@ -84,7 +95,7 @@ def _agnostic(strategies: list[dict], methods: list[dict], default: str | None) 
 
 
 def _matrices(mats: dict[str, dict]) -> dict[str, list]:
-    from ..plots import matrix_heatmap
+    from energymodel.report.plots import matrix_heatmap
 
     views = [{"name": n, "kind": _kind(n), "svg": svg(matrix_heatmap(n, m.get("tasks", []), m["values"]))}
              for n, m in mats.items() if m.get("values")]
@@ -93,7 +104,7 @@ def _matrices(mats: dict[str, dict]) -> dict[str, list]:
 
 
 def _search(engine: dict[str, Any]) -> dict[str, Any] | None:
-    from ..plots import calibration_plot
+    from energymodel.report.plots import calibration_plot
 
     curve = engine.get("calibration_curve") or []
     search = engine.get("search") or {}
@@ -121,7 +132,7 @@ def _search(engine: dict[str, Any]) -> dict[str, Any] | None:
 def engine_view(engine: dict[str, Any]) -> dict[str, Any]:
     """The engine section: strategies (accuracy ± std, forgetting, cost), prediction methods, accuracy
     matrices on one 0-100 % scale, the sharing-point search, and measured vs modelled time."""
-    from ..plots import strategies_plot, timing_plot
+    from energymodel.report.plots import strategies_plot, timing_plot
 
     view: dict[str, Any] = {"strategies": None, "strategies_plot": None, "agnostic": None,
                             "matrices": {"main": [], "other": []}, "search": None, "chosen_share": None,

@@ -29,6 +29,14 @@ SWEEP_UNITS = {
     "dram_mac_ratio": "× (pJ per DRAM word / pJ per MAC)",
 }
 
+#: the display name of every sweep key
+SWEEP_NAMES = {
+    "mac": "MAC energy", "add": "add energy", "mult": "multiply energy", "cmp": "compare energy",
+    "rf": "RF access energy", "sram": "SRAM access energy", "dram": "DRAM access energy",
+    "buffer_bytes": "on-chip buffer size", "rf_accesses_per_op": "RF accesses per operation",
+    "word_bits": "word width", "dram_mac_ratio": "DRAM / MAC energy ratio",
+}
+
 
 def _finite(v: Any) -> float | None:
     if v is None or isinstance(v, bool):

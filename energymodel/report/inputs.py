@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import UserError
+from energymodel.errors import UserError
 
 #: ids of the report's sections, in order (optional ones appear only when they have data)
 SECTION_IDS = ("setup", "layers", "sharing", "sweep", "engine", "measured", "appendix")
@@ -33,9 +33,9 @@ class ReportData:
     """Everything a report shows; every part but ``title`` may be empty.
 
     ``setup``: nested dicts (model, training, energy table, versions ...); ``layers``: per-layer costs of
-    one training step (:func:`energymodel.profile.profile` columns); ``compare``:
-    :func:`energymodel.sharing.compare`'s frame; ``sweeps``: dicts with ``frame`` (a sweep frame),
-    ``breakeven`` (its :func:`~energymodel.sweep.breakeven`), ``spec`` (key -> grid text), ``target``,
+    one training step (:func:`energymodel.analysis.profile.profile` columns); ``compare``:
+    :func:`energymodel.analysis.sharing.compare`'s frame; ``sweeps``: dicts with ``frame`` (a sweep frame),
+    ``breakeven`` (its :func:`~energymodel.analysis.sweep.breakeven`), ``spec`` (key -> grid text), ``target``,
     ``against``, ``title``; ``engine``: :func:`engine_section_from_results`; ``measured``:
     :func:`measured_section`.
     """

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .build import versions
-from .fmt import (
+from energymodel.report.build import versions
+from energymodel.report.fmt import (
+    SWEEP_NAMES,
     SWEEP_UNITS,
     fmt_bytes,
     fmt_energy,
@@ -29,7 +30,7 @@ from .fmt import (
     svg,
     table,
 )
-from .inputs import _MEASURED_COLUMNS
+from energymodel.report.inputs import _MEASURED_COLUMNS
 
 
 def setup_view(setup: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +85,7 @@ def setup_view(setup: dict[str, Any]) -> dict[str, Any]:
 
 
 def _plot(name: str, *args, **kwargs) -> str | None:
-    from .. import plots
+    from energymodel.report import plots
 
     return getattr(plots, name)(*args, **kwargs)
 
@@ -205,14 +206,6 @@ def savings_at(cmp: pd.DataFrame | None, share: int) -> dict[str, Any] | None:
 # -- energy sweeps ----------------------------------------------------------------------------------------
 
 #: what a swept table entry is, in words
-SWEEP_NAMES = {
-    "mac": "MAC energy", "add": "add energy", "mult": "multiply energy", "cmp": "compare energy",
-    "rf": "RF access energy", "sram": "SRAM access energy", "dram": "DRAM access energy",
-    "buffer_bytes": "on-chip buffer size", "rf_accesses_per_op": "RF accesses per operation",
-    "word_bits": "word width", "dram_mac_ratio": "DRAM / MAC energy ratio",
-}
-
-
 def axis_label(key: str) -> str:
     """``dram`` -> ``DRAM access energy (pJ/access)``."""
     unit = SWEEP_UNITS.get(key)
@@ -350,7 +343,7 @@ def sweep_view(sw: dict[str, Any], base_values: dict[str, float]) -> dict[str, A
 
 
 def measured_view(measured: dict[str, Any]) -> dict[str, Any]:
-    from ..plots import measured_plot
+    from energymodel.report.plots import measured_plot
 
     rows = measured.get("rows", [])
     keys = [k for k in _MEASURED_COLUMNS if any(k in r for r in rows)]

@@ -3,7 +3,10 @@
 :mod:`.methods` holds the registry of methods; :mod:`.gaussian` the statistics; :mod:`.features` the one
 forward pass they all read. :class:`AgnosticSuite` fits every configured method of one strategy task by task
 and evaluates them side by side; the grown network itself stays ignorant of them (its checkpoint carries
-their state next to its weights).
+their state next to its weights). :mod:`.output_calibration` fits each branch's temperature and bias (the
+``calibrated-logits`` method reads them).
+
+May import :mod:`incremental.train`, :mod:`incremental.model`, :mod:`incremental.data` and ``energymodel``.
 """
 
 from __future__ import annotations
@@ -14,9 +17,15 @@ from typing import Any
 from torch import Tensor
 
 from energymodel.errors import UserError
-
-from .features import Outputs, collect
-from .methods import METHODS, AgnosticMethod, TaskData, make_method, method_names, register_method
+from incremental.agnostic.features import Outputs, collect
+from incremental.agnostic.methods import (
+    METHODS,
+    AgnosticMethod,
+    TaskData,
+    make_method,
+    method_names,
+    register_method,
+)
 
 __all__ = ["AgnosticSuite", "DEFAULT_COVARIANCE", "DEFAULT_METHOD", "METHODS", "AgnosticMethod", "Outputs", "TaskData", "collect",
            "make_method", "method_names", "register_method"]

@@ -1,6 +1,6 @@
 """What every task-agnostic method reads: each task's logits and penultimate features, in one forward pass.
 
-For a :class:`~incremental.branching.GrownNet` the *own* features of task ``t`` are the input of task ``t``'s
+For a :class:`~incremental.model.branching.GrownNet` the *own* features of task ``t`` are the input of task ``t``'s
 classifier (the last ``nn.Linear`` of its head): the branch's own penultimate representation. Task 0 is the
 base network, so ``own[0]`` is also the **common** feature space: every input runs through the whole base
 (the tree inference of :meth:`GrownNet.forward_all` computes it anyway), so common-space statistics cost no
@@ -21,10 +21,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from energymodel.blocks import classifier_of
 from energymodel.errors import UserError
-
-from .gaussian import multi_block_normalise
+from energymodel.models.blocks import classifier_of
+from incremental.agnostic.gaussian import multi_block_normalise
 
 __all__ = ["Outputs", "collect", "collect_task", "outputs_of_batch", "pool_channels"]
 
@@ -87,7 +86,7 @@ def _columns(batches: list[list[Tensor]]) -> list[Tensor]:
 def _classifiers(predictor: nn.Module) -> list[nn.Module]:
     if hasattr(predictor, "branch_modules"):  # GrownNet
         return [classifier_of(predictor.base.head)] + [classifier_of(m.head) for m in predictor.branch_modules]
-    from energymodel.blocks import as_block_net
+    from energymodel.models.blocks import as_block_net
 
     clf = classifier_of(as_block_net(predictor.model).head)
     return [clf] * predictor.tasks
@@ -97,7 +96,7 @@ def _trunk_blocks(predictor: nn.Module) -> list[nn.Module]:
     """The blocks of the network every input runs through whole: the base of a GrownNet, else the one network."""
     if hasattr(predictor, "branch_modules"):
         return list(predictor.base.blocks)
-    from energymodel.blocks import as_block_net
+    from energymodel.models.blocks import as_block_net
 
     return list(as_block_net(predictor.model).blocks)
 
@@ -126,7 +125,7 @@ def outputs_of_batch(predictor: nn.Module, x: Tensor) -> tuple[list[Tensor], lis
 def collect(predictor: nn.Module, data: Dataset, batch_size: int, device: torch.device,
             calibrated: bool = False) -> Outputs:
     """:class:`Outputs` of ``predictor`` over ``data`` (in order, on the CPU, float32), eval mode, no grad."""
-    from ..train import _split_batch
+    from incremental.train.config import split_batch
 
     predictor.eval()
     predictor.to(device)
@@ -137,7 +136,7 @@ def collect(predictor: nn.Module, data: Dataset, batch_size: int, device: torch.
     labels: list[Tensor] = []
     with torch.no_grad():
         for batch in loader:
-            x, y = _split_batch(batch)
+            x, y = split_batch(batch)
             lg, ow, tr = outputs_of_batch(predictor, x.to(device))
             logits.append([t.float().cpu() for t in lg])
             own.append([t.float().cpu() for t in ow])
@@ -158,7 +157,7 @@ def collect_task(grown: nn.Module, data: Dataset, task: int, batch_size: int, de
 
     The other tasks' entries of the returned :class:`Outputs` are None (use it through ``TaskData(out, task)``).
     """
-    from ..train import _split_batch
+    from incremental.train.config import split_batch
 
     grown.eval()
     grown.to(device)
@@ -176,7 +175,7 @@ def collect_task(grown: nn.Module, data: Dataset, task: int, batch_size: int, de
     try:
         with torch.no_grad():
             for batch in DataLoader(data, batch_size=batch_size, shuffle=False):
-                x, y = _split_batch(batch)
+                x, y = split_batch(batch)
                 h, tap, pooled = x.to(device), None, []
                 for i, block in enumerate(grown.base.blocks):
                     if i == share:

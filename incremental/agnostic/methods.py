@@ -33,9 +33,8 @@ import torch
 from torch import Tensor
 
 from energymodel.errors import UserError
-
-from .features import Outputs
-from .gaussian import Gaussians, Scale, fit_gaussians, fit_scale
+from incremental.agnostic.features import Outputs
+from incremental.agnostic.gaussian import Gaussians, Scale, fit_gaussians, fit_scale
 
 __all__ = ["METHODS", "AgnosticMethod", "make_method", "method_names", "register_method", "TaskData"]
 

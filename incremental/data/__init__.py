@@ -10,9 +10,11 @@ Loaders return :class:`ImageArrays` (uint8 ``N x C x H x W`` images, int64 label
 - :func:`load_dataset` - any of the above (and scikit-learn's digits) by name.
 
 Every missing or corrupt file raises :class:`DataError` (a ``UserError``) with a one-line message naming it.
+
+The lowest floor of ``incremental``: may import ``energymodel``'s ground floor (errors, atomic writes) only.
 """
 
-from .arrays import (
+from incremental.data.arrays import (
     DataError,
     ImageArrays,
     RandomCropFlip,
@@ -20,11 +22,18 @@ from .arrays import (
     cifar_augment,
     per_channel_mean_std,
 )
-from .cifar import load_cifar10, load_cifar100
-from .idx import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, load_idx_dataset, read_idx
-from .imagefolder import IMAGE_EXTENSIONS, load_imagefolder
-from .registry import DATASETS, DatasetInfo, dataset_names, dataset_stats, load_dataset, load_digits
-from .splits import Task, class_order, holdout_split, make_tasks, parse_task_sizes, subsample
+from incremental.data.cifar import load_cifar10, load_cifar100
+from incremental.data.idx import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, load_idx_dataset, read_idx
+from incremental.data.imagefolder import IMAGE_EXTENSIONS, load_imagefolder
+from incremental.data.registry import (
+    DATASETS,
+    DatasetInfo,
+    dataset_names,
+    dataset_stats,
+    load_dataset,
+    load_digits,
+)
+from incremental.data.splits import Task, class_order, holdout_split, make_tasks, parse_task_sizes, subsample
 
 __all__ = [
     "DataError",

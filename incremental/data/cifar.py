@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .arrays import DataError, ImageArrays, folder_problem, one_line
+from incremental.data.arrays import DataError, ImageArrays, folder_problem, one_line
 
 __all__ = [
     "CIFAR10_DIR",

@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .arrays import DataError, ImageArrays, folder_problem, one_line
+from incremental.data.arrays import DataError, ImageArrays, folder_problem, one_line
 
 __all__ = [
     "FASHION_MNIST_ROOT",

@@ -28,8 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from energymodel.atomic import atomic_path
-
-from .arrays import DataError, ImageArrays, folder_problem, one_line
+from incremental.data.arrays import DataError, ImageArrays, folder_problem, one_line
 
 __all__ = [
     "IMAGE_EXTENSIONS",

@@ -11,12 +11,11 @@ from typing import Any
 import numpy as np
 
 from energymodel.errors import UserError
-
-from .arrays import DataError, ImageArrays, per_channel_mean_std
-from .cifar import load_cifar10, load_cifar100
-from .idx import FASHION_MNIST_ROOT, load_idx_dataset
-from .imagefolder import load_imagefolder
-from .splits import holdout_split
+from incremental.data.arrays import DataError, ImageArrays, per_channel_mean_std
+from incremental.data.cifar import load_cifar10, load_cifar100
+from incremental.data.idx import FASHION_MNIST_ROOT, load_idx_dataset
+from incremental.data.imagefolder import load_imagefolder
+from incremental.data.splits import holdout_split
 
 __all__ = ["DatasetInfo", "DATASETS", "dataset_names", "load_dataset", "load_digits", "dataset_stats"]
 

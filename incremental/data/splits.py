@@ -9,8 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from energymodel.errors import UserError
-
-from .arrays import DataError, ImageArrays
+from incremental.data.arrays import DataError, ImageArrays
 
 __all__ = ["MAX_TASK_CLASSES", "Task", "parse_task_sizes", "class_order", "make_tasks", "holdout_split", "subsample"]
 

@@ -1,0 +1,182 @@
+"""The public entry point: profile a real ``nn.Module`` for inference or one training step."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from torch import nn
+
+from energymodel.count.phases import Counts, count
+from energymodel.count.trace import trace
+from energymodel.defaults import WEIGHT_DECAY
+from energymodel.errors import UserError
+from energymodel.price.pricing import price_layers
+from energymodel.price.table import LEVELS, EnergyTable, load_table
+
+__all__ = [
+    "Profile", "profile", "LAYER_COLUMNS", "NUMERIC_TOTALS", "as_table", "check_precision", "model_datatype",
+]
+
+#: per-layer columns in the order they are shown (the JSON/CSV contract's keys come first)
+LAYER_COLUMNS = [
+    "name", "kind", "trainable", "macs_forward", "macs_backward_input", "macs_backward_weight", "params",
+    "weight_accesses", "activation_accesses", "storage_bytes", "energy_pj",
+    "modelled", "input_requires_grad", "trainable_params", "macs", "add_ops", "mult_ops", "cmp_ops", "update_ops",
+    "rf_accesses", "sram_accesses", "dram_accesses", "saved_words",
+    "energy_compute_pj", "energy_rf_pj", "energy_sram_pj", "energy_dram_pj",
+]
+NUMERIC_TOTALS = [
+    "macs_forward", "macs_backward_input", "macs_backward_weight", "macs", "add_ops", "mult_ops", "cmp_ops",
+    "update_ops", "weight_accesses", "activation_accesses", "rf_accesses", "sram_accesses", "dram_accesses",
+    "saved_words", "storage_bytes", "energy_compute_pj", *[f"energy_{lv}_pj" for lv in LEVELS], "energy_pj",
+]
+
+
+def as_table(table: str | EnergyTable) -> EnergyTable:
+    """A table object from a name, a path or a table."""
+    return table if isinstance(table, EnergyTable) else load_table(table)
+
+
+@dataclass
+class Profile:
+    """Costs of one inference pass or one training step of a batch, per layer and in total."""
+
+    layers: pd.DataFrame
+    totals: dict[str, Any]
+    counts: Counts
+    table: EnergyTable
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def unmodelled(self) -> list[str]:
+        return list(self.counts.unmodelled)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: ``{"settings", "table", "layers": [...], "totals": {...}, "unmodelled": [...]}``."""
+        layers = self.layers[LAYER_COLUMNS].to_dict(orient="records")
+        return {
+            "settings": self.settings,
+            "table": {"name": self.table.name, "source": self.table.source, "path": self.table.path},
+            "layers": [{k: _plain(v) for k, v in row.items()} for row in layers],
+            "totals": {k: _plain(v) for k, v in self.totals.items()},
+            "unmodelled": self.unmodelled,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
+
+
+def _plain(v: Any) -> Any:
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float):
+        if math.isinf(v) or math.isnan(v):
+            return None
+        if v.is_integer() and abs(v) < 2**53:
+            return int(v)
+    return v
+
+
+def totals_of(layers: pd.DataFrame, counts: Counts, table: EnergyTable) -> dict[str, Any]:
+    """Sum every numeric column; ``params`` counts each parameter once (shared or repeated modules)."""
+    tot: dict[str, Any] = {k: float(layers[k].sum()) if len(layers) else 0.0 for k in NUMERIC_TOTALS}
+    tot["params"] = counts.total_params
+    tot["trainable_params"] = counts.trainable_params
+    tot["training_memory_bytes"] = counts.training_memory_words * table.word_bytes if counts.mode == "training" else 0.0
+    tot["unmodelled_calls"] = len(counts.unmodelled)
+    return tot
+
+
+_DTYPE_NAMES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64", "int8": "int8"}
+
+
+def model_datatype(model: nn.Module) -> str | None:
+    """The datatype of ``model``'s floating-point parameters as tables name it (``fp32``, ``fp16``, ``bf16``)."""
+    p = next((q for q in model.parameters() if q.is_floating_point()), None)
+    return _DTYPE_NAMES.get(str(p.dtype).removeprefix("torch."), str(p.dtype)) if p is not None else None
+
+
+def check_precision(model: nn.Module, table: EnergyTable) -> str | None:
+    """A one-line warning when ``model``'s parameters are not in the datatype ``table`` prices, else ``None``.
+
+    A table prices words of ``word_bits`` bits of its ``datatype``; an fp16/bf16 model priced with the fp32
+    ``45nm`` table counts twice the bytes it moves (use ``45nm-fp16``).
+    """
+    dt = model_datatype(model)
+    if dt is None or dt == table.datatype:
+        return None
+    bits = {"fp32": 32, "fp16": 16, "bf16": 16, "fp64": 64}.get(dt)
+    if bits is not None and bits == table.word_bits and table.datatype not in _DTYPE_NAMES.values():
+        return None  # a fixed-point table of the same width (eyeriss-relative) is a deliberate choice
+    hint = " (use --energy-table 45nm-fp16)" if dt in ("fp16", "bf16") else ""
+    return (f"the model's parameters are {dt} but energy table {table.name} prices {table.datatype} "
+            f"({table.word_bits}-bit words){hint}")
+
+
+def profile(
+    model: nn.Module,
+    input_shape: Sequence[int] | None = None,
+    *,
+    inputs: Any = None,
+    batch: int | None = None,
+    mode: str = "inference",
+    frozen: Iterable[str] = (),
+    optimizer: str = "sgd",
+    table: str | EnergyTable = "45nm",
+    weight_decay: bool | float = False,
+    warn: bool = True,
+) -> Profile:
+    """Profile ``model`` for a batch of ``batch`` on inputs of shape ``input_shape`` (per sample, without the
+    batch dimension, e.g. ``(3, 32, 32)``) or on example ``inputs`` (a tensor, a tuple of tensors or a dict of
+    keyword tensors, each with a batch dimension; ``batch`` defaults to theirs).
+
+    ``mode="training"`` models one training step (forward, backward to inputs where needed, backward
+    to trainable weights, optimizer update, loss); modules under a ``frozen`` prefix run forward only in
+    their evaluation form. ``weight_decay`` (a coefficient, or ``True``) charges the decay term of the
+    update when non-zero. Returns per-layer and total costs under ``table``; a model whose datatype the
+    table does not price is warned about (``warn``).
+    """
+    tab = as_table(table)
+    if batch is None:
+        batch = (_batch_of(inputs) if inputs is not None else None) or 1
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise UserError(f"batch must be >= 1 (an integer), got {batch!r}")
+    if isinstance(weight_decay, bool):
+        wd = WEIGHT_DECAY if weight_decay else 0.0
+    elif isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0:
+        wd = float(weight_decay)
+    else:
+        raise UserError(f"weight decay must be a number >= 0, got {weight_decay!r}")
+    if warn and (msg := check_precision(model, tab)):
+        warnings.warn(msg, stacklevel=2)
+    tr = trace(model, input_shape, mode=mode, frozen=frozen, inputs=inputs)
+    counts = count(tr, batch=batch, optimizer=optimizer, weight_decay=wd > 0, warn=warn)
+    layers = price_layers(counts, tab)
+    settings = {
+        "input_shape": list(tr.input_shape), "batch": batch, "mode": mode, "frozen": list(tr.frozen),
+        "optimizer": optimizer if mode == "training" else None, "weight_decay": wd if mode == "training" else None,
+        "table": tab.name, "word_bits": tab.word_bits, "buffer_bytes": tab.dataflow.buffer_bytes,
+        "rf_accesses_per_op": tab.dataflow.rf_accesses_per_op, "reuse": tab.dataflow.reuse,
+        "rf_words": tab.dataflow.rf_words, "tiling": tab.dataflow.tiling,
+    }
+    return Profile(layers=layers, totals=totals_of(layers, counts, tab), counts=counts, table=tab, settings=settings)
+
+
+def _batch_of(inputs: Any) -> int | None:
+    """The batch size of example inputs: the first dimension of their first tensor."""
+    import torch
+
+    if isinstance(inputs, torch.Tensor):
+        return int(inputs.shape[0]) if inputs.dim() else None
+    values = inputs.values() if isinstance(inputs, dict) else inputs if isinstance(inputs, (list, tuple)) else ()
+    for v in values:
+        b = _batch_of(v)
+        if b is not None:
+            return b
+    return None

@@ -1,0 +1,12 @@
+"""Counting: from a model to action counts (operations and memory accesses per operand), unpriced.
+
+- :mod:`.trace` - one forward pass at batch 1 records every leaf-module call and functional op;
+- :mod:`.work` - :class:`OpVec`/:class:`Work`, what one call costs per training phase;
+- :mod:`.gemm` - conv/linear/matmul rules and their loop nest (:class:`GemmShape`);
+- :mod:`.ops` - every other rule, and the two registries (module classes, aten ops);
+- :mod:`.custom_rules` - :func:`register_rule` for users' own modules and operators;
+- :mod:`.phases` - the training phases (forward, backward to inputs and weights, update), optimizers and the
+  memory accesses of a batch, with the size that decides their level.
+
+May import :mod:`energymodel.models` and the ground floor; never memory, price or anything above.
+"""

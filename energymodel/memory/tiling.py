@@ -1,0 +1,193 @@
+"""A tiled dataflow for convolution and linear layers: which loop tiling fits the buffer, and its DRAM words.
+
+One phase of a conv/linear layer (forward, backward to the input, backward to the weights) is a loop nest
+over five dimensions (per group of a grouped conv): batch ``N``, output channels ``K``, input channels
+``C``, output rows ``P`` and columns ``Q`` (the kernel ``R x S`` is never split). It touches three operands,
+each indexed by two of three *loop groups* — ``NPQ`` (batch and positions), ``K`` and ``C``:
+
+============  =====================  ===================  =========================
+role          forward                backward to input    backward to weights
+============  =====================  ===================  =========================
+in  (NPQ, C)  ``X`` read             ``dX`` written       ``X`` (saved) read
+wt  (K, C)    ``W`` read             ``W`` read           ``dW`` written
+out (NPQ, K)  ``Y`` written          ``dY`` read          ``dY`` read
+reduction     ``C``                  ``K``                ``NPQ``
+============  =====================  ===================  =========================
+
+A **tiling** picks tile sizes ``(b, k, c, p, q)``; the buffer holds one tile of each operand **together**:
+
+    in tile  = b · c · h(p) · w(q)      h(p) = min(H, (p−1)·stride + (R−1)·dilation + 1)  (rows with halo)
+    wt tile  = k · c · R · S
+    out tile = b · k · p · q
+    in tile + wt tile + out tile <= buffer words          (an operand kept whole on chip counts whole)
+
+The tiles are visited in a loop order; only which loop group is innermost matters for traffic. Each
+operand is indexed by two groups and *irrelevant* to the third; its tile stays in the buffer while the
+innermost loop runs over its irrelevant group, and is fetched again for every step of that group
+otherwise. With ``m`` = the trip count ``⌈D/d⌉`` of the operand's irrelevant group (1 when that group is
+innermost), the DRAM words of one phase are
+
+    read operand:     m · V
+    written operand:  (2m − 1) · V        (m partial-sum writes, m − 1 partial-sum reads back)
+
+where ``V`` is the operand's words with halo: ``V_in = N·C·rows(p)·cols(q)`` (``rows(p)`` sums, over the
+``⌈P/p⌉`` row tiles, the input rows each tile reads: its window clipped to the real rows, padding is not
+read), ``V_wt = K·C·R·S``, ``V_out = N·K·P·Q`` (times the number of groups). An operand may instead be **kept whole on chip** (resident): it then costs no DRAM words, ``|T|``
+SRAM words (each word once, as under ideal reuse), and occupies ``|T|`` words of the buffer. Which
+operands may be resident is the caller's *home* for each role: ``"dram"`` (streamed: the network input,
+a feature cache, weights that do not fit), ``"sram"`` (resident, already accounted for in the buffer:
+weights when all weight state fits) or ``"free"`` (the search decides).
+
+The search evaluates every candidate tiling (each dimension ``D`` takes the values ``⌈D/2^i⌉``), every
+innermost group and every residency choice at once (numpy), keeps those that fit, and returns the one with
+the fewest DRAM words (ties: fewer SRAM words). It is cached per layer shape (:func:`functools.lru_cache`).
+The DRAM words never exceed those of one-element tiles with ``C`` innermost, about ``2·MACs + |Y|`` (every
+MAC fetches both operands: the no-reuse bound), and reach ``|X| + |W| + |Y|`` (the ideal bound, each word
+once) when the buffer holds every operand whole.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from energymodel.count.gemm import GemmShape
+
+__all__ = ["PhaseTraffic", "ROLES", "HOMES", "phase_traffic", "candidates", "rf_per_mac"]
+
+#: operand roles of one phase, in this order everywhere
+ROLES = ("in", "wt", "out")
+HOMES = ("dram", "sram", "free")
+#: loop group each role is irrelevant to: in -> K, wt -> NPQ, out -> C
+_IRRELEVANT = {"in": "K", "wt": "N", "out": "C"}
+_GROUPS = ("N", "K", "C")
+
+
+def rf_per_mac(rf_accesses_per_op, rf_words):
+    """Register-file accesses per MAC for per-PE register files of ``rf_words`` words:
+    ``a · (1 + 1/√rf_words)`` with ``a = rf_accesses_per_op`` (3: read two operands, update the sum).
+
+    The ``a`` accesses at the MAC are made every MAC. Besides, the RF must be refilled from the buffer: a
+    register file of ``r`` words running a matrix-product loop nest can reuse each word it holds at best
+    ``O(√r)`` times (Hong & Kung, "I/O complexity: the red-blue pebble game", STOC 1981: a product of ``M``
+    MACs with a fast memory of ``r`` words moves ``Ω(M/√r)`` words), so each of the ``a`` operand streams
+    is refilled once every ``√r`` MACs. ``r = 1``: 6 per MAC; ``r = 32``: 3.53; ``r = 64``: 3.375.
+    """
+    return rf_accesses_per_op * (1.0 + 1.0 / np.sqrt(rf_words))
+
+
+
+
+@dataclass(frozen=True)
+class PhaseTraffic:
+    """The chosen tiling of one phase and its words per role (``in``, ``wt``, ``out``)."""
+
+    dram: tuple[float, float, float]
+    sram: tuple[float, float, float]
+    tile: tuple[int, int, int, int, int]  # b, k, c, p, q
+    innermost: str  # loop group kept innermost: "N" (NPQ), "K" or "C"
+    resident: tuple[bool, bool, bool]
+
+    @property
+    def dram_words(self) -> float:
+        return float(sum(self.dram))
+
+    @property
+    def sram_words(self) -> float:
+        return float(sum(self.sram))
+
+
+def candidates(d: int) -> np.ndarray:
+    """Candidate tile sizes of a dimension of length ``d``: ``⌈d/2^i⌉`` for ``i = 0 .. ⌈log2 d⌉`` (d .. 1)."""
+    steps = max(1, math.ceil(math.log2(d))) if d > 1 else 0
+    return np.unique(np.array([-(-d // (1 << i)) for i in range(steps + 1)], dtype=np.int64))
+
+
+def _halo_sum(length: int, tile: np.ndarray, size_in: int, kernel: int, stride: int, dil: int,
+              pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input rows one tile holds, input rows read summed over all ``⌈length/tile⌉`` tiles).
+
+    A tile of output rows ``[o, o+L)`` reads input rows ``[o·stride − pad, (o+L−1)·stride − pad + reach)``
+    (``reach = (kernel−1)·dil + 1``) clipped to the ``size_in`` real rows (padding is not read); the tile
+    buffer holds ``min(size_in, (L−1)·stride + reach)`` rows.
+    """
+    reach = (kernel - 1) * dil + 1
+    one = np.minimum(size_in, (tile - 1) * stride + reach)
+    total = np.empty(tile.shape, dtype=np.int64)
+    for i, t in enumerate(tile.flat):
+        start = np.arange(0, length, int(t))
+        end = np.minimum(start + int(t), length)
+        lo = np.maximum(start * stride - pad, 0)
+        hi = np.minimum((end - 1) * stride - pad + reach, size_in)
+        total.flat[i] = int(np.maximum(hi - lo, 0).sum())
+    return one, total
+
+
+@lru_cache(maxsize=4096)
+def phase_traffic(shape: GemmShape, written: str, homes: tuple[str, str, str],
+                  buffer_words: float) -> PhaseTraffic | None:
+    """The tiling of one phase with the fewest DRAM words, or ``None`` when no tiling fits the buffer.
+
+    ``written``: the role the phase writes (``"out"`` forward, ``"in"`` backward to the input, ``"wt"``
+    backward to the weights); ``homes``: ``"dram"``, ``"sram"`` or ``"free"`` for each of :data:`ROLES`.
+    """
+    g = shape.groups
+    b = candidates(shape.n)[:, None, None, None, None]
+    k = candidates(shape.k)[None, :, None, None, None]
+    c = candidates(shape.c)[None, None, :, None, None]
+    p = candidates(shape.p)[None, None, None, :, None]
+    q = candidates(shape.q)[None, None, None, None, :]
+    hp, rows = _halo_sum(shape.p, p, shape.h, shape.r, shape.stride[0], shape.dilation[0], shape.padding[0])
+    wq, cols = _halo_sum(shape.q, q, shape.w, shape.s, shape.stride[1], shape.dilation[1], shape.padding[1])
+    tiles = {
+        "in": (b * c * hp * wq).astype(float),
+        "wt": (k * c * (shape.r * shape.s)).astype(float),
+        "out": (b * k * p * q).astype(float),
+    }
+    vol = {
+        "in": (g * shape.n * shape.c * rows * cols).astype(float),
+        "wt": float(g * shape.k * shape.c * shape.r * shape.s),
+        "out": float(g * shape.n * shape.k * shape.p * shape.q),
+    }
+    trips = {"N": (-(-shape.n // b)) * (-(-shape.p // p)) * (-(-shape.q // q)),
+             "K": -(-shape.k // k), "C": -(-shape.c // c)}
+    full = dict(zip(ROLES, (float(v) for v in shape.words())))
+    free = [i for i, h in enumerate(homes) if h == "free"]
+    best: tuple[float, float, PhaseTraffic] | None = None
+    for choice in range(1 << len(free)):
+        resident = [h == "sram" for h in homes]
+        for j, i in enumerate(free):
+            resident[i] = bool(choice >> j & 1)
+        used = sum((full[r] if homes[i] == "free" else 0.0) if resident[i] else tiles[r]
+                   for i, r in enumerate(ROLES))
+        fits = np.broadcast_to(used <= buffer_words, np.broadcast_shapes(*(t.shape for t in tiles.values())))
+        if not fits.any():
+            continue
+        sram = tuple(full[r] if resident[i] else 0.0 for i, r in enumerate(ROLES))
+        for inner in _GROUPS:
+            dram = 0.0
+            parts = []
+            for i, r in enumerate(ROLES):
+                if resident[i]:
+                    parts.append(0.0)
+                    continue
+                m = 1 if _IRRELEVANT[r] == inner else trips[_IRRELEVANT[r]]
+                words = vol[r] * ((2 * m - 1) if r == written else m)
+                parts.append(words)
+                dram = dram + words
+            total = np.where(fits, np.broadcast_to(dram, fits.shape), np.inf)
+            at = int(np.argmin(total))
+            val = float(total.flat[at])
+            if not math.isfinite(val):
+                continue
+            key = (val, sum(sram))
+            if best is None or key < best[:2]:
+                idx = np.unravel_index(at, fits.shape)
+                per_role = tuple(float(np.broadcast_to(x, fits.shape)[idx]) for x in parts)
+                tile = (int(b.flat[idx[0]]), int(k.flat[idx[1]]), int(c.flat[idx[2]]), int(p.flat[idx[3]]),
+                        int(q.flat[idx[4]]))
+                best = (val, sum(sram), PhaseTraffic(per_role, sram, tile, inner, tuple(resident)))
+    return None if best is None else best[2]

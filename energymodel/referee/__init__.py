@@ -1,0 +1,7 @@
+"""Referees: independent tools that count the same models, so a reader can check our numbers.
+
+- :mod:`.fvcore` - fvcore's ``FlopCountAnalysis`` beside our forward MACs, module by module, each
+  difference explained.
+
+A referee decides for itself; we only compare. May import :mod:`energymodel.analysis` and every floor below.
+"""

@@ -1,0 +1,447 @@
+"""Run configuration: :class:`RunConfig`, read from TOML, every field also settable from the command line.
+
+A run configuration is a TOML file with top-level fields and four sections::
+
+    name = "fashion-mnist-demo"
+    dataset = "fashion-mnist"          # required
+    model = "smallcnn"                 # required: zoo name, package.module:factory or file.py:factory
+    tasks = "5+5"                      # required: classes per task ("50+10x5" = 50, then 5 tasks of 10)
+    train_per_class = 1500
+    share = "auto"                     # "auto" (sharing-point search), a block index, or a fraction
+
+    [base]                             # training of the base network on task 0
+    epochs = 2
+    [branch]                           # training of every later task (all strategies)
+    epochs = 2
+    [calibration]                      # sharing-point search ("auto" share)
+    tolerance = 0.02
+    [output_calibration]               # per-branch temperature + bias for task-agnostic prediction
+    enabled = true
+
+Every field (see :data:`FIELDS` or ``incremental run --help``) is also a command-line flag that overrides
+the file: ``--base-epochs 3`` or, equivalently, ``--set base.epochs=3``. A flag's value is read as a TOML
+value when it parses as one (``3``, ``0.5``, ``true``, ``[0, 1]``, ``"text"``) and as a plain string
+otherwise; list fields also take comma-separated values (``--seeds 0,1,2``).
+
+Unknown, missing or mistyped fields raise :class:`~energymodel.errors.UserError` with a one-line message
+naming the field. Relative paths (``data_root``, ``data_cache``, ``out``) are relative to the working
+directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from energymodel import defaults
+from energymodel.errors import UserError
+from incremental.run.config_values import (
+    CACHE_CHOICES,
+    CALIBRATION_METHODS,
+    DATASETS,
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    STRATEGIES,
+    STRATEGY_ALIASES,
+    Checker,
+    _bool,
+    _candidates,
+    _choice,
+    _dataset,
+    _device,
+    _energy_table,
+    _float,
+    _int,
+    _list,
+    _method,
+    _methods,
+    _model,
+    _optional,
+    _share,
+    _str,
+    _strategies,
+    _tasks,
+    parse_flag_value,
+)
+
+__all__ = [
+    "RunConfig",
+    "TrainSection",
+    "SearchSection",
+    "OutputCalibrationSection",
+    "FieldSpec",
+    "FIELDS",
+    "STRATEGIES",
+    "STRATEGY_ALIASES",
+    "load_config",
+    "parse_flag_value",
+    "flag_name",
+]
+
+def _spec(default: Any, check: Checker, help: str) -> Any:  # noqa: A002 - mirrors argparse
+    meta = {"check": check, "help": help}
+    if default is dataclasses.MISSING:
+        return field(metadata=meta)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: json.loads(json.dumps(d)), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ---------------------------------------------------------------------------- sections
+@dataclass
+class TrainSection:
+    """Training hyper-parameters of one phase (``[base]``: task 0; ``[branch]``: every later task)."""
+
+    epochs: int = _spec(defaults.EPOCHS, _int(1), "passes over the training data")
+    batch: int = _spec(defaults.BATCH, _int(1), "mini-batch size")
+    lr: float = _spec(0.05, _float(0.0, 3.4028234663852886e38, open_low=True),
+                      "peak learning rate (at most float32's largest value: the parameters' type)")
+    optimizer: str = _spec(defaults.OPTIMIZER, _choice(*OPTIMIZERS), "sgd, momentum (SGD with momentum) or adam")
+    momentum: float = _spec(0.9, _float(0.0), "momentum of the momentum optimizer")
+    weight_decay: float = _spec(defaults.WEIGHT_DECAY, _float(0.0), "L2 weight decay")
+    lr_schedule: str = _spec("cosine", _choice(*LR_SCHEDULES), "cosine (per step, to 0) or none")
+
+
+@dataclass
+class SearchSection:
+    """Sharing-point calibration (``share = "auto"``): trial branches on a subset of task 1."""
+
+    tolerance: float = _spec(0.02, _float(0.0, 1.0),
+                             "accept the deepest sharing point whose accuracy is within this of no sharing")
+    subset_per_class: int | None = _spec(200, _optional(_int(2)),
+                                         "task-1 training images per class used by the search (none: all)")
+    epochs: int = _spec(2, _int(1), "epochs of each trial branch")
+    candidates: str | list[int] = _spec("all", _candidates, "sharing points to try: all, or a list of indices")
+    val_fraction: float = _spec(0.25, _float(0.0, 1.0, open_low=True, open_high=True),
+                                "share of the search subset held out to score each trial")
+    min_steps: int = _spec(50, _int(1), "floor on each trial's optimizer steps (more epochs when the subset is small)")
+    full_curve: bool = _spec(False, _bool, "try every candidate (else stop at the first, deepest first, within "
+                             "tolerance: the same choice for fewer trials)")
+    per_task: bool = _spec(False, _bool, "search a sharing point for every new task (else task 1's point for all)")
+    oracle: bool = _spec(False, _bool, "also train a full branch at every candidate point and report the search's regret")
+
+
+@dataclass
+class OutputCalibrationSection:
+    """Per-task temperature + bias fitted on held-out training data (task-agnostic prediction)."""
+
+    enabled: bool = _spec(True, _bool, "calibrate every task's logits for task-agnostic prediction")
+    holdout_fraction: float = _spec(0.1, _float(0.0, 1.0, open_low=True, open_high=True),
+                                    "share of each task's training images held out for calibration")
+    method: str = _spec("nll", _choice(*CALIBRATION_METHODS), "temperature by NLL (nll) or max-logit spread (zscore)")
+
+
+@dataclass
+class AgnosticSection:
+    """Task-agnostic prediction (no task given): every method in ``methods`` is fitted and reported."""
+
+    method: str = _spec("routed", _method, "the headline method (task_agnostic_accuracy)")
+    methods: str | list[str] = _spec("all", _methods, "methods fitted and reported side by side: all, or a list")
+    covariance: str = _spec("task", _choice("class", "task"),
+                            "Gaussian methods: a covariance per class, or one pooled per task (fewer bytes)")
+
+    def names(self) -> list[str]:
+        """The methods to fit, the headline method included, in registry order."""
+        from incremental.agnostic import method_names
+
+        chosen = method_names() if self.methods == "all" else list(self.methods)
+        return [m for m in method_names() if m in chosen or m == self.method]
+
+
+SECTIONS: dict[str, type] = {
+    "base": TrainSection,
+    "branch": TrainSection,
+    "calibration": SearchSection,
+    "output_calibration": OutputCalibrationSection,
+    "agnostic": AgnosticSection,
+}
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs. Load with :meth:`from_toml` / :func:`load_config`; see the module docstring."""
+
+    dataset: str = _spec(dataclasses.MISSING, _dataset, "data set: " + ", ".join(DATASETS))
+    model: str = _spec(dataclasses.MISSING, _model, "network: zoo name, package.module:factory or file.py:factory")
+    tasks: str = _spec(dataclasses.MISSING, _tasks, "classes per task, e.g. 5+5 or 50+10x5")
+    name: str | None = _spec(None, _optional(_str), "run name (default: the config file's stem)")
+    data_root: str | None = _spec(None, _optional(_str), "data folder (fashion-mnist defaults to Debian's package)")
+    class_order: list[int] | None = _spec(None, _optional(_list(_int(0), "class ids")),
+                                          "order in which classes arrive (a permutation)")
+    order_seed: int | None = _spec(None, _optional(_int(0)), "draw a random class order with this seed")
+    train_per_class: int | None = _spec(None, _optional(_int(2)), "subsample training images per class")
+    test_per_class: int | None = _spec(None, _optional(_int(1)), "subsample test images per class")
+    image_size: int | None = _spec(None, _optional(_int(1)), "imagefolder: resize images to this square size")
+    data_cache: str | None = _spec(None, _optional(_str), "imagefolder: keep decoded images in this folder")
+    data_workers: int = _spec(0, _int(0), "imagefolder: decoding processes (0: one per CPU core)")
+    augment: bool = _spec(False, _bool, "random crop (pad 4) + horizontal flip while training")
+    share: str | int | float = _spec("auto", _share,
+                                     "sharing point: auto (search), a block index k, or a fraction in [0, 1]")
+    strategies: list[str] = _spec(list(STRATEGIES), _strategies, "strategies to compare: " + ", ".join(STRATEGIES))
+    seeds: list[int] = _spec([0], _list(_int(0), "seeds"), "seeds; several aggregate to mean ± std")
+    retrain_epochs: int | None = _spec(None, _optional(_int(1)),
+                                       "epochs of each full retraining from scratch (none: the base network's)")
+    device: str = _spec("auto", _device, "auto (CUDA when available), cpu, cuda or cuda:N")
+    cache_features: str = _spec("auto", _choice(*CACHE_CHOICES), "cache frozen-trunk features: auto, on or off")
+    energy_table: str = _spec(defaults.ENERGY_TABLE, _energy_table, "energy table for the modelled costs")
+    out: str = _spec("out/run", _str, "run directory")
+    eval_batch: int = _spec(256, _int(1), "batch size for evaluation")
+    num_workers: int = _spec(0, _int(0), "DataLoader worker processes")
+    progress: bool = _spec(True, _bool, "show progress bars")
+    base: TrainSection = field(default_factory=TrainSection)
+    branch: TrainSection = field(default_factory=TrainSection)
+    calibration: SearchSection = field(default_factory=SearchSection)
+    output_calibration: OutputCalibrationSection = field(default_factory=OutputCalibrationSection)
+    agnostic: AgnosticSection = field(default_factory=AgnosticSection)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> RunConfig:
+        """Build and validate from a (TOML-shaped) mapping; ``source`` prefixes every error message."""
+        if not isinstance(data, Mapping):
+            raise UserError(f"{source}: expected a table of fields, got {type(data).__name__}")
+        top = {f.name: f for f in dataclasses.fields(cls) if f.name not in SECTIONS}
+        _unknown(data, list(top) + list(SECTIONS), source, "")
+        values: dict[str, Any] = {}
+        for name, f in top.items():
+            where = f"{source}: field {name!r}"
+            if name in data:
+                values[name] = f.metadata["check"](data[name], where)
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise UserError(f"{source}: missing required field {name!r} ({f.metadata['help']})")
+        for section, kind in SECTIONS.items():
+            raw = data.get(section, {})
+            if not isinstance(raw, Mapping):
+                raise UserError(f"{source}: {section!r} must be a table ([{section}]), got {type(raw).__name__}")
+            names = [f.name for f in dataclasses.fields(kind)]
+            _unknown(raw, names, source, f"{section}.")
+            sub = {}
+            for f in dataclasses.fields(kind):
+                if f.name in raw:
+                    sub[f.name] = f.metadata["check"](raw[f.name], f"{source}: field '{section}.{f.name}'")
+            values[section] = kind(**sub)
+        cfg = cls(**values)
+        cfg.check(source)
+        return cfg
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> RunConfig:
+        """Read ``path`` (TOML) and apply ``overrides`` (``{"base.epochs": 3}``, values as strings or typed)."""
+        return load_config(path, overrides)
+
+    def check(self, source: str = "config") -> None:
+        """Cross-field checks that need no data (data-dependent checks happen when the run starts)."""
+        if self.class_order is not None and self.order_seed is not None:
+            raise UserError(f"{source}: give either 'class_order' or 'order_seed', not both")
+        if self.class_order is not None:
+            from incremental.data import parse_task_sizes
+
+            if sorted(self.class_order) != list(range(len(self.class_order))):
+                raise UserError(f"{source}: field 'class_order' must be a permutation of 0..N-1, got {self.class_order}")
+            need = sum(parse_task_sizes(self.tasks))
+            if need > len(self.class_order):
+                raise UserError(f"{source}: field 'class_order' lists {len(self.class_order)} classes, "
+                                f"tasks {self.tasks!r} need {need}")
+
+    # ------------------------------------------------------------------ views
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (TOML-shaped; ``None`` kept)."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A validated copy with top-level fields or sections changed (``replace(out="x")``)."""
+        data = self.to_dict()
+        data.update(changes)
+        return RunConfig.from_dict(_drop_none(data), source="config")
+
+    def with_overrides(self, overrides: Mapping[str, Any], source: str = "command line") -> RunConfig:
+        """Apply dotted-key overrides (``{"base.epochs": "3", "share": 2}``); strings are parsed like flags."""
+        data = _drop_none(self.to_dict())
+        apply_overrides(data, overrides, source)
+        return RunConfig.from_dict(data, source=source)
+
+    def to_toml(self) -> str:
+        """The configuration as TOML (round-trips through :meth:`from_dict`; unset optional fields commented)."""
+        data = self.to_dict()
+        lines = []
+        for key, value in data.items():
+            if key in SECTIONS:
+                continue
+            lines.append(_toml_line(key, value))
+        for section in SECTIONS:
+            lines.append("")
+            lines.append(f"[{section}]")
+            for key, value in data[section].items():
+                lines.append(_toml_line(key, value))
+        return "\n".join(lines) + "\n"
+
+    def fingerprint(self) -> str:
+        """Hash of the fields that change results (not ``out``, ``data_root``, ``device``, ``progress``, workers, name).
+
+        ``data_root`` is left out so that a run resumes after its data moved (the data is not hashed).
+        """
+        import hashlib
+
+        data = self.to_dict()
+        for key in ("out", "device", "progress", "num_workers", "data_workers", "name", "data_cache", "data_root"):
+            data.pop(key, None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def train_config(self, section: str, seed: int, epochs: int | None = None):
+        """A :class:`~incremental.train.config.TrainConfig` for ``[base]`` or ``[branch]`` with ``seed``."""
+        from incremental.train.config import TrainConfig
+
+        s: TrainSection = getattr(self, section)
+        return TrainConfig(
+            epochs=s.epochs if epochs is None else epochs, batch_size=s.batch, lr=s.lr, momentum=s.momentum,
+            weight_decay=s.weight_decay, optimizer=s.optimizer, seed=int(seed), device=self.device,
+            num_workers=self.num_workers, cache_features=self.cache_features, lr_schedule=s.lr_schedule,
+            progress=self.progress,
+        )
+
+    @property
+    def task_sizes(self) -> list[int]:
+        from incremental.data import parse_task_sizes
+
+        return parse_task_sizes(self.tasks)
+
+
+# ---------------------------------------------------------------------------- helpers
+def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: (_drop_none(v) if isinstance(v, dict) else v) for k, v in data.items() if v is not None}
+
+
+def _unknown(data: Mapping[str, Any], known: Iterable[str], source: str, prefix: str) -> None:
+    known = list(known)
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
+            raise UserError(f"{source}: unknown field {prefix + str(key)!r}{hint}")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _toml_line(key: str, value: Any) -> str:
+    if value is None:
+        return f"# {key} = (unset)"
+    return f"{key} = {_toml_value(value)}"
+
+
+def flag_name(path: str) -> str:
+    """``"base.epochs"`` -> ``"--base-epochs"``; ``"data_root"`` -> ``"--data-root"``."""
+    return "--" + path.replace(".", "-").replace("_", "-")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One configurable field: dotted ``path``, flag, help text, expected type, default."""
+
+    path: str
+    flag: str
+    help: str
+    expected: str
+    default: Any
+    required: bool
+
+
+def _field_specs() -> list[FieldSpec]:
+    out = []
+    for f in dataclasses.fields(RunConfig):
+        if f.name in SECTIONS:
+            kind = SECTIONS[f.name]
+            inst = kind()
+            for g in dataclasses.fields(kind):
+                path = f"{f.name}.{g.name}"
+                out.append(FieldSpec(path, flag_name(path), g.metadata["help"],
+                                     getattr(g.metadata["check"], "expected", "value"), getattr(inst, g.name), False))
+            continue
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = None if required else (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        out.append(FieldSpec(f.name, flag_name(f.name), f.metadata["help"],
+                             getattr(f.metadata["check"], "expected", "value"), default, required))
+    return out
+
+
+#: Every configurable field, top-level first, then ``base.*``, ``branch.*``, ``calibration.*``, ``output_calibration.*``.
+FIELDS: list[FieldSpec] = _field_specs()
+_PATHS = {f.path for f in FIELDS}
+
+
+def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any], source: str = "command line") -> None:
+    """Set dotted-key ``overrides`` into the TOML-shaped ``data`` in place (string values parsed as flags)."""
+    for path, raw in overrides.items():
+        if path not in _PATHS:
+            close = difflib.get_close_matches(path, sorted(_PATHS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UserError(f"{source}: unknown field {path!r}{hint}")
+        value = parse_flag_value(raw) if isinstance(raw, str) else raw
+        if isinstance(value, str) and path in ("name", "data_root", "data_cache", "out", "model", "tasks", "dataset"):
+            value = raw.strip()  # paths and names are never TOML-parsed
+        if "." in path:
+            section, key = path.split(".", 1)
+            data.setdefault(section, {})[key] = value
+        else:
+            data[path] = value
+
+
+def load_config(path: str | os.PathLike | None, overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Read the TOML file ``path`` (None: start from nothing), apply ``overrides``, validate.
+
+    ``name`` defaults to the file's stem. Errors name the file (or "command line") and the field.
+    """
+    data: dict[str, Any] = {}
+    source = "command line"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        try:
+            with open(p, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise UserError(f"config file {p} not found") from None
+        except IsADirectoryError:
+            raise UserError(f"config file {p} is a directory") from None
+        except OSError as exc:
+            raise UserError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise UserError(f"{p}: invalid TOML: {str(exc).splitlines()[0]}") from None
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{p}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                            "TOML files are UTF-8") from None
+        except RecursionError:
+            raise UserError(f"{p}: nested too deeply to be a run configuration") from None
+        # validate the file alone first so that its errors name the file
+        RunConfig.from_dict(_with_required_placeholders(data, overrides), source=source)
+        data.setdefault("name", p.stem)
+    if overrides:
+        apply_overrides(data, overrides)
+        source = f"{source} + command line" if path is not None else source
+    return RunConfig.from_dict(data, source=source)
+
+
+def _with_required_placeholders(data: dict[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``data`` with required fields that only the command line provides filled in (for validating the file)."""
+    filled = dict(data)
+    placeholders = {"dataset": "fashion-mnist", "model": "smallcnn", "tasks": "5+5"}
+    for key, value in placeholders.items():
+        if key not in filled and overrides and key in overrides:
+            filled[key] = value
+    return filled
