@@ -148,7 +148,8 @@ _FIELD_DESTS: dict[str, str] = {}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from incremental.run.config import FIELDS
+    from incremental.run.config import FIELDS, flag_name
+    from incremental.run.config_sections import RENAMED_SECTIONS
 
     parser = _Parser(prog="incremental", description="Incremental learning with partial network sharing "
                                                       "(clone-and-branch): train, compare baselines, cost with energymodel.")
@@ -180,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
         default = "required" if f.required else f"default {f.default!r}"
         group.add_argument(f.flag, dest=dest, metavar="VALUE", default=None,
                            help=f"{f.help} [{f.expected}; {default}]".replace("%", "%%"))
+        for old, now in RENAMED_SECTIONS.items():  # former flags, e.g. --calibration-epochs: read with a warning
+            if f.path.startswith(now + "."):
+                path = old + f.path[len(now):]
+                _FIELD_DESTS["field__" + path.replace(".", "__")] = path
+                group.add_argument(flag_name(path), dest="field__" + path.replace(".", "__"), default=None,
+                                   help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_run)
 
     d = sub.add_parser("demo", help="the Fashion-MNIST demo: grow smallcnn by classes 5-9, compare, report",

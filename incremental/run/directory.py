@@ -322,7 +322,7 @@ def plan_run(out: Path, cfg_dict: dict[str, Any], fingerprint: str, model_hash: 
     probe_lock(out)
     if not force:
         what = "a finished" if status == "done" else "an unfinished"
-        _check_same(out, cfg_dict, fingerprint, model_hash, what, "use --force to replace it or choose another --out")
+        _check_same(out, cfg_dict, fingerprint, model_hash, what, "use --force (force=True in Python) to replace it, or choose another --out")
         return RunPlan(out, out, "done" if status == "done" else "resume")
     stage = staging_dir(out)
     probe_lock(stage) if stage.is_dir() else None

@@ -23,8 +23,10 @@ from tqdm import tqdm
 
 from energymodel.atomic import write_text
 from incremental.agnostic import AgnosticSuite
+from incremental.agnostic.features import collect_task
 from incremental.agnostic.output_calibration import calibrate
 from incremental.evaluation.costing import CostModel, timing_row
+from incremental.evaluation.references import TrunkSplit, base_only, joint_classifier
 from incremental.evaluation.rows import evaluate_row, fit_suite_task
 from incremental.model.branching import GrownNet
 from incremental.model.checkpoint import load_checkpoint, load_state, save_checkpoint
@@ -123,8 +125,9 @@ class SeedRun(SearchPhases, SummaryMixin):
         eval_rec = self._base_eval(bar)
         sharing = self._sharing(bar, self.costs.num_blocks)
         self._sharing_info = sharing
+        references = self._references()
         strategies = {name: self._strategy(name, sharing["shares"], bar) for name in cfg.strategies}
-        return self._seed_result(base_rec, eval_rec, sharing, strategies)
+        return self._seed_result(base_rec, eval_rec, sharing, strategies, references)
 
     def _base(self, bar: tqdm) -> dict[str, Any]:
         cfg, d = self.cfg, self.data
@@ -155,8 +158,50 @@ class SeedRun(SearchPhases, SummaryMixin):
         self.timing.append(timing_row("base training (task 0)", rec["train_seconds"], cost, phase="base"))
         return rec
 
+    def _validate(self, pred: nn.Module, suite: AgnosticSuite | None, upto: int, calibrated: bool
+                  ) -> dict[str, Any] | None:
+        """The evaluation row on the validation splits of tasks ``0..upto`` (None without validation splits):
+        what choices are made on, never the test images."""
+        d = self.data
+        if any(v is None for v in d.validation[: upto + 1]):
+            return None
+        return evaluate_row(pred, suite, self.cfg.agnostic.method, d.validation, upto, self.cfg.eval_batch,
+                            self.device, calibrated=calibrated, progress=False)
+
+    def _references(self) -> dict[str, Any] | None:
+        """The base-network-only and joint-classifier references (:mod:`incremental.evaluation.references`): an
+        analysis that reads every task's training images at once, charged to no strategy."""
+        cfg, d = self.cfg, self.data
+        if not cfg.agnostic.references:
+            return None
+        rec = self._record("references")
+        if rec is None:
+            t0 = time.perf_counter()
+            grown = GrownNet(copy.deepcopy(self.base), d.classes[0])
+            grown.freeze_base()
+            sizes = [len(c) for c in d.classes]
+
+            def split(sets: list) -> TrunkSplit:
+                outs = [collect_task(grown, ds, 0, cfg.eval_batch, self.device) for ds in sets]
+                return TrunkSplit([o.trunk_space.float() for o in outs],
+                                  [o.labels + sum(sizes[:t]) for t, o in enumerate(outs)])
+
+            train = split(d.plain)
+            evaluate = {"test": split(d.test)}
+            validation = split(d.validation) if all(v is not None for v in d.validation) else None
+            if validation is not None:
+                evaluate["validation"] = validation
+            rec = {"base_only": base_only(train, sizes, evaluate, width=cfg.agnostic.expansion,
+                                               covariance=cfg.agnostic.covariance),
+                   "joint_trunk": joint_classifier(train, sum(sizes), validation, evaluate, width=cfg.agnostic.expansion),
+                   "seconds": time.perf_counter() - t0}
+            self._save_record("references", rec)
+        self.timing.append(timing_row("references (base network only, joint classifier)", rec["seconds"],
+                                      phase="references"))
+        return rec
+
     def _new_suite(self) -> AgnosticSuite:
-        return AgnosticSuite(self.methods, covariance=self.cfg.agnostic.covariance)
+        return AgnosticSuite(self.methods, covariance=self.cfg.agnostic.covariance, expansion=self.cfg.agnostic.expansion)
 
     def _base_eval(self, bar: tqdm) -> dict[str, Any]:
         cfg, d = self.cfg, self.data
@@ -177,6 +222,7 @@ class SeedRun(SearchPhases, SummaryMixin):
             row = evaluate_row(grown, suite, cfg.agnostic.method, d.test, 0, cfg.eval_batch, self.device,
                                calibrated=cfg.output_calibration.enabled, progress=cfg.progress and self.main)
             rec = {"calibration": cal, "calibration_seconds": cal_s, "agnostic": stats, "evaluation": row,
+                   "validation": self._validate(grown, suite, 0, cfg.output_calibration.enabled),
                    "evaluation_seconds": time.perf_counter() - t0}
             self._save_record("base-eval", rec)
         else:
@@ -221,7 +267,7 @@ class SeedRun(SearchPhases, SummaryMixin):
                         from energymodel.errors import UserError
 
                         raise UserError(f"checkpoint {path} has no task-agnostic statistics (written by an older "
-                                        "version): rerun with --force")
+                                        "version): rerun with --force (force=True in Python)")
                     suite.load(ck["agnostic"])
                 if hasattr(learner, "history"):
                     learner.history = [d.train[t] for t in range(last + 1)]
@@ -268,6 +314,7 @@ class SeedRun(SearchPhases, SummaryMixin):
         t0 = time.perf_counter()
         row = evaluate_row(pred, suite, cfg.agnostic.method, d.test, t, cfg.eval_batch, self.device,
                            calibrated=grown and cfg.output_calibration.enabled, progress=cfg.progress and self.main)
+        validation = self._validate(pred, suite, t, grown and cfg.output_calibration.enabled)
         eval_s = time.perf_counter() - t0
         old_images = sum(d.sizes["train"][:t]) if record.used_old_data else 0
         storage = self.costs.storage(pred, old_images=old_images)
@@ -280,7 +327,7 @@ class SeedRun(SearchPhases, SummaryMixin):
             "trainable_params": record.trainable_params, **info,
             "cache_mode": info["fit"].get("cache_mode", "off"),
             "calibration": cal, "calibration_seconds": cal_s, "agnostic": stats,
-            "evaluation": row, "evaluation_seconds": eval_s, "storage": storage,
+            "evaluation": row, "validation": validation, "evaluation_seconds": eval_s, "storage": storage,
         }
         self._save_record(phase, rec)
         self._drop_partial(phase)

@@ -77,7 +77,7 @@ def run(cfg: RunConfig, *, force: bool = False, model_factory: ModelFactory | No
     model_hash = model_source_hash(cfg.model, model_factory)
     plan = plan_run(out, cfg.to_dict(), cfg.fingerprint(), model_hash, force)  # every refusal happens here
     if plan.state == "done" and not plan.swap:
-        logger.info("run directory %s is finished (DONE marker present): not recomputed; use --force to redo it", out)
+        logger.info("run directory %s is finished (DONE marker present): not recomputed; use --force (force=True in Python) to redo it", out)
         return out
     from incremental.train.config import resolve_device
 
@@ -156,8 +156,8 @@ def _execute(cfg: RunConfig, work: Path, out: Path, state: str, raw, order, fact
         distributed.barrier()
         n_cands = 0
         if cfg.share == "auto":
-            n_cands = n_points if cfg.calibration.candidates == "all" else len(set(cfg.calibration.candidates) | {0})
-            n_cands *= (len(sizes) - 1) if cfg.calibration.per_task else 1
+            n_cands = n_points if cfg.search.candidates == "all" else len(set(cfg.search.candidates) | {0})
+            n_cands *= (len(sizes) - 1) if cfg.search.per_task else 1
         total = 2 + n_cands + len(cfg.strategies) * (len(sizes) - 1)
         with tqdm(total=total, desc=f"seed {seed}", unit="phase", disable=not show) as bar:
             result = run_seed(cfg, seed, folder, raw, order, factory, device, main, bar)
