@@ -9,7 +9,7 @@ import numpy as np
 
 from energymodel.analysis.breakeven import SETTING_KEYS, breakeven, column_name, format_breakeven  # noqa: F401 - re-exported
 from energymodel.errors import UserError
-from energymodel.price.table import resolve_key
+from energymodel.price.table import MAX_VALUE, resolve_key
 
 __all__ = ["parse_range", "parse_vary", "MAX_ROWS"]
 
@@ -107,6 +107,8 @@ def _normalise_vary(vary: Mapping[str, Iterable[float] | float]) -> dict[str, np
             raise UserError(f"values of {raw!r}: empty range")
         if not np.isfinite(arr).all() or (arr < 0).any():
             raise UserError(f"values of {raw!r} must be finite and >= 0")
+        if (arr > MAX_VALUE).any():  # the bound every table entry has (a buffer beyond it overflowed to < 0)
+            raise UserError(f"values of {raw!r} must be at most {MAX_VALUE:g}, got {arr.max():g}")
         if full == "word_bits":
             if (arr != np.round(arr)).any() or (arr < 1).any() or (arr > 64).any():
                 raise UserError(f"values of {raw!r} must be integers 1..64")
