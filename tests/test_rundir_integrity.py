@@ -196,17 +196,24 @@ def test_a_run_folder_on_a_read_only_file_system_is_one_line(idx, tmp_path, caps
 
 
 # ---------------------------------------------------------------------------- checkpoints and records
-@pytest.fixture()
-def killed_after_base_eval(idx, tmp_path, monkeypatch) -> Path:
-    """A run killed right after its ``base`` phase (``base.pt`` and ``phases/base.json`` written)."""
-    out = tmp_path / "killed"
-    config = write_toml(tmp_path / "k.toml", small(idx, out))
-    with monkeypatch.context() as m:
+@pytest.fixture(scope="module")
+def killed_template(idx, tmp_path_factory) -> Path:
+    """A run killed right after its ``base-eval`` phase (``base.pt``, ``base-agnostic.pt`` and their records)."""
+    out = tmp_path_factory.mktemp("killed") / "run"
+    with pytest.MonkeyPatch.context() as m:
         kill_at_event(m, "phase:base-eval")
         with pytest.raises(Killed):
-            run(load_config(config))
+            run(RunConfig.from_dict(small(idx, out)))
     assert run_status(out) == "unfinished"
-    return config
+    return out
+
+
+@pytest.fixture()
+def killed_after_base_eval(idx, killed_template, tmp_path) -> Path:
+    """A private copy of the killed run; returns its configuration file."""
+    out = tmp_path / "killed"
+    shutil.copytree(killed_template, out)
+    return write_toml(tmp_path / "k.toml", small(idx, out))
 
 
 def test_a_flipped_bit_in_a_checkpoint_is_refused(killed_after_base_eval) -> None:
@@ -252,13 +259,9 @@ def test_a_phase_record_that_is_not_a_record_is_one_line(killed_after_base_eval,
 
 
 @pytest.mark.parametrize("damage", ["empty", "too many tasks", "too few statistics"])
-def test_task_agnostic_statistics_that_do_not_fit_are_one_line(idx, tmp_path, monkeypatch, damage, capsys) -> None:
-    out = tmp_path / "ag"
-    config = write_toml(tmp_path / "ag.toml", small(idx, out))
-    with monkeypatch.context() as m:
-        kill_at_event(m, "phase:base-eval")
-        with pytest.raises(Killed):
-            run(load_config(config))
+def test_task_agnostic_statistics_that_do_not_fit_are_one_line(killed_after_base_eval, damage, capsys) -> None:
+    config = killed_after_base_eval
+    out = Path(load_config(config).out)
     path = out / "seed-0" / "checkpoints" / "base-agnostic.pt"
     state = load_checkpoint(path)["agnostic"]
     if damage == "empty":
