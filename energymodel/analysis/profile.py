@@ -16,6 +16,7 @@ from energymodel.count.phases import Counts, count
 from energymodel.count.trace import trace
 from energymodel.defaults import WEIGHT_DECAY
 from energymodel.errors import UserError
+from energymodel.models.inputs import MAX_BATCH
 from energymodel.price.pricing import price_layers
 from energymodel.price.table import LEVELS, EnergyTable, load_table
 
@@ -147,6 +148,8 @@ def profile(
         batch = (_batch_of(inputs) if inputs is not None else None) or 1
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise UserError(f"batch must be >= 1 (an integer), got {batch!r}")
+    if batch > MAX_BATCH:
+        raise UserError(f"batch {batch:,} is larger than the {MAX_BATCH:,} a pass is counted for")
     if isinstance(weight_decay, bool):
         wd = WEIGHT_DECAY if weight_decay else 0.0
     elif isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0:

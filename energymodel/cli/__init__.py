@@ -62,4 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a file-system refusal no command foresaw: still one line naming the file
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"energymodel: error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     return 0

@@ -156,7 +156,13 @@ def block_view(
 ) -> BlockNet:
     """``model`` as a :class:`BlockNet` sharing its modules: declared (``blocks`` attribute and ``head``, an
     ``nn.Sequential``), or found from a trace at ``input_shape``/``inputs`` (see the module docstring).
-    ``blocks`` names the top-level children that are blocks; the rest is the head."""
+    ``blocks`` names the top-level children that are blocks; the rest is the head. Lazy modules
+    (``nn.LazyLinear`` ...) are initialised first when an input is given (a sharing point counts their
+    parameters)."""
+    if input_shape is not None or inputs is not None:
+        from energymodel.models.meta import materialize_lazy
+
+        materialize_lazy(model, example_inputs(model, input_shape, inputs))
     if blocks is None:
         try:
             return as_block_net(model)

@@ -20,13 +20,17 @@ from energymodel.errors import UserError
 
 __all__ = [
     "ExampleInputs", "example_inputs", "check_input_shape", "real_inputs", "shape_text", "MAX_INPUT_ELEMENTS",
-    "MAX_REAL_TRACE_ELEMENTS",
+    "MAX_REAL_TRACE_ELEMENTS", "MAX_BATCH",
 ]
 
 #: the most input elements per sample a trace accepts (2**31: a 26,000 x 26,000 RGB image). The meta
 #: trace allocates nothing, but counts of larger inputs leave the range where MAC counts stay exact in
 #: floating point, and such a shape is nearly always a typo.
 MAX_INPUT_ELEMENTS = 2**31
+
+#: the largest batch a pass or step is counted for (2**31): batch x elements stays inside the 64-bit integers
+#: the dataflow's tile arithmetic uses (a larger one overflowed them), and such a batch is nearly always a typo.
+MAX_BATCH = 2**31
 
 #: the most input elements per sample traced on a real device (when ``meta`` fails, or to initialise
 #: lazy modules): 2**24 elements, 64 MiB of float32 input at batch 1.

@@ -59,6 +59,12 @@ def _list_of_dicts(value: Any, what: str) -> list[dict]:
     return [dict(r) for r in value]
 
 
+def _check_share(value: Any, what: str) -> None:
+    """A sharing point is an integer >= 0 (a label, a fraction or maths markup there is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UserError(f"{what} must be a sharing point (an integer >= 0), got {value!r}")
+
+
 def engine_section_from_results(results: dict[str, Any]) -> dict[str, Any]:
     """Check an engine results dict (an incremental run's ``results.json``) and return the report section.
 
@@ -104,7 +110,10 @@ def engine_section_from_results(results: dict[str, Any]) -> dict[str, Any]:
             out["matrices"][str(name)] = {"tasks": tasks, "values": rows,
                                           **{k: v for k, v in m.items() if k not in ("tasks", "values")}}
     if results.get("calibration_curve") is not None:
-        out["calibration_curve"] = _list_of_dicts(results["calibration_curve"], "engine results: 'calibration_curve'")
+        curve = _list_of_dicts(results["calibration_curve"], "engine results: 'calibration_curve'")
+        for i, r in enumerate(curve):
+            _check_share(r.get("share"), f"engine results: calibration_curve[{i}].share")
+        out["calibration_curve"] = curve
     if results.get("chosen_share") is not None:
         cs = results["chosen_share"]
         if isinstance(cs, bool) or not isinstance(cs, int):
@@ -193,9 +202,11 @@ def _load_json(path: Path, what: str) -> Any:
     except FileNotFoundError:
         raise UserError(f"{what} not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read {what} {path}: {exc}") from None
+        raise UserError(f"cannot read {what} {path}: {getattr(exc, 'strerror', None) or exc}") from None
     except json.JSONDecodeError as exc:
         raise UserError(f"{what} {path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UserError(f"{what} {path} is nested too deeply to be read") from None
 
 
 def load_measured(path: str | Path) -> dict[str, Any]:

@@ -223,12 +223,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"incremental: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except MemoryError:
+        print("incremental: error: out of memory: the data and model do not fit in this process's memory (fewer "
+              "images per class, a smaller batch or a machine with more memory)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("incremental: interrupted (an unfinished run resumes when the same command is run again)",
               file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a file-system refusal no check foresaw: still one line naming the file
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"incremental: error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     finally:
         distributed.destroy()
         logger.handlers[:] = saved[0]

@@ -89,7 +89,7 @@ class SearchPhases:
 
             def run(k: int) -> float:
                 name = f"search-k{k}{suffix}" + ("" if mult == 1 else "-long")
-                rec = self._record(name)
+                rec = self._record(name, "search")
                 if rec is None:
                     logger.info("seed %d: sharing-point search (task %d): trial branch at k=%d (%d images, "
                                 "%d epochs)", self.seed, task, k, len(s_train), tcfg.epochs)
@@ -97,7 +97,7 @@ class SearchPhases:
                     t0 = time.perf_counter()
                     acc = trial(k)
                     rec = {"share": k, "accuracy": acc, "seconds": time.perf_counter() - t0, "epochs": tcfg.epochs}
-                    self._save_record(name, rec)
+                    rec = self._save_record(name, rec)
                 if mult == 1:
                     bar.update(1)
                 records[name] = rec
@@ -117,14 +117,14 @@ class SearchPhases:
         search = search_sharing_point(trainer(1), shares, cfg.search.tolerance, classes=new_classes,
                                       val_samples=len(s_val), longer=trainer(LONGER),
                                       stop_early=not cfg.search.full_curve)
-        used = epochs * (LONGER if search.longer else 1)
+        tag = "-long" if search.longer else ""
+        used = records[f"search-k0{suffix}{tag}"]["epochs"]  # as the trials ran (recorded), not recomputed
         trial_costs = costs_for(used, "trial_")
         cost_cols = {k: {"after": points[k]["after"], "fraction": points[k]["fraction"],
                          "fraction_params": points[k]["fraction_params"], "fraction_macs": points[k]["fraction_macs"],
                          **full[k], **trial_costs[k]} for k in shares}
         for col in cost_cols[0]:
             search.curve[col] = [cost_cols[int(k)][col] for k in search.curve["share"]]
-        tag = "-long" if search.longer else ""
         search.curve["seconds"] = [records[f"search-k{int(k)}{suffix}{tag}"]["seconds"] for k in search.curve["share"]]
         runs = [(name, rec) for name, rec in records.items()]
         trial_cost = [self.costs.training(share=rec["share"], samples=len(s_train), epochs=rec["epochs"],
@@ -148,7 +148,7 @@ class SearchPhases:
         acc: dict[int, float] = {}
         for k in shares:
             name = f"oracle-k{k}"
-            rec = self._record(name)
+            rec = self._record(name, "oracle")
             if rec is None:
                 grown = GrownNet(copy.deepcopy(self.base), d.classes[0])
                 torch.manual_seed(derive_seed(self.seed, "init", 1))
@@ -161,7 +161,7 @@ class SearchPhases:
                                                  self.device)
                 rec = {"share": k, "accuracy": float((logits.argmax(1) == labels).double().mean()),
                        "seconds": time.perf_counter() - t0}
-                self._save_record(name, rec)
+                rec = self._save_record(name, rec)
             acc[k] = rec["accuracy"]
             self.timing.append(timing_row(f"oracle branch k={k}", rec["seconds"], phase=name))
         energy = {k: self.costs.training(share=k, samples=len(d.train[1]), epochs=cfg.branch.epochs,
