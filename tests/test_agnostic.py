@@ -181,7 +181,7 @@ def test_no_old_task_image_is_read_after_its_task(tmp_path, monkeypatch) -> None
     from incremental.run.phases import SeedRun
     from incremental.run.runner import run
 
-    idx = write_fashion_idx(tmp_path / "idx", train=24, test=4)
+    idx = write_fashion_idx(tmp_path / "idx", train=40, test=4)
     reads: list[tuple[str, int]] = []
     phase = {"name": "setup"}
     seen: dict[str, object] = {}
@@ -223,39 +223,43 @@ def test_no_old_task_image_is_read_after_its_task(tmp_path, monkeypatch) -> None
     monkeypatch.setattr(SeedRun, "_oracle", watched(SeedRun._oracle, lambda *rest: "oracle:1"))
     monkeypatch.setattr(SeedRun, "_references", watched(SeedRun._references, lambda *rest: "references"))
     cfg = tiny_config(idx, tmp_path / "run", tasks="4+3+3", base={"epochs": 1}, branch={"epochs": 1},
-                      search={"subset_per_class": 8, "epochs": 1, "min_steps": 2, "candidates": [0, 2],
-                              "tolerance": 0.5, "per_task": True, "oracle": True},
+                      search={"subset_per_class": 24, "val_fraction": 0.5, "epochs": 1, "min_steps": 4,
+                              "candidates": [0, 2], "tolerance": 0.5, "per_task": True, "oracle": True},
                       strategies=["partial-sharing", "regular-incremental", "naive-finetune", "full-retraining"])
+    def owners(data) -> dict[int, int]:
+        out = {}
+        for j in range(3):
+            for ds in (data.train[j], data.plain[j], data.heldout[j], data.search_train.get(j),
+                       data.search_val.get(j)):
+                if ds is not None:
+                    out[id(ds)] = j
+        return out
+
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(RunConfig.from_dict(cfg))
-    first = list(reads)
+    first, first_owner = list(reads), owners(seen["data"])
     reads.clear()
     crash["at"] = None
     run(RunConfig.from_dict(cfg))  # resumes: partial sharing restored after task 1, then learns task 2
     data = seen["data"]
-    owner = {}
-    for j in range(3):
-        for ds in (data.train[j], data.plain[j], data.heldout[j]):
-            owner[id(ds)] = j
-        for ds in (data.search_train.get(j), data.search_val.get(j)):
-            if ds is not None:
-                owner[id(ds)] = j
+    owner = owners(data)
 
-    def by_phase(events):
+    def by_phase(events, owner=owner):
         out: dict[str, set[int]] = {}
         for name, ident in events:
             if ":" in name and ident in owner:
                 out.setdefault(name, set()).add(owner[ident])
         return out
 
-    for per_phase in (by_phase(first), by_phase(reads)):
+    for per_phase in (by_phase(first, first_owner), by_phase(reads)):
         for name, tasks in per_phase.items():
             if name.startswith("full-retraining"):
                 continue
             assert tasks == {int(name.rsplit(":", 1)[1])}, (name, tasks)
     resumed = by_phase(reads)
     assert resumed["partial-sharing:2"] == {2} and "partial-sharing:1" not in resumed  # task 1 came from its checkpoint
-    assert by_phase(first)["search:2"] == {2} and by_phase(first)["oracle:1"] == {1}
+    assert by_phase(first, first_owner)["search:2"] == {2} and by_phase(first, first_owner)["oracle:1"] == {1}
+    assert by_phase(first, first_owner)["partial-sharing:1"] == {1}
     assert resumed["full-retraining:2"] == {0, 1, 2}  # the baseline that keeps old data does read it
     # the instrument sees a direct tensor access as a read
     probe = data.train[0]

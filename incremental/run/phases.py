@@ -56,6 +56,7 @@ RECORD_KEYS: dict[str, dict[str, Any]] = {
                   "evaluation_seconds": _NUM},
     "search": {"share": int, "accuracy": _NUM, "seconds": _NUM, "epochs": int},
     "oracle": {"share": int, "accuracy": _NUM, "seconds": _NUM},
+    "references": {"base_only": dict, "joint_trunk": dict, "seconds": _NUM},
     "task": {"task": int, "classes": list, "share": int, "branch": bool, "num_classes": int, "samples": int,
              "epochs": int, "used_old_data": bool, "trainable_params": int, "fit": dict, "train_seconds": _NUM,
              "cache_mode": str, "calibration": _OPT, "calibration_seconds": _NUM, "agnostic": _OPT,
@@ -245,7 +246,7 @@ class SeedRun(SearchPhases, SummaryMixin):
         cfg, d = self.cfg, self.data
         if not cfg.agnostic.references:
             return None
-        rec = self._record("references")
+        rec = self._record("references", "references")
         if rec is None:
             t0 = time.perf_counter()
             grown = GrownNet(copy.deepcopy(self.base), d.classes[0])
@@ -266,7 +267,7 @@ class SeedRun(SearchPhases, SummaryMixin):
                                                covariance=cfg.agnostic.covariance),
                    "joint_trunk": joint_classifier(train, sum(sizes), validation, evaluate, width=cfg.agnostic.expansion),
                    "seconds": time.perf_counter() - t0}
-            self._save_record("references", rec)
+            rec = self._save_record("references", rec)
         self.timing.append(timing_row("references (base network only, joint classifier)", rec["seconds"],
                                       phase="references"))
         return rec
