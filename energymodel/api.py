@@ -101,16 +101,17 @@ def frozen_prefixes(model: nn.Module, names: Iterable[str], input_shape=None, *,
     paths = {n for n, _ in model.named_modules()}
     if all(n in paths for n in names):
         return names
-    from energymodel.models.chain import block_names_of, block_view
+    from energymodel.models.chain import block_members_of, block_view
 
     net = block_view(model, input_shape, inputs=inputs, blocks=blocks)
-    by_block = block_names_of(model, net)
+    by_block = block_members_of(model, net)
+    by_block.update({getattr(net, "paths", {}).get(k, k): v for k, v in list(by_block.items())})
     out = []
     for n in names:
         if n in paths:
             out.append(n)
         elif n in by_block:
-            out.append(by_block[n])
+            out.extend(by_block[n])
         else:
             raise UserError(f"--frozen {n!r} names no module or block of {type(model).__name__} "
                             f"(blocks: {', '.join(by_block)})")

@@ -124,8 +124,10 @@ def add_model_args(p: argparse.ArgumentParser, *, blocks: bool = False) -> None:
                    "(default: the zoo model's own, or the model's input_shape attribute)")
     p.add_argument("--classes", type=int, help="number of classes of the model (default: the model's)")
     if blocks:
-        p.add_argument("--blocks", metavar="NAME,...", help="top-level children that are blocks, the rest being "
-                       "the head (default: the model's declared blocks, else its children when they run in a chain)")
+        p.add_argument("--blocks", metavar="NAME,...", help="modules the sharing points follow, dotted paths in call "
+                       "order (encoder.layers.0,encoder.layers.1); the first block holds all before the first, the "
+                       "head all after the last (default: the model's declared blocks, else the points found from "
+                       "a trace; a refusal lists the names it accepts)")
 
 
 def model_and_shape(args) -> tuple:

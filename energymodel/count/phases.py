@@ -217,7 +217,8 @@ def count(
             acc.append((i, "activation", "forward", n_in, _noreuse(gemm_noreuse, n_in, macs_f), in_size, t))
             acc.append((i, "activation", "forward", n_out, n_out, n_out, t))
             if params:
-                acc.append((i, "weight", "forward", params, _noreuse(gemm_noreuse, params, macs_f), "W", t))
+                read = params if w.weight_words is None else min(B * w.weight_words, params)  # a lookup: its rows
+                acc.append((i, "weight", "forward", read, _noreuse(gemm_noreuse, read, macs_f), "W", t))
         saved = 0.0
         if training and w.moves_data:
             s_in = w.saved_for_input_grad if in_rg else 0.0
