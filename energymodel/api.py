@@ -2,9 +2,9 @@
 
 Each takes a model (an ``nn.Module``, or a spec string: a zoo name, ``package.module:factory`` or
 ``file.py:factory``) and what it is called with: ``input_shape`` (per sample, without the batch dimension,
-e.g. ``(3, 32, 32)``; a zoo model or a model with an ``input_shape`` attribute brings its own) or, for
-``profile`` and ``sharing_points``, example ``inputs`` (a tensor, a tuple of tensors, or a dict of keyword
-tensors, each with a batch dimension). Sharing points are the model's declared blocks, its top-level
+e.g. ``(3, 32, 32)``; a zoo model or a model with an ``input_shape`` attribute brings its own) or example
+``inputs`` (a tensor, a tuple of tensors, or a dict of keyword tensors, each with a batch dimension; integer
+token ids included), taken by every function. Sharing points are the model's declared blocks, its top-level
 children when they run one after another (:func:`energymodel.models.chain.block_view`), or ``blocks=[names]``.
 A sharing point is chosen by index ``k`` (0 = share nothing) or by ``fraction`` of the conv/linear
 layers (snapped to the nearest point, with a warning when it is not exact). Defaults are
@@ -151,15 +151,19 @@ def sharing_points(model: nn.Module | str, input_shape: Sequence[int] | None = N
     return points_of(net, counts.input_shape, counts=counts)
 
 
-def _strategy(model, input_shape, blocks, k, fraction, classes):
+def _strategy(model, input_shape, blocks, k, fraction, classes, inputs=None):
+    """The model as a BlockNet, what it is called with (a shape, or :class:`ExampleInputs` standing for one
+    through the analysis functions) and the sharing points asked for."""
     from energymodel.models.chain import block_view
+    from energymodel.models.inputs import example_inputs
 
-    module, shape = model_of(model, input_shape, classes=classes)
-    net = block_view(module, shape, blocks=blocks)
-    return net, shape, shares_of(net, k, fraction)
+    module, shape = model_of(model, input_shape, classes=classes, need_shape=inputs is None)
+    spec = example_inputs(module, None, inputs) if inputs is not None else shape
+    net = block_view(module, spec, blocks=blocks)
+    return net, spec, shares_of(net, k, fraction)
 
 
-def compare(model: nn.Module | str, input_shape: Sequence[int] | None = None, *, k: Any = None,
+def compare(model: nn.Module | str, input_shape: Sequence[int] | None = None, *, inputs: Any = None, k: Any = None,
             fraction: Any = None, blocks: Sequence[str] | None = None, new_classes: int | None = None,
             samples_new: int = D.SAMPLES_NEW, samples_old: int = D.SAMPLES_OLD, epochs: int = D.EPOCHS,
             batch: int = D.BATCH, optimizer: str = D.OPTIMIZER, table: Any = D.ENERGY_TABLE,
@@ -168,12 +172,12 @@ def compare(model: nn.Module | str, input_shape: Sequence[int] | None = None, *,
     and full retraining: :func:`energymodel.analysis.sharing.compare` (a DataFrame, one row per strategy)."""
     from energymodel.analysis.sharing import compare as run
 
-    net, shape, share = _strategy(model, input_shape, blocks, k, fraction, classes)
+    net, shape, share = _strategy(model, input_shape, blocks, k, fraction, classes, inputs)
     return run(net, shape, share=share, new_classes=new_classes, samples_new=samples_new, samples_old=samples_old,
                epochs=epochs, batch=batch, optimizer=optimizer, table=table, cache_prefix=cache_prefix, tasks=tasks)
 
 
-def training_cost(model: nn.Module | str, input_shape: Sequence[int] | None = None, *, k: int = 0,
+def training_cost(model: nn.Module | str, input_shape: Sequence[int] | None = None, *, inputs: Any = None, k: int = 0,
                   fraction: float | None = None, blocks: Sequence[str] | None = None, samples: int = D.SAMPLES_NEW,
                   epochs: int = D.EPOCHS, batch: int = D.BATCH, optimizer: str = D.OPTIMIZER,
                   num_classes: int | None = None, table: Any = D.ENERGY_TABLE, cache_prefix: bool = False,
@@ -182,7 +186,8 @@ def training_cost(model: nn.Module | str, input_shape: Sequence[int] | None = No
     :func:`energymodel.analysis.sharing.training_cost` (a :class:`~energymodel.analysis.sharing.TrainingCost`)."""
     from energymodel.analysis.sharing import training_cost as run
 
-    net, shape, share = _strategy(model, input_shape, blocks, None if fraction is not None else k, fraction, classes)
+    net, shape, share = _strategy(model, input_shape, blocks, None if fraction is not None else k, fraction, classes,
+                                  inputs)
     if share is None or len(share) != 1:
         raise UserError("training_cost takes one sharing point: k= or fraction=")
     return run(net, shape, share=share[0], samples=samples, epochs=epochs, batch=batch, optimizer=optimizer,
@@ -190,7 +195,7 @@ def training_cost(model: nn.Module | str, input_shape: Sequence[int] | None = No
 
 
 def sweep(model: nn.Module | str, input_shape: Sequence[int] | None = None, vary: Mapping[str, Any] | None = None,
-          *, k: Any = None, fraction: Any = None, blocks: Sequence[str] | None = None, new_classes: int | None = None,
+          *, inputs: Any = None, k: Any = None, fraction: Any = None, blocks: Sequence[str] | None = None, new_classes: int | None = None,
           samples_new: int = D.SAMPLES_NEW, samples_old: int = D.SAMPLES_OLD, epochs: int = D.EPOCHS,
           batch: int = D.BATCH, optimizer: str = D.OPTIMIZER, table: Any = D.ENERGY_TABLE,
           cache_prefix: bool = False, tasks: int = D.TASKS, classes: int | None = None):
@@ -200,7 +205,7 @@ def sweep(model: nn.Module | str, input_shape: Sequence[int] | None = None, vary
 
     if not vary:
         raise UserError("sweep needs vary= (table key -> values), e.g. {\"dram\": [100, 640, 2000]}")
-    net, shape, share = _strategy(model, input_shape, blocks, k, fraction, classes)
+    net, shape, share = _strategy(model, input_shape, blocks, k, fraction, classes, inputs)
     return run(net, shape, vary, share=share, new_classes=new_classes, samples_new=samples_new,
                samples_old=samples_old, epochs=epochs, batch=batch, optimizer=optimizer, table=table,
                cache_prefix=cache_prefix, tasks=tasks)

@@ -229,3 +229,34 @@ def test_transformer_encoder_with_padding_mask_in_inference() -> None:
     tr = energymodel.profile(model, inputs=(ids, mask), mode="training", warn=False)
     assert inf.totals["macs_forward"] == tr.totals["macs_forward"] > 0
     assert not inf.unmodelled and torch.backends.mha.get_fastpath_enabled()
+
+
+def test_integer_and_keyword_inputs_on_every_function(capsys) -> None:
+    from energymodel.cli import main
+
+    model = M.text_transformer()
+    ids = torch.zeros(4, 32, dtype=torch.int64)
+    per_sample = energymodel.profile(model, inputs=ids, warn=False).totals["macs_forward"] / 4
+    df = energymodel.compare(model, inputs=ids, samples_new=100, samples_old=100, epochs=1, batch=50)
+    assert list(df["after"]) == ["input", "encoder.layers.0", "encoder.layers.1", "input"]
+    assert df.iloc[-1]["data_storage_bytes"] == 100 * 32 * 8  # the old token ids kept: int64
+    assert df.iloc[0]["inference_macs"] == 2 * per_sample  # at k = 0: the base and a full clone
+    cost = energymodel.training_cost(model, inputs={"ids": ids}, k=2, samples=100, epochs=1, batch=50)
+    assert cost.steps == 2 and cost.trainable_params == 64 * 4 + 4  # at k = 2 only the classifier trains
+    grid = energymodel.sweep(model, inputs=ids, vary={"dram": [100, 640]}, k=[0, 2], samples_new=100,
+                             samples_old=100, epochs=1, batch=50)
+    assert len(grid) == 2 * 2
+    path = f"{MODELS}:text_transformer"
+    assert main(["profile", path, "--input", "32:int64", "--batch", "4", "--format", "json"]) == 0
+    import json
+
+    data = json.loads(capsys.readouterr().out)["data"]
+    assert data["totals"]["macs_forward"] == 4 * per_sample and data["unmodelled"] == []
+    assert main(["points", path, "--input", "ids=32:int64;padding_mask=32:bool"]) == 2
+    assert "takes 2 inputs: blocks of a sharing point take one" in capsys.readouterr().err
+    assert main(["profile", path, "--input", "ids=32:int64;padding_mask=32:bool", "--format", "json"]) == 0
+    capsys.readouterr()
+    for bad, needle in (("32:int9", "bad --input dtype 'int9'"), ("ids=32:int64;32", "name every input")):
+        assert main(["profile", path, "--input", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and needle in err

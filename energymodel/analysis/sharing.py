@@ -49,9 +49,8 @@ from energymodel.analysis.profile import as_table
 from energymodel.count.phases import Counts, count
 from energymodel.count.trace import trace
 from energymodel.errors import UserError
-from energymodel.models.blocks import (
-    BlockNet,
-)
+from energymodel.models.blocks import BlockNet
+from energymodel.models.inputs import describe, sample_bytes
 from energymodel.price.ledger import COST_COLUMNS, Ledger, TrainingCost, price_ledger  # noqa: F401 - re-exported
 from energymodel.price.table import EnergyTable
 
@@ -345,7 +344,7 @@ def compare(
     inf = Ledger()
     inf.add(inference_counts(full_net, input_shape), 1.0)
     storage_params = sum(p.numel() for p in full_net.parameters())
-    data_bytes = float((samples_old + samples_new * (tasks - 1)) * math.prod(input_shape))  # uint8 images kept
+    data_bytes = (samples_old + samples_new * (tasks - 1)) * sample_bytes(input_shape)  # the old data kept
     rows.append(_row("full-retraining", 0, points[0], ledger, facts, inf, storage_params, data_bytes, tab, bits))
     df = pd.DataFrame(rows)
     reg = df[(df["strategy"] == "partial-sharing") & (df["share"] == 0)].iloc[0]
@@ -355,7 +354,7 @@ def compare(
         df[f"savings_{short}_vs_regular"] = reg[col] / df[col].replace(0, np.nan)
         df[f"savings_{short}_vs_retraining"] = ret[col] / df[col].replace(0, np.nan)
     df.attrs.update(
-        {"model": type(model).__name__, "input_shape": list(input_shape), "table": tab.name, "epochs": epochs,
+        {"model": type(model).__name__, "input_shape": describe(input_shape), "table": tab.name, "epochs": epochs,
          "batch": batch, "optimizer": optimizer, "samples_new": samples_new, "samples_old": samples_old,
          "new_classes": new_classes, "old_classes": old_classes, "tasks": tasks, "cache_prefix": cache_prefix,
          "buffer_bytes": tab.dataflow.buffer_bytes, "retrain_epochs": int(retrain_epochs or epochs)}

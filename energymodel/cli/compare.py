@@ -35,6 +35,7 @@ def add_parser(sub) -> None:
 def run(args) -> None:
     from energymodel.analysis.sharing import compare
     from energymodel.cli.console import energy, eng
+    from energymodel.models.inputs import describe
 
     model, shape = model_and_shape(args)
     net = block_net(args, model, shape)
@@ -50,7 +51,7 @@ def run(args) -> None:
         view["storage_bytes"] = [eng(v, "B") for v in view["storage_bytes"]]
         for col in ("energy", "inference"):
             view[col] = [energy(v) for v in view[col]]
-        head = (f"model {args.model} · input {'x'.join(map(str, shape))} · {args.epochs} epochs of "
+        head = (f"model {args.model} · input {describe(shape) if hasattr(shape, 'text') else 'x'.join(map(str, shape))} · {args.epochs} epochs of "
                 f"{args.samples_new} samples, batch {args.batch}, {args.optimizer} · table {args.energy_table}, "
                 f"on-chip buffer {eng(df.attrs.get('buffer_bytes', 0), 'B')}\n"
                 "energy: one new task's training; inference: per sample of the grown network; savings: baseline / "

@@ -50,7 +50,7 @@ def energy(pj: float) -> str:
 
 def header(*, model: str, kind: str, input_shape: Sequence[int], batch: int, mode: str, table: Any) -> str:
     """``model smallcnn (BlockNet) · input 1x28x28 · batch 1 · mode inference · table 45nm (fp32, 32-bit words)``."""
-    shape = "x".join(map(str, input_shape))
+    shape = input_shape.text() if hasattr(input_shape, "text") else "x".join(map(str, input_shape))
     return (f"model {model} ({kind}) · input {shape} · batch {batch} · mode {mode} · "
             f"table {table.name} ({table.datatype}, {table.word_bits}-bit words)")
 
