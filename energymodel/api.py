@@ -26,7 +26,7 @@ from typing import Any
 from torch import nn
 
 from energymodel import defaults as D
-from energymodel.errors import UserError
+from energymodel.errors import EnergyModelWarning, UserError
 
 __all__ = ["profile", "compare", "sharing_points", "training_cost", "sweep", "model_of", "shares_of",
            "frozen_prefixes"]
@@ -73,7 +73,7 @@ def shares_of(net: nn.Module, k: Any = None, fraction: Any = None, *, note=None)
 
     if k is None and fraction is None:
         return None
-    note = note or (lambda msg: warnings.warn(msg, stacklevel=3))
+    note = note or (lambda msg: warnings.warn(msg, EnergyModelWarning, stacklevel=3))
     pts = points_of(net)
     out: list[int] = []
     for v in _as_list(k):

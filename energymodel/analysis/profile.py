@@ -15,7 +15,7 @@ from torch import nn
 from energymodel.count.phases import Counts, count
 from energymodel.count.trace import trace
 from energymodel.defaults import WEIGHT_DECAY
-from energymodel.errors import UserError
+from energymodel.errors import EnergyModelWarning, UserError
 from energymodel.price.pricing import price_layers
 from energymodel.price.table import LEVELS, EnergyTable, load_table
 
@@ -29,7 +29,7 @@ LAYER_COLUMNS = [
     "weight_accesses", "activation_accesses", "storage_bytes", "energy_pj",
     "modelled", "input_requires_grad", "trainable_params", "macs", "add_ops", "mult_ops", "cmp_ops", "update_ops",
     "rf_accesses", "sram_accesses", "dram_accesses", "saved_words",
-    "energy_compute_pj", "energy_rf_pj", "energy_sram_pj", "energy_dram_pj",
+    "energy_compute_pj", "energy_rf_pj", "energy_sram_pj", "energy_dram_pj", "output_shape",
 ]
 NUMERIC_TOTALS = [
     "macs_forward", "macs_backward_input", "macs_backward_weight", "macs", "add_ops", "mult_ops", "cmp_ops",
@@ -154,7 +154,7 @@ def profile(
     else:
         raise UserError(f"weight decay must be a number >= 0, got {weight_decay!r}")
     if warn and (msg := check_precision(model, tab)):
-        warnings.warn(msg, stacklevel=2)
+        warnings.warn(msg, EnergyModelWarning, stacklevel=2)
     tr = trace(model, input_shape, mode=mode, frozen=frozen, inputs=inputs)
     counts = count(tr, batch=batch, optimizer=optimizer, weight_decay=wd > 0, warn=warn)
     layers = price_layers(counts, tab)

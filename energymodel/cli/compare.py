@@ -34,7 +34,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> None:
     from energymodel.analysis.sharing import compare
-    from energymodel.cli.console import energy, eng
+    from energymodel.cli.console import energy, eng, ibytes
     from energymodel.models.inputs import describe
 
     model, shape = model_and_shape(args)
@@ -48,12 +48,12 @@ def run(args) -> None:
         view = df[cols].rename(columns={"energy_pj": "energy", "inference_energy_pj": "inference"})
         for col in ("macs", "dram_accesses"):
             view[col] = [eng(v) for v in view[col]]
-        view["storage_bytes"] = [eng(v, "B") for v in view["storage_bytes"]]
+        view["storage_bytes"] = [ibytes(v) for v in view["storage_bytes"]]
         for col in ("energy", "inference"):
             view[col] = [energy(v) for v in view[col]]
         head = (f"model {args.model} · input {describe(shape) if hasattr(shape, 'text') else 'x'.join(map(str, shape))} · {args.epochs} epochs of "
                 f"{args.samples_new} samples, batch {args.batch}, {args.optimizer} · table {args.energy_table}, "
-                f"on-chip buffer {eng(df.attrs.get('buffer_bytes', 0), 'B')}\n"
+                f"on-chip buffer {ibytes(df.attrs.get('buffer_bytes', 0))}\n"
                 "energy: one new task's training; inference: per sample of the grown network; savings: baseline / "
                 "strategy (> 1 is cheaper)\n\n")
         emit(args, text=head + human(view))

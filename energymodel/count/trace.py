@@ -112,6 +112,8 @@ class Trace:
     total_params: int
     trainable_params: int
     output_shape: tuple[int, ...]
+    #: every container module called: path -> (class name, per-sample output shape or None)
+    modules: dict[str, tuple[str, tuple[int, ...] | None]] = field(default_factory=dict)
 
 def frozen_names(model: nn.Module, frozen: Sequence[str]) -> set[str]:
     """Names of the modules lying under any of the ``frozen`` prefixes (a prefix is a module path).
@@ -181,6 +183,7 @@ class _Tracer:
         self.read_params: set[int] = set()
         self.leaf_inputs: dict[int, object] = {}
         self.read_modules: set[str] = set()
+        self.modules: dict[str, tuple[str, tuple[int, ...] | None]] = {}  # container -> (class, output shape)
 
     def operands(self, tensors: list[Tensor]) -> dict:
         """What a call's tensor inputs are (see the ``input_*`` fields of :class:`Call`)."""
@@ -213,6 +216,8 @@ class _Tracer:
         args = (*args, *kwargs.values()) if kwargs else args
         name = self.stack.pop()
         if not _is_leaf(module):
+            out = next(_tensors(output), None)
+            self.modules.setdefault(name, (type(module).__name__, tuple(out.shape[1:]) if out is not None else None))
             return
         self.leaf_depth -= 1
         count = self.seen_modules.get(id(module), 0) + 1
@@ -400,4 +405,5 @@ def trace(
         total_params=total,
         trainable_params=n_train,
         output_shape=tuple(out_t.shape[1:]) if out_t is not None else (),
+        modules=dict(tracer.modules),
     )
