@@ -167,14 +167,22 @@ def compare(model: nn.Module | str, input_shape: Sequence[int] | None = None, *,
             fraction: Any = None, blocks: Sequence[str] | None = None, new_classes: int | None = None,
             samples_new: int = D.SAMPLES_NEW, samples_old: int = D.SAMPLES_OLD, epochs: int = D.EPOCHS,
             batch: int = D.BATCH, optimizer: str = D.OPTIMIZER, table: Any = D.ENERGY_TABLE,
-            cache_prefix: bool = False, tasks: int = D.TASKS, classes: int | None = None):
+            cache_prefix: bool = False, tasks: int = D.TASKS, classes: int | None = None,
+            memory_budget: int | str | None = None):
     """Clone-and-branch at the chosen sharing points (default all) against regular incremental learning
-    and full retraining: :func:`energymodel.analysis.sharing.compare` (a DataFrame, one row per strategy)."""
+    and full retraining: :func:`energymodel.analysis.sharing.compare` (a DataFrame, one row per strategy).
+    ``memory_budget`` (bytes, or a text such as ``"256KiB"``): ``df.attrs["shallowest_fitting_point"]`` is the
+    shallowest sharing point whose training step fits it."""
     from energymodel.analysis.sharing import compare as run
 
+    if isinstance(memory_budget, str):
+        from energymodel.cli.common import parse_bytes
+
+        memory_budget = parse_bytes(memory_budget, "memory budget")
     net, shape, share = _strategy(model, input_shape, blocks, k, fraction, classes, inputs)
     return run(net, shape, share=share, new_classes=new_classes, samples_new=samples_new, samples_old=samples_old,
-               epochs=epochs, batch=batch, optimizer=optimizer, table=table, cache_prefix=cache_prefix, tasks=tasks)
+               epochs=epochs, batch=batch, optimizer=optimizer, table=table, cache_prefix=cache_prefix, tasks=tasks,
+               memory_budget=memory_budget)
 
 
 def training_cost(model: nn.Module | str, input_shape: Sequence[int] | None = None, *, inputs: Any = None, k: int = 0,

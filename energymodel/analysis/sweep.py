@@ -295,7 +295,7 @@ def prepare_sweep(
     led = ledgers or strategy_ledgers(
         model, input_shape, share=share, new_classes=new_classes, old_classes=old_classes, samples_new=samples_new,
         samples_old=samples_old, epochs=epochs, batch=batch, optimizer=optimizer, cache_prefix=cache_prefix,
-        tasks=tasks,
+        tasks=tasks, memory=False,
     )
     points = sharing_points(led.net)
     shares = led.requested

@@ -246,9 +246,25 @@ def profile_table(prof: Any, *, depth: int | None = None, show_views: bool = Fal
     columns += [("output", "output (per sample)", None), ("params", "params", eng), ("macs", "MACs", eng),
                 ("sram_accesses", f"SRAM ({prof.table.word_bits}-bit words)", eng),
                 ("dram_accesses", f"DRAM ({prof.table.word_bits}-bit words)", eng), ("energy_pj", "energy (J)", energy)]
+    if prof.memory is not None:
+        columns.append(("saved_bytes", "saved for backward", ibytes))
     what = "one training step" if mode == "training" else "one inference pass"
     note = (f"rows: {what} of a batch of {batch} (MACs, accesses, energy for the whole batch); "
             f"output shapes per sample")
     if folded:
         note += f"; {folded} zero-cost view op{'s' if folded > 1 else ''} folded away (--show-views shows them)"
-    return note + "\n\n" + text_table(rows, columns) + "\n" + summary_line(prof.totals, batch, mode) + "\n"
+    text = note + "\n\n" + text_table(rows, columns) + "\n" + summary_line(prof.totals, batch, mode) + "\n"
+    if prof.memory is not None:
+        text += memory_line(prof.memory) + "\n"
+    return text
+
+
+def memory_line(fp: Any) -> str:
+    """``training step memory: peak 50.97 MiB in the backward pass = resident 2.5 MiB (weights ..., optimizer
+    state ..., batch ...) + the step's own 48.5 MiB (saved activations 47.5 MiB, gradients ...)``."""
+    own = fp.peak - fp.resident
+    return (f"training step memory: peak {ibytes(fp.peak)} in the {fp.phase}"
+            f"{' pass' if fp.phase != 'optimizer step' else ''} = weights {ibytes(fp.weights)} + optimizer state "
+            f"{ibytes(fp.optimizer_state)} + buffers {ibytes(fp.buffers)} + the batch {ibytes(fp.inputs)} + "
+            f"{ibytes(own)} the step allocates (saved activations {ibytes(fp.saved)}; parameter gradients "
+            f"{ibytes(fp.gradients)} by the end of the backward pass)")
