@@ -176,7 +176,7 @@ def compare(model: nn.Module | str, input_shape: Sequence[int] | None = None, *,
     from energymodel.analysis.sharing import compare as run
 
     if isinstance(memory_budget, str):
-        from energymodel.cli.common import parse_bytes
+        from energymodel.count.footprint import parse_bytes
 
         memory_budget = parse_bytes(memory_budget, "memory budget")
     net, shape, share = _strategy(model, input_shape, blocks, k, fraction, classes, inputs)

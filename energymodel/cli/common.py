@@ -18,7 +18,7 @@ from energymodel import defaults as D
 from energymodel.atomic import write_text
 from energymodel.errors import UserError
 
-__all__ = ["parse_bytes", "emit", "envelope", "add_common_table", "add_model_args", "add_strategy_args", "add_format_args", "model_and_shape", "strategy_settings", "finite", "note"]
+__all__ = ["emit", "envelope", "add_common_table", "add_model_args", "add_strategy_args", "add_format_args", "model_and_shape", "strategy_settings", "finite", "note"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -177,21 +177,6 @@ def add_strategy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", choices=("sgd", "momentum", "adam"), default=D.OPTIMIZER, help="optimizer")
     p.add_argument("--cache-prefix", action="store_true",
                    help="run the shared prefix once per sample (cached features) (default: off)")
-
-
-_BYTE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4, "kib": 2**10, "mib": 2**20,
-               "gib": 2**30, "tib": 2**40, "k": 2**10, "m": 2**20, "g": 2**30}
-
-
-def parse_bytes(text: str, flag: str) -> int:
-    """``"256KiB"`` -> 262144, ``"1.5MiB"``, ``"2GB"`` (SI: 2e9), ``"262144"``; one-line :class:`UserError` else."""
-    import re
-
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
-    unit = m.group(2).lower() if m else None
-    if m is None or unit not in _BYTE_UNITS:
-        raise UserError(f"bad {flag} {text!r}: a number of bytes such as 262144, 256KiB, 1.5MiB or 2GB")
-    return int(float(m.group(1)) * _BYTE_UNITS[unit])
 
 
 def _numbers(text: str | None, flag: str, kind: type) -> list | None:

@@ -13,7 +13,6 @@ from energymodel.cli.common import (
     finite,
     human,
     model_and_shape,
-    parse_bytes,
     strategy_settings,
     subcommand,
 )
@@ -39,6 +38,7 @@ def run(args) -> None:
     from energymodel.analysis.profile import as_table
     from energymodel.analysis.sharing import compare
     from energymodel.cli.console import energy, eng, ibytes
+    from energymodel.count.footprint import parse_bytes
     from energymodel.models.inputs import describe
 
     model, shape = model_and_shape(args)

@@ -32,6 +32,7 @@ bookkeeping.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -40,9 +41,10 @@ from torch import nn
 
 from energymodel.count.memory_trace import StepLog, record_step
 from energymodel.count.phases import OPTIMIZERS
+from energymodel.errors import UserError
 from energymodel.models.inputs import ExampleInputs
 
-__all__ = ["Footprint", "footprint", "step_footprint", "optimizer_temporaries"]
+__all__ = ["Footprint", "footprint", "step_footprint", "optimizer_temporaries", "parse_bytes"]
 
 
 @dataclass
@@ -133,3 +135,18 @@ def footprint(model: nn.Module, input_shape: Sequence[int] | ExampleInputs | Non
     ``frozen`` not training (see the module docstring)."""
     log = record_step(model, input_shape, batch=batch, frozen=frozen, inputs=inputs)
     return step_footprint(log, optimizer=optimizer, weight_decay=weight_decay)
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4, "kib": 2**10, "mib": 2**20,
+               "gib": 2**30, "tib": 2**40, "k": 2**10, "m": 2**20, "g": 2**30}
+
+
+def parse_bytes(text: str | int, flag: str = "memory budget") -> int:
+    """``"256KiB"`` -> 262144, ``"1.5MiB"``, ``"2GB"`` (SI: 2e9), ``"262144"``; one-line :class:`UserError` else."""
+    if isinstance(text, int) and not isinstance(text, bool) and text >= 0:
+        return text
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
+    unit = m.group(2).lower() if m else None
+    if m is None or unit not in _BYTE_UNITS:
+        raise UserError(f"bad {flag} {text!r}: a number of bytes such as 262144, 256KiB, 1.5MiB or 2GB")
+    return int(float(m.group(1)) * _BYTE_UNITS[unit])
