@@ -190,10 +190,10 @@ def profile(
     layers = price_layers(counts, tab)
     memory = None
     if mode == "training":
-        from energymodel.count.footprint import footprint
+        from energymodel.count.footprint import try_footprint
 
-        memory = footprint(model, input_shape, batch=batch, frozen=frozen, optimizer=optimizer, weight_decay=wd > 0,
-                           inputs=inputs)
+        memory = try_footprint(model, input_shape, batch=batch, frozen=frozen, optimizer=optimizer,
+                               weight_decay=wd > 0, inputs=inputs)
     param = next((p for p in model.parameters() if p.is_floating_point()), None)
     layers = with_memory(layers, memory, param.element_size() if param is not None else 4,
                          OPTIMIZERS[optimizer].state if mode == "training" else 0)

@@ -46,7 +46,7 @@ from energymodel.analysis.points import (
     with_classes,
 )
 from energymodel.analysis.profile import as_table
-from energymodel.count.footprint import Footprint, footprint
+from energymodel.count.footprint import Footprint, try_footprint
 from energymodel.count.phases import Counts, count
 from energymodel.count.trace import trace
 from energymodel.errors import UserError
@@ -143,18 +143,20 @@ def training_ledger(
 
 
 def step_memory(net: BlockNet, input_shape, share: int, *, batch: int, optimizer: str, weight_decay: bool,
-                cached: bool = False) -> Footprint:
+                cached: bool = False) -> Footprint | None:
     """The :class:`~energymodel.count.footprint.Footprint` of one training step of ``net`` with blocks
     ``[0, share)`` frozen. With ``cached`` features the prefix does not run: the step is the branch's (blocks
     ``[share, n)`` and the head) on a batch of cached prefix outputs, with the prefix's weights resident."""
     prefixes = block_prefixes(net)
     if not cached:
-        return footprint(net, input_shape, batch=batch, frozen=prefixes[:share], optimizer=optimizer,
-                         weight_decay=weight_decay)
+        return try_footprint(net, input_shape, batch=batch, frozen=prefixes[:share], optimizer=optimizer,
+                             weight_decay=weight_decay)
     blocks = list(net.blocks.named_children())
     branch = BlockNet(blocks[share:], net.head)
     feat = trace(BlockNet(blocks[:share], nn.Identity()), input_shape).output_shape
-    fp = footprint(branch, feat, batch=batch, optimizer=optimizer, weight_decay=weight_decay)
+    fp = try_footprint(branch, feat, batch=batch, optimizer=optimizer, weight_decay=weight_decay)
+    if fp is None:
+        return None
     prefix = sum(p.numel() * p.element_size() for _, b in blocks[:share] for p in b.parameters())
     return dataclasses.replace(fp, weights=fp.weights + prefix, peak=fp.peak + prefix)
 

@@ -44,7 +44,7 @@ from energymodel.count.phases import OPTIMIZERS
 from energymodel.errors import UserError
 from energymodel.models.inputs import ExampleInputs
 
-__all__ = ["Footprint", "footprint", "step_footprint", "optimizer_temporaries", "parse_bytes"]
+__all__ = ["Footprint", "footprint", "try_footprint", "step_footprint", "optimizer_temporaries", "parse_bytes"]
 
 
 @dataclass
@@ -135,6 +135,20 @@ def footprint(model: nn.Module, input_shape: Sequence[int] | ExampleInputs | Non
     ``frozen`` not training (see the module docstring)."""
     log = record_step(model, input_shape, batch=batch, frozen=frozen, inputs=inputs)
     return step_footprint(log, optimizer=optimizer, weight_decay=weight_decay)
+
+
+def try_footprint(model: nn.Module, input_shape: Sequence[int] | ExampleInputs | None = None, **kw) -> Footprint | None:
+    """:func:`footprint`, or ``None`` with a warning when the step cannot be traced on ``meta`` (a model that
+    reads tensor values): the costs are still counted (on the model's own device), the memory is not."""
+    import warnings
+
+    from energymodel.errors import EnergyModelWarning
+
+    try:
+        return footprint(model, input_shape, **kw)
+    except UserError as exc:
+        warnings.warn(f"training memory not modelled: {exc}", EnergyModelWarning, stacklevel=2)
+        return None
 
 
 _BYTE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4, "kib": 2**10, "mib": 2**20,
