@@ -18,8 +18,8 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-__all__ = ["resnet18", "mobilenet_v3_small", "mobilenet_v3_mnist", "vit_tiny", "patch_transformer",
-           "text_transformer"]
+__all__ = ["resnet18", "mobilenet_v3_small", "mobilenet_v3_mnist", "mobilenet_v3_tiny", "vit_tiny",
+           "patch_transformer", "text_transformer"]
 
 
 # -- ResNet-18 (torchvision.models.resnet18) ----------------------------------------------------------------
@@ -130,16 +130,18 @@ SMALL = [(16, 3, 16, 16, True, False, 2), (16, 3, 72, 24, False, False, 2), (24,
 
 class MobileNetV3(nn.Module):
     def __init__(self, num_classes: int = 1000, width: float = 1.0, in_channels: int = 3, last: int = 1024,
-                 image: int = 224) -> None:
+                 image: int = 224, config: list[tuple] | None = None) -> None:
         super().__init__()
         w = partial(lambda c, m: _divisible(c * m), m=width)
+        config = SMALL if config is None else config
         layers: list[nn.Module] = [Conv2dNormActivation(in_channels, w(16), 3, 2, activation=nn.Hardswish)]
-        for cin, k, exp, cout, se, hs, s in SMALL:
+        for cin, k, exp, cout, se, hs, s in config:
             layers.append(InvertedResidual(w(cin), k, w(exp), w(cout), se, hs, s))
-        layers.append(Conv2dNormActivation(w(96), 6 * w(96), 1, activation=nn.Hardswish))
+        final = w(config[-1][3])
+        layers.append(Conv2dNormActivation(final, 6 * final, 1, activation=nn.Hardswish))
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Linear(6 * w(96), last), nn.Hardswish(inplace=True),
+        self.classifier = nn.Sequential(nn.Linear(6 * final, last), nn.Hardswish(inplace=True),
                                         nn.Dropout(0.2, inplace=True), nn.Linear(last, num_classes))
         self.input_shape = (in_channels, image, image)
 
@@ -156,6 +158,11 @@ def mobilenet_v3_small(num_classes: int = 1000) -> MobileNetV3:
 def mobilenet_v3_mnist(num_classes: int = 10) -> MobileNetV3:
     """The same layout at a quarter width for 1x28x28 images (Fashion-MNIST): the engine trains it on a CPU."""
     return MobileNetV3(num_classes, width=0.25, in_channels=1, last=64, image=28)
+
+
+def mobilenet_v3_tiny(num_classes: int = 10) -> MobileNetV3:
+    """The layout with its first four stages only, a quarter wide, for 1x28x28 images: small enough for a test."""
+    return MobileNetV3(num_classes, width=0.25, in_channels=1, last=32, image=28, config=SMALL[:4])
 
 
 # -- Vision Transformer (torchvision.models.vision_transformer) ------------------------------------------------
