@@ -123,11 +123,6 @@ class Counts:
     #: container modules of the trace: path -> (class name, per-sample output shape)
     modules: dict[str, tuple[str, tuple[int, ...] | None]] = field(default_factory=dict)
 
-    @property
-    def training_memory_words(self) -> float:
-        """Parameters + gradients + optimizer state + saved activations + the largest layer's in+out."""
-        return self.weight_state_words + self.saved_words + self.peak_activation_words
-
 
 def _noreuse(gemm: bool, ideal: float, fetches: float) -> float:
     """Words of one access group under no reuse: for conv/linear/matmul every MAC fetches its operand
