@@ -226,10 +226,22 @@ def _view(blocks, head, points: list[str], members: list[list[str]]) -> BlockNet
 
 
 def _segmented(model: nn.Module, log: ForwardLog, seq: list[str], points: list[str], ex,
-               names: list[str]) -> BlockNet:
-    from energymodel.models.split import fx_segments
+               names: list[str], found: bool = False) -> BlockNet:
+    """The FX view at ``points``; points that were ``found`` (not declared) and that a value crosses in the
+    traced graph (a size read from the input and used at the end) are dropped, the rest kept."""
+    from energymodel.models.split import CutError, fx_segments
 
-    segs = fx_segments(model, log, points, ex.kwargs, len(ex.args))
+    while True:
+        try:
+            segs = fx_segments(model, log, points, ex.kwargs, len(ex.args))
+            break
+        except CutError as exc:
+            if not found or not exc.crossed:
+                raise
+            keep = [i for i, p in enumerate(points) if p not in exc.crossed]
+            if not keep:
+                raise _refusal(model, log, f"no sharing points: {exc}") from None
+            points, names = [points[i] for i in keep], [names[i] for i in keep]
     keys = _point_keys(names)
     members = [[p for p in seq if _segment_of(log, points, p) == i] for i in range(len(points) + 1)]
     return _view(list(zip(keys, segs[:-1])), segs[-1], names, members)
@@ -274,7 +286,7 @@ def block_view(
                            f"{seq[start] if seq else 'its last block'})")
         if set(points) <= set(seq) and _chain_of(log, seq):
             return _composed(log, seq, points, names)
-        return _segmented(model, log, seq, points, ex, names)
+        return _segmented(model, log, seq, points, ex, names, found=True)
     if set(points) <= set(seq) and _chain_of(log, seq):
         return _composed(log, seq, points, points)
     return _segmented(model, log, seq, points, ex, points)

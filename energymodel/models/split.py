@@ -25,7 +25,15 @@ from torch import nn
 from energymodel.errors import UserError, one_line
 from energymodel.models.cuts import ForwardLog
 
-__all__ = ["fx_segments", "plain_chain"]
+__all__ = ["fx_segments", "plain_chain", "CutError"]
+
+
+class CutError(UserError):
+    """A value crosses these cuts (``crossed``: the point modules after which it is still needed)."""
+
+    def __init__(self, message: str, crossed: list[str]) -> None:
+        super().__init__(message)
+        self.crossed = crossed
 
 
 def plain_chain(log: ForwardLog, path: str) -> list[str] | None:
@@ -136,8 +144,9 @@ def fx_segments(model: nn.Module, log: ForwardLog, points: Sequence[str], ex_kwa
                 continue
             if n.op == "placeholder" or part[user] != part[n] + 1 or n is not ends[part[n]]:
                 where = points[part[user] - 1] if part[user] > 0 else "the input"
-                raise UserError(f"{type(model).__name__} cannot be cut after {where}: {n.name} is still needed "
-                                "after it (a skip connection or a value read again later)")
+                crossed = points[part[n]:part[user]] if n is not ends[part[n]] else points[part[n] + 1:part[user]]
+                raise CutError(f"{type(model).__name__} cannot be cut after {where}: {n.name} is still needed "
+                               "after it (a skip connection or a value read again later)", crossed)
     out_node = next(n for n in graph.nodes if n.op == "output")
     segments = []
     for j in range(len(points) + 1):
