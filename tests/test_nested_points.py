@@ -41,7 +41,7 @@ def _same_function(model, view, x) -> None:
 
 def test_mobilenet_v3_one_point_per_stage() -> None:
     model = M.mobilenet_v3_small(num_classes=10)
-    pts = energymodel.sharing_points(model)
+    pts = energymodel.sharing_points(model, (3, 64, 64))
     assert [p.after for p in pts] == ["input", *(f"features.{i}" for i in range(13))]
     # conv layers per stage of MobileNetV3-Small: stem 1, stage 1 3 (dw, 2 SE convs, project) ... by hand:
     per_stage = [1, 4, 3, 3, 5, 5, 5, 5, 5, 5, 5, 5, 1]  # exp + dw + project, + 2 for squeeze-excite
