@@ -52,7 +52,7 @@ def one_line_error(rc: int, err: str, *needles: str) -> str:
     ("99999999999999999999999,28,28", "bad input shape"),  # once an overflow in torch.zeros
     ("1,0,28", "positive"),
     ("1,-3,28", "bad input shape"),
-    ("3;32;32", "bad input shape"),
+    ("3;32;32", "rejects input shapes 3; 32; 32"),  # three inputs (";" separates inputs): one line too
 ])
 def test_absurd_input_shapes(capsys, shape: str, needle: str) -> None:
     rc, out, err = run(["profile", "smallcnn", "--input", shape], capsys)

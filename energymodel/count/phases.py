@@ -31,7 +31,7 @@ from energymodel.count.gemm import GemmShape, gemm_shape
 from energymodel.count.ops import softmax_rule, work_for
 from energymodel.count.trace import Call, Trace
 from energymodel.count.work import OpVec, Work
-from energymodel.errors import UserError
+from energymodel.errors import EnergyModelWarning, UserError
 
 __all__ = ["Optimizer", "OPTIMIZERS", "Counts", "TiledLayer", "count", "INF"]
 
@@ -120,11 +120,8 @@ class Counts:
     peak_activation_words: float
     unmodelled: list[str]
     tiled: list[TiledLayer] = field(default_factory=list)
-
-    @property
-    def training_memory_words(self) -> float:
-        """Parameters + gradients + optimizer state + saved activations + the largest layer's in+out."""
-        return self.weight_state_words + self.saved_words + self.peak_activation_words
+    #: container modules of the trace: path -> (class name, per-sample output shape)
+    modules: dict[str, tuple[str, tuple[int, ...] | None]] = field(default_factory=dict)
 
 
 def _noreuse(gemm: bool, ideal: float, fetches: float) -> float:
@@ -132,6 +129,12 @@ def _noreuse(gemm: bool, ideal: float, fetches: float) -> float:
     (``fetches``), but never fewer than under ideal reuse (a stride that skips inputs, or a bias word read at
     batch 1, must not make the upper bound undercut the lower one); other operations as under ideal reuse."""
     return max(ideal, fetches) if gemm else ideal
+
+
+def _sample_shape(shape: tuple[int, ...]) -> str:
+    """A traced output shape (batch 1) as one sample's: ``(1, 64, 56, 56)`` -> ``64×56×56``; a shape that does
+    not start with the batch (``(16, 1, 32)`` inside a sequence-first attention) is shown whole."""
+    return "×".join(map(str, shape[1:] if shape and shape[0] == 1 else shape))
 
 
 def _loss_call(trace: Trace) -> Call:
@@ -217,7 +220,8 @@ def count(
             acc.append((i, "activation", "forward", n_in, _noreuse(gemm_noreuse, n_in, macs_f), in_size, t))
             acc.append((i, "activation", "forward", n_out, n_out, n_out, t))
             if params:
-                acc.append((i, "weight", "forward", params, _noreuse(gemm_noreuse, params, macs_f), "W", t))
+                read = params if w.weight_words is None else min(B * w.weight_words, params)  # a lookup: its rows
+                acc.append((i, "weight", "forward", read, _noreuse(gemm_noreuse, read, macs_f), "W", t))
         saved = 0.0
         if training and w.moves_data:
             s_in = w.saved_for_input_grad if in_rg else 0.0
@@ -258,6 +262,7 @@ def count(
                 "trainable_params": c.trainable_params if train_w else 0,
                 "input_words": n_in,
                 "output_words": n_out,
+                "output_shape": _sample_shape(c.output_shapes[0]) if c.output_shapes else "",
                 "saved_words": saved,
                 "macs_forward": fwd.mac,
                 "macs_backward_input": bwd_in.mac,
@@ -281,6 +286,7 @@ def count(
         warnings.warn(
             f"{len(unmodelled)} call(s) have no counting rule and are listed as unmodelled: {', '.join(unmodelled[:8])}"
             + (" ..." if len(unmodelled) > 8 else ""),
+            EnergyModelWarning,
             stacklevel=2,
         )
     return Counts(
@@ -297,5 +303,6 @@ def count(
         peak_activation_words=peak_act,
         unmodelled=unmodelled,
         tiled=tiled,
+        modules=dict(trace.modules),
     )
 

@@ -1,7 +1,8 @@
 """Referees: independent tools that count the same models, so a reader can check our numbers.
 
 - :mod:`.fvcore` - fvcore's ``FlopCountAnalysis`` beside our forward MACs, module by module, each
-  difference explained.
+  difference explained;
+- :mod:`.memory` - the peak of a real training step measured with PyTorch's memory profiler.
 
 A referee decides for itself; we only compare. May import :mod:`energymodel.analysis` and every floor below.
 """

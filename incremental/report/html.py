@@ -60,7 +60,7 @@ def write_html_report(results: dict[str, Any], path: str | Path) -> Path:
         table = as_table(results["energy_table"])
         setup["table"] = table.to_dict()
         first = results["per_seed"][0]
-        factory = _model_factory(_config_from_results(results), None)
+        factory = _model_factory(_config_from_results(results), None, results["dataset"]["input_shape"])
         model = factory(len(tasks[0]["classes"]))
         new = [t for t in tasks[1:]]
         compare_frame = compare(

@@ -75,19 +75,8 @@ from incremental.run.config_values import (
     parse_flag_value,
 )
 
-__all__ = [
-    "RunConfig",
-    "TrainSection",
-    "SearchSection",
-    "OutputCalibrationSection",
-    "FieldSpec",
-    "FIELDS",
-    "STRATEGIES",
-    "STRATEGY_ALIASES",
-    "load_config",
-    "parse_flag_value",
-    "flag_name",
-]
+__all__ = ["RunConfig", "TrainSection", "SearchSection", "OutputCalibrationSection", "FieldSpec", "FIELDS",
+           "STRATEGIES", "STRATEGY_ALIASES", "load_config", "parse_flag_value", "flag_name"]
 
 @dataclass
 class RunConfig:
@@ -96,6 +85,8 @@ class RunConfig:
     dataset: str = spec(dataclasses.MISSING, _dataset, "data set: " + ", ".join(DATASETS))
     model: str = spec(dataclasses.MISSING, _model, "network: zoo name, package.module:factory or file.py:factory")
     tasks: str = spec(dataclasses.MISSING, _tasks, "classes per task, e.g. 5+5 or 50+10x5")
+    blocks: list[str] | None = spec(None, _optional(_list(_str, "module names")), "modules the sharing points "
+                                     "follow, dotted paths in call order (none: declared, else found from a trace)")
     name: str | None = spec(None, _optional(_str), "run name (default: the config file's stem)")
     data_root: str | None = spec(None, _optional(_str), "data folder (fashion-mnist defaults to Debian's package)")
     class_order: list[int] | None = spec(None, _optional(_list(_int(0), "class ids")),
@@ -223,6 +214,8 @@ class RunConfig:
         data = self.to_dict()
         for key in ("out", "device", "progress", "num_workers", "data_workers", "name", "data_cache", "data_root"):
             data.pop(key, None)
+        if data.get("blocks") is None:  # runs made before the field existed keep their fingerprint
+            data.pop("blocks", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def train_config(self, section: str, seed: int, epochs: int | None = None):

@@ -99,7 +99,7 @@ def run(cfg: RunConfig, *, force: bool = False, model_factory: ModelFactory | No
         raise UserError(f"config field 'class_order': {len(cfg.class_order)} classes given, "
                         f"{raw.source} has {raw.train.num_classes}")
     order = class_order(raw.train.num_classes, seed=cfg.order_seed, order=cfg.class_order)
-    factory = _model_factory(cfg, model_factory)
+    factory = _model_factory(cfg, model_factory, raw.train.shape)
     _check_model(factory, cfg, raw.train.shape, sizes[0])
     logger.info("data: %s (%d train / %d test images, %d classes, shape %s) loaded in %.1f s; model %s on %s",
                 raw.source, len(raw.train), len(raw.test), raw.train.num_classes,

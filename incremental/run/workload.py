@@ -12,7 +12,6 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from energymodel.errors import UserError
-from energymodel.models.blocks import as_block_net
 from incremental.data import (
     ImageArrays,
     TensorImageDataset,
@@ -127,16 +126,19 @@ def _prepare(cfg: RunConfig, raw: _RawData, seed: int, order: list[int]) -> _See
 
 
 # ---------------------------------------------------------------------------- model
-def _model_factory(cfg: RunConfig, model_factory: ModelFactory | None) -> ModelFactory:
-    if model_factory is not None:
-        return lambda n: as_block_net(model_factory(n))
+def _model_factory(cfg: RunConfig, model_factory: ModelFactory | None, input_shape: Sequence[int]) -> ModelFactory:
+    """Networks of ``num_classes`` outputs as :class:`~energymodel.models.blocks.BlockNet`: declared, or viewed
+    through the sharing points found for ``input_shape`` (``cfg.blocks`` names them)."""
+    from energymodel.models.chain import block_view
     from energymodel.models.spec import resolve_model
 
+    shape = tuple(int(s) for s in input_shape)
+
     def build(n: int) -> nn.Module:
-        model = resolve_model(cfg.model, n).model
+        model = model_factory(n) if model_factory is not None else resolve_model(cfg.model, n).model
         try:
-            return as_block_net(model)
-        except ValueError as exc:
+            return block_view(model, shape, blocks=cfg.blocks)
+        except UserError as exc:
             raise UserError(f"model {cfg.model}: {exc}") from None
 
     return build
