@@ -87,10 +87,10 @@ def _TINY(data_root: Path, out: Path) -> dict[str, Any]:  # noqa: N802
         "strategies": ["partial-sharing", "feature-extraction", "naive-finetune"],
         "base": {"epochs": 2, "batch": 32, "lr": 0.05},
         "branch": {"epochs": 2, "batch": 32, "lr": 0.05},
-        "calibration": {"subset_per_class": 8, "epochs": 1, "candidates": [0, 2], "tolerance": 0.5,
+        "search": {"subset_per_class": 8, "epochs": 1, "candidates": [0, 2], "tolerance": 0.5,
                         "min_steps": 2, "full_curve": True},
         "output_calibration": {"holdout_fraction": 0.2},
-        "agnostic": {"methods": ["routed", "raw-logits"]},
+        "agnostic": {"methods": ["routed", "raw-logits"], "expansion": 128},
     }
 
 

@@ -81,6 +81,7 @@ def tiny_config(data_root: Path, out: Path, **changes) -> dict:
         "search": {"subset_per_class": 12, "epochs": 1, "candidates": [0, 2, 5], "tolerance": 0.05,
                         "min_steps": 6, "full_curve": True},
         "output_calibration": {"holdout_fraction": 0.2},
+        "agnostic": {"expansion": 128},  # the analytic heads' sums: 128 x 128 for tiny data (default 2048)
     }
     for key, value in changes.items():
         if isinstance(value, dict):

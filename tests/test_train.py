@@ -225,7 +225,9 @@ def test_on_epoch_end_state_and_config_errors() -> None:
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the kernel's VmHWM from /proc (Linux)")
 def test_peak_rss_is_the_process_high_water_mark() -> None:
     """In a fresh process that first touches 300 MiB, a fit's ``peak_rss_bytes`` is at least that, and it agrees
-    with the kernel's own high-water mark (``VmHWM`` in /proc/self/status, read independently after the fit)."""
+    with the kernel's own high-water mark (``VmHWM`` in /proc/self/status, read independently after the fit).
+    The process is started by a parent that first touches 900 MiB: ``ru_maxrss`` would carry the parent's
+    900 MiB across ``exec`` (it did, in CI, under pytest's own 1 GB); the fit's figure must be its own."""
     code = """
 import json, numpy as np, torch
 from torch.utils.data import TensorDataset
@@ -238,8 +240,12 @@ result = fit(net, data, TrainConfig(epochs=1, batch_size=8, device="cpu", progre
 hwm = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM"))
 print(json.dumps({"peak": result.peak_rss_bytes, "hwm": hwm, "big": int(big.sum())}))
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    parent = (f"import subprocess, sys, numpy as np\nheavy = np.ones(900 * 2**20 // 8)\n"
+              f"sys.stdout.write(subprocess.run([sys.executable, '-c', {code!r}], capture_output=True, text=True,"
+              f" check=True).stdout)\nprint(int(heavy.sum()) > 0)\n")
+    proc = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=300, check=True)
+    got = json.loads(proc.stdout.strip().splitlines()[-2])
     assert got["peak"] >= 300 * 2**20
+    assert got["hwm"] < 900 * 2**20  # the child never held the parent's 900 MiB
     assert abs(got["peak"] - got["hwm"]) <= 0.05 * got["hwm"]
 

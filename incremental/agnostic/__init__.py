@@ -1,7 +1,7 @@
 """Task-agnostic (class-incremental) prediction for grown networks, exemplar-free.
 
-:mod:`.methods` holds the registry of methods; :mod:`.gaussian` the statistics; :mod:`.features` the one
-forward pass they all read. :class:`AgnosticSuite` fits every configured method of one strategy task by task
+:mod:`.methods` holds the registry of methods; :mod:`.gaussian` and :mod:`.analytic` the statistics (per-class
+Gaussians; the analytic head's running sums); :mod:`.features` the one forward pass they all read. :class:`AgnosticSuite` fits every configured method of one strategy task by task
 and evaluates them side by side; the grown network itself stays ignorant of them (its checkpoint carries
 their state next to its weights). :mod:`.output_calibration` fits each branch's temperature and bias (the
 ``calibrated-logits`` method reads them).

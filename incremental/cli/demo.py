@@ -54,6 +54,7 @@ QUICK: dict[str, Any] = {
     "branch": {"epochs": 1},
     "search": {"subset_per_class": 16, "epochs": 1, "min_steps": 4},
     "output_calibration": {"holdout_fraction": 0.2},
+    "agnostic": {"expansion": 128},
 }
 
 
@@ -64,7 +65,7 @@ def demo_config(out: str | Path = "out/demo", data_root: str | Path | None = Non
     if quick:
         for key, value in QUICK.items():
             if isinstance(value, dict):
-                data[key] = {**data[key], **value}
+                data[key] = {**data.get(key, {}), **value}
             else:
                 data[key] = value
     data.update(out=str(out), device=device, progress=progress)

@@ -76,9 +76,10 @@ def write_html_report(results: dict[str, Any], path: str | Path) -> Path:
     desc = (f"Clone-and-branch incremental learning (partial network sharing) on {results['dataset']['name']} with "
             f"{results['model']['name']}, tasks {cfg['tasks']}, "
             f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}{' (means over seeds)' if len(seeds) > 1 else ''}. "
-            f"Accuracies are on the test images; energies are modelled by energymodel ({results['energy_table']}) "
-            "for the training each strategy really did; times are measured wall clock on "
-            f"{results['environment']['device']}.")
+            f"Accuracies are on the test images (choices were made on validation splits of the training images); "
+            f"energies are modelled by energymodel ({results['energy_table']}) for everything each strategy really "
+            "did after the common base network (training, the sharing-point search, task-agnostic statistics, "
+            f"output calibration); times are measured wall clock on {results['environment']['device']}.")
     data = ReportData(title=f"Incremental learning run: {results.get('name') or Path(results['run_dir']).name}",
                       description=desc, setup=setup, compare=compare_frame, engine=engine)
     return write_report(data, path)
