@@ -100,6 +100,8 @@ def bench(setting: str, seeds: list[int], out: Path, data_root: str | None, reus
                                      if m in e["agnostic"]},
                       "statistics_bytes": e.get("statistics_bytes"), "energy_pj": e["energy_pj"],
                       "storage": {m: e["agnostic"][m]["storage_bytes"] for m in methods if m in e["agnostic"]}}
+    for name, per in lifecycle_by_method(results).items():
+        rows[name]["energy_pj_by_method"] = per
     oracle = [r["sharing"]["oracle"] for r in results["per_seed"]]
     ps = summ["partial-sharing"]["task_agnostic_accuracy"]["mean"]
     full = summ["full-retraining"]["task_agnostic_accuracy"]["mean"]
@@ -107,9 +109,7 @@ def bench(setting: str, seeds: list[int], out: Path, data_root: str | None, reus
     base = (refs.get("base_only") or {}).get("analytic-head", {}).get("test", {}).get("mean")
     label, check = TARGETS[setting]
     verdict = "-" if check is None else "PASS" if base is not None and check(ps, full, base) else "MISS"
-    val = rows["partial-sharing"]["validation"]
-    by_validation = max((m for m in val if val[m] and val[m]["mean"] is not None), key=lambda m: val[m]["mean"],
-                        default=None)
+    by_validation = best_on_validation([rows])
     return {"setting": setting, "tasks": cfg.tasks, "overrides": spec["overrides"], "seeds": seeds,
             "machine": machine(), "expansion": expansion,
             "wall_seconds": wall, "default_method": results["report"]["agnostic_default"], "methods": methods,
@@ -119,6 +119,59 @@ def bench(setting: str, seeds: list[int], out: Path, data_root: str | None, reus
             "oracle": oracle, "target": {"what": label, "partial_sharing": ps, "full_retraining": full,
                                          "base_only": base, "verdict": verdict},
             "covariance": covariance, "run_dir": str(out / stem)}
+
+
+def lifecycle_by_method(results: dict) -> dict[str, dict[str, dict]]:
+    """Every strategy's whole-lifecycle energy (pJ; mean ± std over seeds) had each method been the headline one:
+    training + search + output calibration + that method's statistics (``agnostic[m].cost``, recorded for every
+    method in the same run), as the run's own ledger sums them for its headline method."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for seed in results["per_seed"]:
+        for name, st in seed["strategies"].items():
+            cost = st["cost"]
+            fixed = sum((cost.get(part) or {}).get("energy_pj", 0.0) for part in ("training", "search", "calibration"))
+            for m, a in st["agnostic"].items():
+                stats = (a.get("cost") or {}).get("energy_pj", 0.0)
+                out.setdefault(name, {}).setdefault(m, []).append(fixed + stats)
+    return {name: {m: _ms(v) for m, v in per.items()} for name, per in out.items()}
+
+
+def best_on_validation(settings: list[dict]) -> str | None:
+    """The method whose partial-sharing Class-IL on the **validation** splits, averaged over the settings given
+    (each a ``strategies`` mapping), is highest; test images play no part. None without validation figures."""
+    means: dict[str, list[float]] = {}
+    for rows in settings:
+        for m, v in (rows["partial-sharing"].get("validation") or {}).items():
+            if v and v.get("mean") is not None:
+                means.setdefault(m, []).append(v["mean"])
+    full = [m for m, v in means.items() if len(v) == len(settings)]
+    return max(full, key=lambda m: statistics.fmean(means[m]), default=None)
+
+
+def judge(res: dict, method: str) -> dict:
+    """The setting's target judged on ``method``'s partial-sharing Class-IL on the test images."""
+    label, check = TARGETS[res["setting"]]
+    ps = res["strategies"]["partial-sharing"]["class_il"][method]["mean"]
+    full = res["target"]["full_retraining"]
+    base = res["target"].get("base_only")
+    verdict = "-" if check is None else "PASS" if base is not None and check(ps, full, base) else "MISS"
+    return {"what": label, "method": method, "partial_sharing": ps, "full_retraining": full, "base_only": base,
+            "ratio_to_full": ps / full if full else None, "verdict": verdict}
+
+
+def choose(files: list[Path]) -> dict:
+    """Pick the default over several settings' results on validation data, then judge every target on it."""
+    results = [json.loads(Path(f).read_text()) for f in files]
+    method = best_on_validation([r["strategies"] for r in results])
+    if method is None:
+        raise SystemExit("bench_agnostic: no validation figures in these results")
+    val = {r["setting"]: r["strategies"]["partial-sharing"]["validation"] for r in results}
+    return {"chosen_on_validation": method, "settings": [r["setting"] for r in results],
+            "validation_mean": {m: statistics.fmean(val[s][m]["mean"] for s in val)
+                                for m in next(iter(val.values())) if all(val[s].get(m) for s in val)},
+            "targets": {r["setting"]: judge(r, method) for r in results}, "files": [str(f) for f in files],
+            "energy_pj": {r["setting"]: {name: row["energy_pj_by_method"][method] for name, row in r["strategies"].items()
+                                         if method in row.get("energy_pj_by_method", {})} for r in results}}
 
 
 def table(res: dict) -> str:
@@ -177,7 +230,16 @@ def main() -> int:
                     help="analytic heads' expansion widths to run, e.g. 1024,2048 (one run each; files -m<M>)")
     ap.add_argument("--reuse", action="store_true",
                     help="report a finished run folder as it is instead of redoing it (default: redo)")
+    ap.add_argument("--choose", nargs="+", metavar="RESULT_JSON", default=None,
+                    help="no run: pick the method with the best partial-sharing Class-IL on the validation splits, "
+                         "averaged over these results files, judge each setting's target on it, and write "
+                         "agnostic-choice.json")
     args = ap.parse_args()
+    if args.choose:
+        choice = choose([Path(f) for f in args.choose])
+        write_text(Path(args.results) / "agnostic-choice.json", json.dumps(choice, indent=1) + "\n")
+        print(json.dumps(choice, indent=1))
+        return 0
     seeds = [int(s) for s in args.seeds.split(",")]
     for setting in args.settings.split(","):
         for expansion in (int(m) for m in args.expansion.split(",")):

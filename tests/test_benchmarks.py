@@ -162,3 +162,30 @@ def test_zigzag_hardware_matches_the_energy_table():
     assert mem["dram"]["operands"] == ["I2"] and hw["operational_array"]["unit_energy"] == 1.5
     assert hw["operational_array"]["sizes"] == [16, 16]
     assert "dram" not in bz.hardware(t, [])["memories"]
+
+
+def _setting(setting: str, val: dict[str, float], test: dict[str, float], full: float, base: float) -> dict:
+    ms = lambda v: {"mean": v, "std": None, "values": [v]}  # noqa: E731
+    return {"setting": setting, "strategies": {"partial-sharing": {
+        "validation": {m: ms(v) for m, v in val.items()}, "class_il": {m: ms(v) for m, v in test.items()}}},
+        "target": {"full_retraining": full, "base_only": base}}
+
+
+def test_the_default_is_chosen_on_validation_and_judged_on_test(tmp_path):
+    """``bench_agnostic --choose``: method b wins on the validation splits (mean over the two settings
+    (0.86 + 0.80) / 2 = 0.83 against a's (0.85 + 0.79) / 2 = 0.82) although a wins on the test images; the targets
+    are then judged on b's test figures: 5+5 0.845 >= 0.84 and above the base network's 0.84 -> PASS; 2x5
+    0.80 / 0.86 = 0.930 < 0.95 -> MISS."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.bench_agnostic import choose
+
+    files = []
+    for name, res in (("a.json", _setting("5+5", {"a": 0.85, "b": 0.86}, {"a": 0.90, "b": 0.845}, 0.86, 0.84)),
+                      ("b.json", _setting("2x5", {"a": 0.79, "b": 0.80}, {"a": 0.85, "b": 0.80}, 0.86, 0.70))):
+        (tmp_path / name).write_text(json.dumps(res))
+        files.append(tmp_path / name)
+    got = choose(files)
+    assert got["chosen_on_validation"] == "b"
+    assert got["validation_mean"] == pytest.approx({"a": 0.82, "b": 0.83})
+    assert got["targets"]["5+5"]["verdict"] == "PASS" and got["targets"]["2x5"]["verdict"] == "MISS"
+    assert got["targets"]["2x5"]["ratio_to_full"] == pytest.approx(0.80 / 0.86)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from energymodel import defaults
+from incremental.agnostic import DEFAULT_METHOD
 from incremental.agnostic.analytic import EXPANSION
 from incremental.run.config_values import (
     CALIBRATION_METHODS,
@@ -89,7 +90,7 @@ class OutputCalibrationSection:
 class AgnosticSection:
     """Task-agnostic prediction (no task given): every method in ``methods`` is fitted and reported."""
 
-    method: str = spec("routed", _method, "the headline method (task_agnostic_accuracy)")
+    method: str = spec(DEFAULT_METHOD, _method, "the headline method (task_agnostic_accuracy)")
     methods: str | list[str] = spec("all", _methods, "methods fitted and reported side by side: all, or a list")
     covariance: str = spec("task", _choice("class", "task"),
                             "Gaussian methods: a covariance per class, or one pooled per task (fewer bytes)")
