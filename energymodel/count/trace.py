@@ -65,6 +65,10 @@ class Call:
     op_args: tuple = ()
     param_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     reads_model_input: bool = False
+    #: tensor numbers of the inputs (as ``input_shapes``) and outputs (as ``output_shapes``) of this call; -1 for a
+    #: tensor the trace did not see made (a parameter, a constant); numbers follow the order tensors appear
+    input_ids: tuple[int, ...] = ()
+    output_ids: tuple[int, ...] = ()
 
     @property
     def trainable(self) -> bool:
@@ -92,6 +96,9 @@ class Trace:
     total_params: int
     trainable_params: int
     output_shape: tuple[int, ...]
+    #: tensor number of the model's (first) output, and of its inputs
+    output_id: int = -1
+    input_ids: tuple[int, ...] = ()
 
 
 def frozen_names(model: nn.Module, frozen: Sequence[str]) -> set[str]:
@@ -160,6 +167,23 @@ class _Tracer:
         self.inputs: set[int] = set()
         self.reads_input: dict[int, bool] = {}
         self.names = {id(m): n for n, m in model.named_modules()}
+        self.numbers: dict[int, int] = {}  # id(tensor) -> tensor number (the latest tensor of that object)
+        self.keep: list[Tensor] = []  # tensors numbered, kept alive so that no id is reused during the trace
+        self.pending: dict[int, list[tuple[int, ...]]] = {}
+        self.input_numbers: tuple[int, ...] = ()
+
+    def number(self, tensors: list[Tensor]) -> tuple[int, ...]:
+        """The numbers of tensors already seen (-1 for one not seen)."""
+        return tuple(self.numbers.get(id(t), -1) for t in tensors)
+
+    def new_numbers(self, tensors: list[Tensor]) -> tuple[int, ...]:
+        """Fresh numbers for the outputs of a call (an in-place output is a new tensor too)."""
+        out = []
+        for t in tensors:
+            self.numbers[id(t)] = len(self.keep)
+            out.append(len(self.keep))
+            self.keep.append(t)
+        return tuple(out)
 
     # -- hooks ---------------------------------------------------------------------------------
     def pre_hook(self, module: nn.Module, args, kwargs) -> None:
@@ -170,6 +194,7 @@ class _Tracer:
             self.leaf_depth += 1
             self.grad_inputs[id(module)] = any(t.requires_grad for t in _tensors(args))
             self.reads_input[id(module)] = any(id(t) in self.inputs for t in _tensors(args))
+            self.pending.setdefault(id(module), []).append(self.number(list(_tensors(args))))
 
     def post_hook(self, module: nn.Module, args, kwargs, output) -> None:
         args = (*args, *kwargs.values()) if kwargs else args
@@ -198,6 +223,8 @@ class _Tracer:
                 first_call=count == 1,
                 param_shapes={k: tuple(p.shape) for k, p in module.named_parameters(recurse=False)},
                 reads_model_input=self.reads_input.pop(id(module), False),
+                input_ids=self.pending[id(module)].pop(),
+                output_ids=self.new_numbers(list(_tensors(output))),
             )
         )
 
@@ -224,6 +251,8 @@ class _Tracer:
                 op=op,
                 op_args=scalars,
                 reads_model_input=any(id(t) in self.inputs for t in _tensors(args)),
+                input_ids=self.number(in_tensors),
+                output_ids=self.new_numbers(list(_tensors(out))),
             )
         )
 
@@ -272,6 +301,7 @@ def _run(model: nn.Module, ex: ExampleInputs, frozen_set: set[str], mode: str, t
     """One traced forward pass of ``model(*ex.args, **ex.kwargs)``; returns the tracer and the output."""
     tracer = _Tracer(model, frozen_set, mode)
     tracer.inputs = {id(t) for t in ex.tensors()}
+    tracer.input_numbers = tracer.new_numbers(list(ex.tensors()))
     handles = []
     for m in model.modules():
         handles.append(m.register_forward_pre_hook(tracer.pre_hook, with_kwargs=True))
@@ -337,6 +367,8 @@ def trace(
             except Exception as exc:  # the model rejects the input: a user error, one line
                 raise UserError(f"{type(model).__name__} rejects input {shape_text(ex)}: {one_line(exc)}{hint}") from None
     out_t = next(_tensors(out), None)
+    output_id = tracer.numbers.get(id(out_t), -1) if out_t is not None else -1
+    input_ids = tracer.input_numbers
     _add_container_parameters(model, tracer, frozen_set, trainable, mode)
     traced(type(model).__name__)
     total = sum(p.numel() for p in model.parameters())
@@ -349,4 +381,6 @@ def trace(
         total_params=total,
         trainable_params=n_train,
         output_shape=tuple(out_t.shape[1:]) if out_t is not None else (),
+        output_id=output_id,
+        input_ids=input_ids,
     )
