@@ -60,9 +60,15 @@ def _saver(cache: dict[str, Any], path: Path = CACHE):
     return save
 
 
+def _wanted(only: list[str] | None, layer: str, phase: str) -> bool:
+    return not only or any(o in (layer, f"{layer}:{phase}") for o in only)
+
+
 def zigzag_side(model_name: str, input_shape: tuple[int, ...], *, mode: str, batch: int, table, lpf: int,
-                cache: dict[str, Any], save, log=print) -> dict[tuple[str, str], dict[str, Any]]:
-    """ZigZag's answer for every conv/linear layer and phase: ``{(layer, phase): referee_phase(...)}``."""
+                cache: dict[str, Any], save, log=print,
+                only: list[str] | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+    """ZigZag's answer for every conv/linear layer and phase (those of ``only``, ``layer`` or ``layer:phase``,
+    when given): ``{(layer, phase): referee_phase(...)}``."""
     from energymodel.referee.zigzag import referee_phase
 
     with warnings.catch_warnings():
@@ -71,7 +77,7 @@ def zigzag_side(model_name: str, input_shape: tuple[int, ...], *, mode: str, bat
     out = {}
     for tl in counts.tiled:
         for (phase, _), runs in zip(PHASES, tl.phases):
-            if not runs:
+            if not runs or not _wanted(only, tl.name, phase):
                 continue
             homes = phase_homes(counts, tl, phase, word_bits=table.word_bits,
                                 buffer_bytes=table.dataflow.buffer_bytes)
@@ -94,16 +100,18 @@ def model_side(model_name: str, input_shape: tuple[int, ...], *, mode: str, batc
 
 
 def compare(model_name: str, input_shape: tuple[int, ...], *, mode: str, batch: int, table, lpf: int,
-            cache: dict[str, Any], save, log=print) -> dict[str, Any]:
+            cache: dict[str, Any], save, log=print, only: list[str] | None = None) -> dict[str, Any]:
     """Every conv/linear layer x phase: the model's words and energy (from ``profile()``) beside ZigZag's, judged."""
     from energymodel.referee.zigzag import judge
 
     prof = model_side(model_name, input_shape, mode=mode, batch=batch, table=table)
     zz = zigzag_side(model_name, input_shape, mode=mode, batch=batch, table=table, lpf=lpf, cache=cache, save=save,
-                     log=log)
+                     log=log, only=only)
     strides = {tl.name: list(tl.shape.stride) for tl in prof.counts.tiled}
     rows = []
     for r in prof.phases.to_dict(orient="records"):
+        if not _wanted(only, r["name"], r["phase"]):
+            continue
         model = {k: float(r[k]) for k in ("energy_pj", "dram_words", "sram_words", "rf_words", "macs")}
         model.update(on_chip=[x for x in r["on_chip"].split("+") if x], tile=r["tile"], loop_order=r["loop_order"],
                      bias_words=float(r["bias_words"]), saved_copy_words=float(r["saved_copy_words"]))
@@ -163,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table", default="45nm")
     ap.add_argument("--lpf", type=int, default=7, help="ZigZag LOMA loop prime factor limit")
     ap.add_argument("--zigzag-only", action="store_true", help="only run ZigZag (fill the cache)")
+    ap.add_argument("--only", default=None, help="layers (or layer:phase) to run, comma-separated (default: all)")
     ap.add_argument("--cache", type=Path, default=None,
                     help="write ZigZag answers to this file instead of results/zigzag-cache.json (a parallel run); "
                          "both are read")
@@ -187,15 +196,17 @@ def main(argv: list[str] | None = None) -> int:
             for batch in batches:
                 print(f"{args.model} {args.mode} batch {batch} buffer {buffer} lpf {args.lpf}", flush=True)
                 t0 = time.perf_counter()
+                only = args.only.split(",") if args.only else None
                 if args.zigzag_only:
                     zigzag_side(args.model, shape, mode=args.mode, batch=batch, table=table, lpf=args.lpf,
-                                cache=cache, save=save, log=lambda m: print(m, flush=True))
+                                cache=cache, save=save, log=lambda m: print(m, flush=True), only=only)
                     continue
                 res = compare(args.model, shape, mode=args.mode, batch=batch, table=table, lpf=args.lpf,
-                              cache=cache, save=save, log=lambda m: None)
+                              cache=cache, save=save, log=lambda m: None, only=only)
                 res["seconds"] = round(time.perf_counter() - t0, 1)
+                res["only"] = only
                 stem = f"zigzag-{args.model}-{args.mode}-b{batch}-{buffer // 1024}k" + (
-                    f"-lpf{args.lpf}" if args.lpf != 7 else "")
+                    f"-lpf{args.lpf}" if args.lpf != 7 else "") + ("-some" if only else "")
                 paths = write_results(res, stem)
                 for r in res["rows"]:
                     if r["verdict"] != "PASS":
@@ -213,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
                                 "totals": res["totals"], "file": paths[0].name})
     finally:
         save(force=True)
-    if summary:
-        write_text(RESULTS / f"zigzag-{args.model}-{args.mode}-summary.json", json.dumps(summary, indent=1) + "\n")
+    if summary and not args.only:
+        name = f"zigzag-{args.model}-{args.mode}-summary" + (f"-lpf{args.lpf}" if args.lpf != 7 else "")
+        write_text(RESULTS / f"{name}.json", json.dumps(summary, indent=1) + "\n")
     return 0 if all(s["verdict"] == "PASS" for s in summary) else 1
 
 

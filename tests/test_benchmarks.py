@@ -162,3 +162,44 @@ def test_zigzag_hardware_matches_the_energy_table():
     assert placements(("free", "sram", "free"), (60, 10, 60), 100) == [(False, True, False), (False, True, True),
                                                                         (True, True, False)]
 
+
+
+# -- the ZigZag verdict on stored rows: it must fail when the model's SRAM or RF words are off by 2x ----------
+
+STORED = BENCH / "results" / "zigzag-cifar_resnet20-training-b1-1024k.json"
+
+
+def _scaled(rows: list[dict], key: str, factor: float) -> list[dict]:
+    import copy
+
+    out = copy.deepcopy(rows)
+    for r in out:
+        r["model"][key] *= factor
+    return out
+
+
+@pytest.mark.parametrize("key", ["sram_words", "rf_words"])
+@pytest.mark.parametrize("factor", [0.5, 2.0])
+def test_the_zigzag_verdict_fails_when_sram_or_rf_words_are_scaled(key: str, factor: float):
+    from energymodel.referee.zigzag import judge
+
+    stored = json.loads(STORED.read_text())
+    keys = ("layer", "phase", "stride", "model", "zigzag", "pj_per_word")
+    rows = [{k: r[k] for k in keys} for r in stored["rows"]]
+    again = judge(rows)
+    assert again["verdict"] == stored["verdict"] == "PASS"  # the stored run passes, and re-judging agrees
+    assert [r["verdict"] for r in again["rows"]] == [r["verdict"] for r in stored["rows"]]
+    scaled = judge(_scaled(rows, key, factor))
+    assert scaled["verdict"] == "FAIL"
+    # every row misses that quantity: its target is ±25 %, and no explanation excuses an SRAM or RF miss
+    assert all(r["verdict"] == "MISS" and key in r["misses"] for r in scaled["rows"] if r["model"][key])
+
+
+def test_the_zigzag_verdict_fails_on_a_missing_mapping():
+    from energymodel.referee.zigzag import judge
+
+    rows = [{k: r[k] for k in ("layer", "phase", "stride", "model", "zigzag", "pj_per_word")}
+            for r in json.loads(STORED.read_text())["rows"]]
+    rows[0]["zigzag"] = {"best": None, "placements": [{"on_chip": [], "no_mapping": "no valid loop ordering"}]}
+    out = judge(rows)
+    assert out["rows"][0]["verdict"] == "FAIL" and out["verdict"] == "FAIL"

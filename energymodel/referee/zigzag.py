@@ -34,7 +34,7 @@ from energymodel.count.gemm import GemmShape
 from energymodel.memory.loopnest import ROLES
 from energymodel.price.table import EnergyTable
 
-__all__ = ["ROLE_TO_ZZ", "hardware", "mapping", "workloads", "placements", "run_zigzag", "referee_phase",
+__all__ = ["ROLE_TO_ZZ", "hardware", "mapping", "workloads", "placements", "array_step", "run_zigzag", "referee_phase",
            "parity_subconvs", "TOLERANCES", "TOTAL_TOLERANCE", "judge", "judge_row"]
 
 #: the model's roles (in, wt, out) -> ZigZag's layer operands, per phase
@@ -153,16 +153,28 @@ def workloads(shape: GemmShape, phase: str, bits: int) -> list[dict[str, Any]]:
     return out
 
 
-def placements(homes: tuple[str, str, str], words: tuple[float, float, float],
-               buffer_words: float) -> list[tuple[bool, bool, bool]]:
+def placements(homes: tuple[str, str, str], words: tuple[float, float, float], buffer_words: float,
+               step: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> list[tuple[bool, bool, bool]]:
     """Every placement (resident or not, per role ``in, wt, out``) that the roles' ``homes`` allow (``"dram"``:
-    streamed, ``"sram"``: resident, ``"free"``: both tried) whose resident operands fit the buffer at all."""
+    streamed, ``"sram"``: resident, ``"free"``: both tried) whose resident operands fit the buffer beside one
+    array step of each streamed operand (``step``: words per role of the smallest tile any mapping holds)."""
     choices = [(h == "sram",) if h != "free" else (False, True) for h in homes]
     out = []
     for combo in product(*choices):
-        if sum(w for w, res in zip(words, combo) if res) <= buffer_words:
+        need = sum(w if res else s for w, s, res in zip(words, step, combo))
+        if need <= buffer_words:
             out.append(tuple(combo))
     return out
+
+
+def array_step(table: EnergyTable, shape: GemmShape) -> tuple[float, float, float]:
+    """Words per role (``in, wt, out``) of one step of the array: ``u_C`` inputs, ``u_K·u_C`` weights, ``u_K``
+    outputs (one kernel tap, one position) — the least any mapping keeps in the SRAM of an operand it streams."""
+    from energymodel.memory.loopnest import unrolled
+
+    lanes = table.dataflow.array().lanes
+    u_k, u_c = unrolled(shape.k, lanes[0])[0], unrolled(shape.c, lanes[1])[0]
+    return (u_c, u_k * u_c, u_k)
 
 
 def _levels(cme) -> dict[str, float]:
@@ -221,7 +233,8 @@ def referee_phase(table: EnergyTable, shape: GemmShape, phase: str, homes: tuple
     buffer_words = table.dataflow.buffer_bytes / table.word_bytes
     layers = workloads(shape, phase, table.word_bits)
     tried = []
-    for resident in placements(homes, tuple(float(w) for w in shape.words()), buffer_words):
+    for resident in placements(homes, tuple(float(w) for w in shape.words()), buffer_words,
+                               array_step(table, shape)):
         dram_ops = sorted(ZZ_MEM_OP[roles_zz[r]] for r, res in zip(ROLES, resident) if not res)
         hw = hardware(table, dram_ops)
         total = {"energy_pj": 0.0, "mac_energy_pj": 0.0, "macs": 0.0, "rf_words": 0.0, "sram_words": 0.0,
