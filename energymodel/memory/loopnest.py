@@ -40,8 +40,9 @@ through the SRAM and are added there):
 
 A MAC reads and writes its partial sum (``2·M``); every PE sends its partial sums up (``M/F_O``); all but the
 last of each output's ``A/|O|`` visits to the SRAM come back (``A − |O|`` SRAM reads and RF writes). The order
-is searched over every permutation of the loops longer than 1; it takes the fewest SRAM words, then the fewest
-RF words. These are the counting conventions of ZigZag's cost model (Mei et al., IEEE TC 2021), applied to one
+is searched over every permutation of the loops longer than 1; it takes the least on-chip cost ``w · SRAM +
+RF`` words, with ``w`` = :attr:`Array.sram_weight` (the table's SRAM / RF energy per word, fixed when the table
+is loaded, so that an energy sweep re-prices one mapping). These are the counting conventions of ZigZag's cost model (Mei et al., IEEE TC 2021), applied to one
 loop-order family; they are checked against ZigZag's own search by ``benchmarks/bench_zigzag.py``.
 """
 
@@ -74,6 +75,8 @@ class Array:
     cols: int = 1
     unroll: tuple[str, str] = ("K", "C")
     rf_words: tuple[float, float, float] = (32.0, 32.0, 32.0)  # input, weight, output RF of one PE
+    #: what one SRAM word costs the mapper in RF words (the table's SRAM / RF energy per word when loaded)
+    sram_weight: float = 5.0
 
     @property
     def lanes(self) -> tuple[int, int]:
@@ -175,9 +178,10 @@ def _prefixes(ext: np.ndarray, loops: list[int], perms: np.ndarray, fp: _Footpri
 @lru_cache(maxsize=8192)
 def loop_order(ext: tuple[int, ...], halo: tuple[int, int, int, int, int, int], written: str,
                caps: tuple[float, float, float], spatial: tuple[float, float, float],
-               outer: tuple[str, int] = ("", 1), reduces: bool = True
+               outer: tuple[str, int] = ("", 1), reduces: bool = True, sram_weight: float = 5.0
                ) -> tuple[tuple[float, ...], tuple[float, ...], tuple[str, ...]]:
-    """The loop order of one PE with the fewest SRAM words, then the fewest RF words (per MAC).
+    """The loop order of one PE with the least on-chip cost ``sram_weight · SRAM words + RF words`` (per MAC; ties:
+    the fewer SRAM words).
 
     ``ext``: per-PE extents of ``N, P, Q, K1, C1, R, S``; ``halo``: ``(stride, dilation, rows)`` of the tile's
     ``in`` along ``P`` then ``Q``; ``caps``: RF words holding each role ``in, wt, out``; ``spatial``: ``s`` of each
@@ -212,17 +216,18 @@ def loop_order(ext: tuple[int, ...], halo: tuple[int, int, int, int, int, int], 
         else:
             sram += 1.0 / (reuse[role] * s)
             rf += 1.0 / stat[role] + 1.0 / reuse[role]
-    best = int(np.lexsort((np.round(rf, 12), np.round(sram, 12)))[0])
+    best = int(np.lexsort((np.round(sram, 12), np.round(sram_weight * sram + rf, 12)))[0])
     order = tuple(DIMS[loops[i]] for i in perms[best]) if loops else ()
     return (tuple(float(reuse[r][best]) for r in ROLES), tuple(float(stat[r][best]) for r in ROLES), order)
 
 
 def _nest(macs: float, written: str, written_words: float, ext: tuple[int, ...],
           halo: tuple[int, int, int, int, int, int], caps: tuple[float, float, float],
-          spatial: tuple[float, float, float], outer: tuple[str, int]) -> ArrayTraffic:
+          spatial: tuple[float, float, float], outer: tuple[str, int], sram_weight: float) -> ArrayTraffic:
     """RF and array-side SRAM words of one loop nest in conv form (formulas in the module docstring)."""
     reduces = macs > written_words
-    reuse, stat, order = loop_order(tuple(int(x) for x in ext), halo, written, caps, spatial, outer, reduces)
+    reuse, stat, order = loop_order(tuple(int(x) for x in ext), halo, written, caps, spatial, outer, reduces,
+                                    float(sram_weight))
     rf, sram = [], []
     for role, f, st, s in zip(ROLES, reuse, stat, spatial):
         if role == written:
@@ -270,7 +275,7 @@ def array_traffic(shape: GemmShape, written: str, tile: tuple[float, ...], inner
         ext = (b, p, q, k1, c1, shape.r, shape.s)
         words = dict(zip(ROLES, shape.words()))
         return _nest(float(shape.macs), written, float(words[written]), ext, halo, caps, (u_k, 1.0, u_c),
-                     (innermost, int(trips)))
+                     (innermost, int(trips)), array.sram_weight)
     # the input gradient: nests whose "out" is dX (layer C), "in" is dY (layer K), reduction over layer K
     caps = tuple(float(array.rf_words[i]) for i in (0, 1, 2))  # input RF <- dY, weight RF <- W, output RF <- dX
     outer = ({"N": "N", "K": "C", "C": "K"}[innermost], int(trips))
@@ -286,7 +291,7 @@ def array_traffic(shape: GemmShape, written: str, tile: tuple[float, ...], inner
             ext = (b, pr, qc, c1, k1, taps_r, taps_s)
             macs = float(g * shape.n * shape.k * shape.c * rows * cols * taps_r * taps_s)
             part = _nest(macs, "out", float(g * shape.n * shape.c * rows * cols), ext,
-                         (1, dil[0], hp, 1, dil[1], wq), caps, (u_c, 1.0, u_k), outer)
+                         (1, dil[0], hp, 1, dil[1], wq), caps, (u_c, 1.0, u_k), outer, array.sram_weight)
             total = part if total is None else _plus(total, part)
     if total is None:  # no input row gets a gradient (cannot happen for a real conv)
         return ArrayTraffic((0.0,) * 3, (0.0,) * 3, (1.0,) * 3, (1.0,) * 3, ())

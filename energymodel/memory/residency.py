@@ -61,6 +61,9 @@ class ResidencyPlan:
     #: the weight state / the saved set is on chip (it fits, and every layer finds a tiling in what is left)
     weights_on_chip: bool = False
     saved_on_chip: bool = False
+    #: (layer row, phase) -> buffer words a tiled phase has: the buffer less the weight state, the saved set and
+    #: the other tensors on chip at that step (its own on-chip operands included)
+    buffer_for: dict[tuple[int, str], float] = field(default_factory=dict)
 
 
 @dataclass
@@ -194,6 +197,8 @@ class _Planner:
                 except Exception:  # no tiling fits what the plan leaves: this plan is infeasible here
                     return None
                 detail[phase] = pw
+                own = sum(self.ph.tensors[t].words for t in {roles[r] for r in roles if roles[r] in on})
+                detail[f"{phase}:buffer"] = left + own  # type: ignore[assignment]
                 dram += pw.dram_words
                 sram += pw.sram_words
             if self.phase == "forward" and tl.phases[2]:
@@ -270,6 +275,7 @@ def _plan(counts: Counts, word_bits: float, buffer_bytes: float, array: Array, w
     saved_copy: dict[int, tuple[str, float]] = {}
     rows, occ = [], []
     dram_total = {}
+    buffer_for: dict[tuple[int, str], float] = {}
     for phase in ("forward", "backward"):
         ph = _Phase(counts, phase)
         planner = _Planner(counts, ph, phase, word_bits=word_bits, buffer_bytes=buffer_bytes, array=array,
@@ -286,7 +292,10 @@ def _plan(counts: Counts, word_bits: float, buffer_bytes: float, array: Array, w
                 _raise_no_fit(counts, ph, planner, j)
             total += res[0]
             for phase_name, pw in res[2].items():
-                tiled.setdefault(layer, {})[phase_name] = pw
+                if phase_name.endswith(":buffer"):
+                    buffer_for[(layer, phase_name.split(":")[0])] = float(pw)  # type: ignore[arg-type]
+                else:
+                    tiled.setdefault(layer, {})[phase_name] = pw
             occ.append({"phase": phase, "step": j, "layer": str(counts.layers["name"].iat[layer]),
                         "on_chip_words": live, "buffer_left_words": planner.avail})
         for r in ph.rows:
@@ -309,7 +318,7 @@ def _plan(counts: Counts, word_bits: float, buffer_bytes: float, array: Array, w
                          "readers": ", ".join(dict.fromkeys(t.readers)), "on_chip": tid in on,
                          "first": ph.steps[t.first], "last": ph.steps[t.last], "forced": t.forced})
     return ResidencyPlan(level, tiled, saved_copy, pd.DataFrame(rows, columns=PLAN_COLUMNS), pd.DataFrame(occ),
-                         dram_total, weights_on_chip, saved_on_chip)
+                         dram_total, weights_on_chip, saved_on_chip, buffer_for)
 
 
 class _NoFit(Exception):

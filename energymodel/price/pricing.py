@@ -30,7 +30,7 @@ FEATURES = (*OPERATIONS, *LEVELS)
 PHASE_COLUMNS = [
     "name", "phase", "macs", "rf_words", "sram_words", "dram_words", "energy_pj", "on_chip", "tile", "innermost",
     "loop_order", "rf_in", "rf_wt", "rf_out", "sram_in", "sram_wt", "sram_out", "dram_in", "dram_wt", "dram_out",
-    "bias_words", "saved_copy_words",
+    "bias_words", "saved_copy_words", "buffer_words",
 ]
 
 
@@ -70,7 +70,9 @@ def price_phases(counts: Counts, table: EnergyTable) -> pd.DataFrame:
     """One row per phase of every tiled conv/linear layer (:data:`PHASE_COLUMNS`): its MACs, RF, SRAM and DRAM
     words (per role too), energy ``macs·mac + words · level prices``, which roles the residency plan keeps on
     chip, its SRAM tile and loop order. The layer's bias words and its saved input's copy are listed beside
-    (``bias_words``, ``saved_copy_words``), not in the phase's words. Empty without the tiled dataflow."""
+    (``bias_words``, ``saved_copy_words``), not in the phase's words; ``buffer_words``: the buffer the plan leaves
+    to the phase (less the weight state, the saved set and the other tensors on chip then; its own on-chip
+    operands included). Empty without the tiled dataflow."""
     flow = table.dataflow
     if not uses_plan(counts, tiling=flow.tiling, reuse=flow.reuse) or not counts.tiled:
         return pd.DataFrame(columns=PHASE_COLUMNS)
@@ -95,6 +97,7 @@ def price_phases(counts: Counts, table: EnergyTable) -> pd.DataFrame:
                 **{f"sram_{r}": v for r, v in zip(("in", "wt", "out"), pw.sram)},
                 **{f"dram_{r}": v for r, v in zip(("in", "wt", "out"), pw.dram)},
                 "bias_words": float(tl.bias_words), "saved_copy_words": copy,
+                "buffer_words": rp.buffer_for.get((tl.layer, phase), float("nan")),
             })
     return pd.DataFrame(rows, columns=PHASE_COLUMNS)
 

@@ -19,6 +19,8 @@ A table file (see ``energymodel/price/tables/45nm.toml``)::
     rf_accesses_per_op = 3        # register-file accesses per arithmetic operation other than a tiled MAC
     rf_words = 32                 # words of each PE's input, weight and output register file (> 0), or
                                   # rf_words = { input = 12, weight = 224, output = 24 }
+    sram_weight = 5               # optional: the mapper's cost of an SRAM word in RF words (default: the
+                                  # table's SRAM / RF energy per word)
     tiling = true                 # conv/linear layers by the tiled dataflow (false: the per-tensor size rule)
     reuse = "ideal"               # "ideal" (each word once per phase) or "none" (every MAC operand fetched)
     [dataflow.array]              # the PE array of the tiled dataflow
@@ -94,6 +96,9 @@ class Dataflow:
     array_rows: int = 16
     array_cols: int = 16
     unroll: tuple[str, str] = ("K", "C")
+    #: the mapper's cost of one SRAM word in RF words: ``dataflow.sram_weight``, or the table's SRAM / RF energy per
+    #: word when it is loaded (a sweep of energies keeps it: it re-prices the same mapping)
+    sram_weight: float = 5.0
 
     @property
     def rf_words(self) -> float:
@@ -103,7 +108,7 @@ class Dataflow:
 
     def array(self) -> Array:
         """The PE array and its register files, for :mod:`energymodel.memory.loopnest`."""
-        return Array(self.array_rows, self.array_cols, self.unroll, self.rf_per_operand)
+        return Array(self.array_rows, self.array_cols, self.unroll, self.rf_per_operand, self.sram_weight)
 
 
 @dataclass(frozen=True)
@@ -383,7 +388,8 @@ def parse_table(data: dict[str, Any], where: str = "<table>") -> EnergyTable:
     flow = Dataflow()
     if "dataflow" in data:
         fl = _section(data, "dataflow", where)
-        _only(fl, ("buffer_bytes", "rf_accesses_per_op", "rf_words", "tiling", "reuse", "array"), f"{where}: dataflow")
+        _only(fl, ("buffer_bytes", "rf_accesses_per_op", "rf_words", "tiling", "reuse", "array", "sram_weight"),
+              f"{where}: dataflow")
         buf = fl.get("buffer_bytes", flow.buffer_bytes)
         if isinstance(buf, bool) or not isinstance(buf, int) or not 0 <= buf <= MAX_VALUE:
             raise TableError(f"{where}: dataflow.buffer_bytes must be an integer 0..{MAX_VALUE:g}, got {buf!r}")
@@ -397,6 +403,11 @@ def parse_table(data: dict[str, Any], where: str = "<table>") -> EnergyTable:
             raise TableError(f"{where}: dataflow.tiling must be true or false, got {tiling!r}")
         rows, cols, unroll = _array(fl["array"] if "array" in fl else {}, f"{where}: dataflow.array")
         flow = Dataflow(buf, rf, reuse, rf_words, tiling, rows, cols, unroll)
+        if "sram_weight" in fl:
+            flow = dataclasses.replace(flow, sram_weight=_number(fl["sram_weight"], f"{where}: dataflow.sram_weight"))
+    if "dataflow" not in data or "sram_weight" not in data["dataflow"]:
+        rf_pj = mem["rf"].per_word(wb)
+        flow = dataclasses.replace(flow, sram_weight=mem["sram"].per_word(wb) / rf_pj if rf_pj > 0 else 1.0)
     return EnergyTable(
         name=strings["name"], description=strings["description"], technology=strings["technology"],
         voltage=voltage, datatype=strings["datatype"], word_bits=wb, source=strings["source"],

@@ -223,18 +223,20 @@ def run_zigzag(layer: dict[str, Any], hw: dict[str, Any], spatial: list[dict[str
 
 
 def referee_phase(table: EnergyTable, shape: GemmShape, phase: str, homes: tuple[str, str, str], lpf: int,
-                  cache: dict[str, Any], save=None) -> dict[str, Any]:
+                  cache: dict[str, Any], save=None, only: tuple[bool, bool, bool] | None = None) -> dict[str, Any]:
     """ZigZag's answer for one phase: every allowed placement (:func:`placements`) run, the cheapest taken.
 
     Returns ``{"best": placement result or None, "placements": [...]}``; each placement result has the resident
     roles, ZigZag's summed energy and words over the phase's workloads, or why it has none. ``save`` (optional)
-    is called after every ZigZag run (to write the cache)."""
+    is called after every ZigZag run (to write the cache); ``only``: run this placement alone."""
     roles_zz = ROLE_TO_ZZ[phase]
     buffer_words = table.dataflow.buffer_bytes / table.word_bytes
     layers = workloads(shape, phase, table.word_bits)
     tried = []
     for resident in placements(homes, tuple(float(w) for w in shape.words()), buffer_words,
                                array_step(table, shape)):
+        if only is not None and resident != only:
+            continue
         dram_ops = sorted(ZZ_MEM_OP[roles_zz[r]] for r, res in zip(ROLES, resident) if not res)
         hw = hardware(table, dram_ops)
         total = {"energy_pj": 0.0, "mac_energy_pj": 0.0, "macs": 0.0, "rf_words": 0.0, "sram_words": 0.0,
@@ -262,6 +264,8 @@ def referee_phase(table: EnergyTable, shape: GemmShape, phase: str, homes: tuple
 TOLERANCES = {"energy_pj": 0.10, "dram_words": 0.10, "sram_words": 0.25, "rf_words": 0.25}
 TOTAL_TOLERANCE = 0.05
 QUANTITIES = tuple(TOLERANCES)
+#: row verdicts, the accepted ones first
+VERDICTS = ("PASS", "PLACEMENT", "BUFFER", "EXPLAINED", "MISS", "FAIL")
 #: targets of a phase's totals: energy within ±5 %, every level within its per-layer target
 _TOTAL_TARGETS = {**TOLERANCES, "energy_pj": TOTAL_TOLERANCE}
 
@@ -279,7 +283,9 @@ def judge_row(row: dict[str, Any]) -> dict[str, Any]:
     """The verdict of one layer-phase (a row with ``model``, ``zigzag`` (``best``, ``placements``), ``phase``,
     ``stride``): ``PASS`` (every quantity within target against ZigZag's best), ``PLACEMENT`` (the model's placement
     differs — the residency plan decides for the whole network, ZigZag for this layer alone — and every quantity
-    is within target against ZigZag at the model's placement), ``EXPLAINED`` (a documented limit of ZigZag's
+    is within target against ZigZag at the model's placement), ``BUFFER`` (the residency plan keeps other tensors
+    on chip during the phase; within target against ZigZag run at the model's placement with the SRAM the plan
+    leaves, ``zigzag.at_plan_buffer``), ``EXPLAINED`` (a documented limit of ZigZag's
     description: a strided input gradient as sub-convolutions that each read ``dY`` from DRAM; every quantity is
     within target once those extra DRAM words, and their passage through the SRAM, are charged to the model too:
     ``pj_per_word`` of the row prices them), ``MISS`` or ``FAIL`` (ZigZag mapped no placement)."""
@@ -291,6 +297,13 @@ def judge_row(row: dict[str, Any]) -> dict[str, Any]:
     misses = _within(ratios)
     out.update(ratio=ratios, misses=misses, verdict="PASS", reason="")
     if not misses:
+        return out
+    shared = row["zigzag"].get("at_plan_buffer")
+    if shared is not None and shared.get("best") is not None and not _within(_ratios(row["model"], shared["best"])):
+        out.update(verdict="BUFFER", reason=f"the plan keeps other tensors on chip during this phase, leaving it "
+                   f"{row['model']['buffer_words']:,.0f} words; ZigZag (this layer alone) had the whole buffer; "
+                   "within target against ZigZag with the same SRAM and placement",
+                   ratio_at_plan_buffer=_ratios(row["model"], shared["best"]))
         return out
     mine = sorted(row["model"]["on_chip"])
     same = [p for p in row["zigzag"]["placements"] if sorted(p["on_chip"]) == mine and "no_mapping" not in p]
@@ -322,7 +335,7 @@ def judge_row(row: dict[str, Any]) -> dict[str, Any]:
 def judge(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Verdicts of every row and of the totals per phase (over the rows ZigZag mapped): total energy within ±5 %,
     total words of each level within that level's per-layer target; overall ``PASS`` only when every row is
-    ``PASS``, ``PLACEMENT`` or ``EXPLAINED`` and every total is within target."""
+    ``PASS``, ``PLACEMENT``, ``BUFFER`` or ``EXPLAINED`` and every total is within target."""
     judged = [{**r, **judge_row(r)} for r in rows]
     totals: dict[str, Any] = {}
     for phase in dict.fromkeys(r["phase"] for r in judged):
@@ -330,12 +343,11 @@ def judge(rows: list[dict[str, Any]]) -> dict[str, Any]:
         ok = [r for r in sel if r["zigzag"]["best"] is not None]
         tot = {k: (sum(r["model"][k] for r in ok), sum(r["zigzag"]["best"][k] for r in ok)) for k in QUANTITIES}
         ratio = {k: (m / z if z else None) for k, (m, z) in tot.items()}
-        counts = {v: sum(1 for r in sel if r["verdict"] == v) for v in ("PASS", "PLACEMENT", "EXPLAINED", "MISS",
-                                                                         "FAIL")}
+        counts = {v: sum(1 for r in sel if r["verdict"] == v) for v in VERDICTS}
         totals[phase] = {"layers": len(sel), **counts, "model": {k: m for k, (m, _) in tot.items()},
                          "zigzag": {k: z for k, (_, z) in tot.items()}, "ratio": ratio,
                          "misses": [k for k in QUANTITIES if ratio[k] is None
                                     or abs(ratio[k] - 1) > _TOTAL_TARGETS[k]]}
-    rows_ok = all(r["verdict"] in ("PASS", "PLACEMENT", "EXPLAINED") for r in judged)
+    rows_ok = all(r["verdict"] in VERDICTS[:4] for r in judged)
     totals_ok = all(not t["misses"] for t in totals.values())
     return {"rows": judged, "totals": totals, "verdict": "PASS" if rows_ok and totals_ok else "FAIL"}
