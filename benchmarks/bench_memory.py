@@ -5,8 +5,8 @@ be shared). The child builds the model and the random data set, records its peak
 baseline: interpreter + torch + data + frozen base), trains a branch with
 :func:`incremental.train.loop.fit_branch` and records the peak again; on CUDA also
 ``torch.cuda.max_memory_allocated`` during training. Printed beside the cost model's prediction
-(:attr:`energymodel.analysis.sharing.TrainingCost.training_memory_bytes`: trainable parameters + gradients +
-optimizer state + saved activations + the largest layer's input and output, for one batch) and the
+(:attr:`energymodel.analysis.sharing.TrainingCost.training_memory_bytes`: the modelled peak of one training
+step, :mod:`energymodel.count.footprint`; ``bench_step_memory.py`` checks it against PyTorch's memory profiler) and the
 ratio measured / predicted, where "measured" is the training increment ``peak - baseline`` on the CPU
 (the feature cache, which the model does not count as training memory, is listed beside it) and the
 CUDA peak on a GPU.

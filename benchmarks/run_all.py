@@ -6,6 +6,8 @@ Writes ``out/bench/`` (or ``--out``):
   "measured" section format: ``python -m energymodel report RECIPE.toml --measured out/bench/measured.json``, or a recipe's
   ``[measured]``);
 - ``memory.json``: :mod:`bench_memory` (peak memory, deep sharing point with cached features vs k = 0);
+- ``step-memory.json``: :mod:`bench_step_memory` (the modelled peak of a training step vs PyTorch's memory
+  profiler, every model and sharing point; PASS/MISS per point);
 - ``profile.json``: :mod:`bench_profile` (``energymodel.profile`` vs fvcore);
 - ``sweep.json``: :mod:`bench_sweep` (its printed figures, which it does not write itself);
 - ``summary.json``: per benchmark the command, exit status, seconds and the last lines it printed.
@@ -33,18 +35,20 @@ sys.path.insert(0, str(ROOT))
 from energymodel.atomic import write_text  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-NAMES = ("train", "memory", "profile", "sweep")
+NAMES = ("train", "memory", "step-memory", "profile", "sweep")
 
 
 def commands(out: Path, quick: bool) -> dict[str, list[str]]:
     py = sys.executable
     train = ["--out", str(out / "measured.json")]
     memory = ["--json", str(out / "memory.json")]
+    step_memory = ["--json", str(out / "step-memory.json")]
     profile = ["--json", str(out / "profile.json")]
     sweep: list[str] = []
     if quick:
         train += ["--samples", "256", "--batch", "64", "--epochs", "2", "--repeats", "1", "--shares", "0,2,4"]
         memory += ["--samples", "256", "--batch", "64"]
+        step_memory += ["--quick"]
         profile += ["--model", "smallcnn", "--repeats", "3", "--warmup", "1"]
         sweep += ["--model", "cifar_resnet20", "--classes", "10", "--points", "2000", "--subset", "3", "--repeat", "1"]
     else:
@@ -52,6 +56,7 @@ def commands(out: Path, quick: bool) -> dict[str, list[str]]:
     return {
         "train": [py, str(HERE / "bench_train.py"), *train],
         "memory": [py, str(HERE / "bench_memory.py"), *memory],
+        "step-memory": [py, str(HERE / "bench_step_memory.py"), *step_memory],
         "profile": [py, str(HERE / "bench_profile.py"), *profile],
         "sweep": [py, str(HERE / "bench_sweep.py"), *sweep],
     }

@@ -2,9 +2,9 @@
 
 Each takes a model (an ``nn.Module``, or a spec string: a zoo name, ``package.module:factory`` or
 ``file.py:factory``) and what it is called with: ``input_shape`` (per sample, without the batch dimension,
-e.g. ``(3, 32, 32)``; a zoo model or a model with an ``input_shape`` attribute brings its own) or, for
-``profile`` and ``sharing_points``, example ``inputs`` (a tensor, a tuple of tensors, or a dict of keyword
-tensors, each with a batch dimension). Sharing points are the model's declared blocks, its top-level
+e.g. ``(3, 32, 32)``; a zoo model or a model with an ``input_shape`` attribute brings its own) or example
+``inputs`` (a tensor, a tuple of tensors, or a dict of keyword tensors, each with a batch dimension; integer
+token ids included), taken by every function. Sharing points are the model's declared blocks, its top-level
 children when they run one after another (:func:`energymodel.models.chain.block_view`), or ``blocks=[names]``.
 A sharing point is chosen by index ``k`` (0 = share nothing) or by ``fraction`` of the conv/linear
 layers (snapped to the nearest point, with a warning when it is not exact). Defaults are
@@ -26,7 +26,7 @@ from typing import Any
 from torch import nn
 
 from energymodel import defaults as D
-from energymodel.errors import UserError
+from energymodel.errors import EnergyModelWarning, UserError
 
 __all__ = ["profile", "compare", "sharing_points", "training_cost", "sweep", "model_of", "shares_of",
            "frozen_prefixes"]
@@ -73,7 +73,7 @@ def shares_of(net: nn.Module, k: Any = None, fraction: Any = None, *, note=None)
 
     if k is None and fraction is None:
         return None
-    note = note or (lambda msg: warnings.warn(msg, stacklevel=3))
+    note = note or (lambda msg: warnings.warn(msg, EnergyModelWarning, stacklevel=3))
     pts = points_of(net)
     out: list[int] = []
     for v in _as_list(k):
@@ -101,16 +101,17 @@ def frozen_prefixes(model: nn.Module, names: Iterable[str], input_shape=None, *,
     paths = {n for n, _ in model.named_modules()}
     if all(n in paths for n in names):
         return names
-    from energymodel.models.chain import block_names_of, block_view
+    from energymodel.models.chain import block_members_of, block_view
 
     net = block_view(model, input_shape, inputs=inputs, blocks=blocks)
-    by_block = block_names_of(model, net)
+    by_block = block_members_of(model, net)
+    by_block.update({getattr(net, "paths", {}).get(k, k): v for k, v in list(by_block.items())})
     out = []
     for n in names:
         if n in paths:
             out.append(n)
         elif n in by_block:
-            out.append(by_block[n])
+            out.extend(by_block[n])
         else:
             raise UserError(f"--frozen {n!r} names no module or block of {type(model).__name__} "
                             f"(blocks: {', '.join(by_block)})")
@@ -150,29 +151,41 @@ def sharing_points(model: nn.Module | str, input_shape: Sequence[int] | None = N
     return points_of(net, counts.input_shape, counts=counts)
 
 
-def _strategy(model, input_shape, blocks, k, fraction, classes):
+def _strategy(model, input_shape, blocks, k, fraction, classes, inputs=None):
+    """The model as a BlockNet, what it is called with (a shape, or :class:`ExampleInputs` standing for one
+    through the analysis functions) and the sharing points asked for."""
     from energymodel.models.chain import block_view
+    from energymodel.models.inputs import example_inputs
 
-    module, shape = model_of(model, input_shape, classes=classes)
-    net = block_view(module, shape, blocks=blocks)
-    return net, shape, shares_of(net, k, fraction)
+    module, shape = model_of(model, input_shape, classes=classes, need_shape=inputs is None)
+    spec = example_inputs(module, None, inputs) if inputs is not None else shape
+    net = block_view(module, spec, blocks=blocks)
+    return net, spec, shares_of(net, k, fraction)
 
 
-def compare(model: nn.Module | str, input_shape: Sequence[int] | None = None, *, k: Any = None,
+def compare(model: nn.Module | str, input_shape: Sequence[int] | None = None, *, inputs: Any = None, k: Any = None,
             fraction: Any = None, blocks: Sequence[str] | None = None, new_classes: int | None = None,
             samples_new: int = D.SAMPLES_NEW, samples_old: int = D.SAMPLES_OLD, epochs: int = D.EPOCHS,
             batch: int = D.BATCH, optimizer: str = D.OPTIMIZER, table: Any = D.ENERGY_TABLE,
-            cache_prefix: bool = False, tasks: int = D.TASKS, classes: int | None = None):
+            cache_prefix: bool = False, tasks: int = D.TASKS, classes: int | None = None,
+            memory_budget: int | str | None = None):
     """Clone-and-branch at the chosen sharing points (default all) against regular incremental learning
-    and full retraining: :func:`energymodel.analysis.sharing.compare` (a DataFrame, one row per strategy)."""
+    and full retraining: :func:`energymodel.analysis.sharing.compare` (a DataFrame, one row per strategy).
+    ``memory_budget`` (bytes, or a text such as ``"256KiB"``): ``df.attrs["shallowest_fitting_point"]`` is the
+    shallowest sharing point whose training step fits it."""
     from energymodel.analysis.sharing import compare as run
 
-    net, shape, share = _strategy(model, input_shape, blocks, k, fraction, classes)
+    if isinstance(memory_budget, str):
+        from energymodel.count.footprint import parse_bytes
+
+        memory_budget = parse_bytes(memory_budget, "memory budget")
+    net, shape, share = _strategy(model, input_shape, blocks, k, fraction, classes, inputs)
     return run(net, shape, share=share, new_classes=new_classes, samples_new=samples_new, samples_old=samples_old,
-               epochs=epochs, batch=batch, optimizer=optimizer, table=table, cache_prefix=cache_prefix, tasks=tasks)
+               epochs=epochs, batch=batch, optimizer=optimizer, table=table, cache_prefix=cache_prefix, tasks=tasks,
+               memory_budget=memory_budget)
 
 
-def training_cost(model: nn.Module | str, input_shape: Sequence[int] | None = None, *, k: int = 0,
+def training_cost(model: nn.Module | str, input_shape: Sequence[int] | None = None, *, inputs: Any = None, k: int = 0,
                   fraction: float | None = None, blocks: Sequence[str] | None = None, samples: int = D.SAMPLES_NEW,
                   epochs: int = D.EPOCHS, batch: int = D.BATCH, optimizer: str = D.OPTIMIZER,
                   num_classes: int | None = None, table: Any = D.ENERGY_TABLE, cache_prefix: bool = False,
@@ -181,7 +194,8 @@ def training_cost(model: nn.Module | str, input_shape: Sequence[int] | None = No
     :func:`energymodel.analysis.sharing.training_cost` (a :class:`~energymodel.analysis.sharing.TrainingCost`)."""
     from energymodel.analysis.sharing import training_cost as run
 
-    net, shape, share = _strategy(model, input_shape, blocks, None if fraction is not None else k, fraction, classes)
+    net, shape, share = _strategy(model, input_shape, blocks, None if fraction is not None else k, fraction, classes,
+                                  inputs)
     if share is None or len(share) != 1:
         raise UserError("training_cost takes one sharing point: k= or fraction=")
     return run(net, shape, share=share[0], samples=samples, epochs=epochs, batch=batch, optimizer=optimizer,
@@ -189,7 +203,7 @@ def training_cost(model: nn.Module | str, input_shape: Sequence[int] | None = No
 
 
 def sweep(model: nn.Module | str, input_shape: Sequence[int] | None = None, vary: Mapping[str, Any] | None = None,
-          *, k: Any = None, fraction: Any = None, blocks: Sequence[str] | None = None, new_classes: int | None = None,
+          *, inputs: Any = None, k: Any = None, fraction: Any = None, blocks: Sequence[str] | None = None, new_classes: int | None = None,
           samples_new: int = D.SAMPLES_NEW, samples_old: int = D.SAMPLES_OLD, epochs: int = D.EPOCHS,
           batch: int = D.BATCH, optimizer: str = D.OPTIMIZER, table: Any = D.ENERGY_TABLE,
           cache_prefix: bool = False, tasks: int = D.TASKS, classes: int | None = None):
@@ -199,7 +213,7 @@ def sweep(model: nn.Module | str, input_shape: Sequence[int] | None = None, vary
 
     if not vary:
         raise UserError("sweep needs vary= (table key -> values), e.g. {\"dram\": [100, 640, 2000]}")
-    net, shape, share = _strategy(model, input_shape, blocks, k, fraction, classes)
+    net, shape, share = _strategy(model, input_shape, blocks, k, fraction, classes, inputs)
     return run(net, shape, vary, share=share, new_classes=new_classes, samples_new=samples_new,
                samples_old=samples_old, epochs=epochs, batch=batch, optimizer=optimizer, table=table,
                cache_prefix=cache_prefix, tasks=tasks)

@@ -111,13 +111,16 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     target = Path(target)
     folder = target.parent if str(target.parent) else Path(".")
-    for parent in (folder, *folder.parents):
-        if parent.exists():
-            if not parent.is_dir():
-                raise UserError(f"cannot write {target}: {parent} is not a folder")
-            break
-    if target.is_dir():
-        raise UserError(f"cannot write {target}: it is a folder")
+    try:
+        for parent in (folder, *folder.parents):
+            if parent.exists():
+                if not parent.is_dir():
+                    raise UserError(f"cannot write {target}: {parent} is not a folder")
+                break
+        if target.is_dir():
+            raise UserError(f"cannot write {target}: it is a folder")
+    except OSError as exc:  # a name longer than the file system allows, a folder without permission ...
+        raise _cannot_write(target, exc) from None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for stale in stale_temp_files(target):

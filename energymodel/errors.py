@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["UserError", "TableError", "one_line"]
+__all__ = ["UserError", "TableError", "EnergyModelWarning", "one_line"]
 
 
 class UserError(Exception):
@@ -13,6 +13,11 @@ class UserError(Exception):
 
 class TableError(UserError):
     """An energy table that is missing, malformed, or has a missing/unknown/negative/NaN/mistyped entry."""
+
+
+class EnergyModelWarning(UserWarning):
+    """A warning of energymodel's own (an unmodelled call, a datatype the table does not price ...): the command
+    line prints it as ``energymodel: warning: ...``; other libraries' warnings keep their own form."""
 
 
 def one_line(exc: BaseException) -> str:

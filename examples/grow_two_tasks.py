@@ -95,12 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         "progress": not args.quiet,
         "base": {"epochs": args.epochs, "batch": 32, "lr": 0.05},
         "branch": {"epochs": args.epochs, "batch": 32, "lr": 0.05},
-        "calibration": {"tolerance": 0.03, "subset_per_class": None, "epochs": args.epochs},
+        "search": {"tolerance": 0.03, "subset_per_class": None, "epochs": args.epochs},
         "output_calibration": {"holdout_fraction": 0.15},
     }
     if args.tiny:
         settings.update(name="grow-two-tasks-tiny", train_per_class=30, test_per_class=15)
-        for section in ("base", "branch", "calibration"):
+        for section in ("base", "branch", "search"):
             settings[section]["epochs"] = 2
     cfg = RunConfig.from_dict(settings, source="grow_two_tasks.py")
     try:

@@ -3,6 +3,8 @@ rule that no image of an old task is read after its task."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -47,7 +49,11 @@ def test_power_normalise_and_mahalanobis_by_hand() -> None:
     x = torch.eye(3)
     g = fit_gaussians(x, torch.zeros(3, dtype=torch.long), 1)
     d = g.distances(torch.ones(1, 3))  # phi(1,1,1) = (1,1,1)/sqrt(3), not the mean (1/3,1/3,1/3)
-    assert d.shape == (1, 1) and float(d) > 0
+    # by hand: centred samples e_i - mu, S = (I - J/3) / 3, m = tr(S)/3 = 2/9; ||S - m I||^2 / 3 = (6/81) / 3 = 2/81
+    # and b^2 = (sum ||x_i||^4 - 3 ||S||^2) / (9 * 3) = (4/3 - 2/3) / 27 = 2/81: a = 1, Sigma = (2/9) I (+ eps I,
+    # eps = 1e-6 m + 1e-12); ||phi - mu||^2 = 3 (1/sqrt(3) - 1/3)^2 = 4/3 - 2/sqrt(3)
+    expected = (4 / 3 - 2 / math.sqrt(3)) / ((2 / 9) * (1 + 1e-6) + 1e-12)
+    assert d.shape == (1, 1) and float(d) == pytest.approx(expected, rel=1e-6)
     assert float(g.distances(torch.tensor([[1.0, 0.0, 0.0]]))) == pytest.approx(float(g.distances(
         torch.tensor([[0.0, 5.0, 0.0]]))))  # symmetric classes, normalised scale
 
@@ -134,7 +140,8 @@ def test_gaussian_methods_beat_raw_argmax_when_one_branch_shouts() -> None:
 
 def test_methods_are_a_registry_and_refuse_missing_statistics() -> None:
     assert method_names() == ["raw-logits", "calibrated-logits", "branch-gaussian", "common-gaussian",
-                              "trunk-gaussian", "combined-gaussian", "routed"]
+                              "trunk-gaussian", "combined-gaussian", "routed", "gaussian-ensemble", "analytic-head",
+                              "analytic-ensemble"]
     with pytest.raises(UserError, match="unknown task-agnostic method 'nope'"):
         make_method("nope")
     (task0, _), test, _ = _two_tasks(10, 0)
@@ -161,9 +168,12 @@ def test_bad_agnostic_config_is_one_line() -> None:
 
 
 def test_no_old_task_image_is_read_after_its_task(tmp_path, monkeypatch) -> None:
-    """Instrument every image read: while a clone-and-branch strategy (or naive fine-tuning) learns task t,
-    no TRAINING or held-out image of a task < t is touched — training, calibration and statistics included.
-    (Evaluation reads old tasks' test images, which is what the accuracy matrix measures.)"""
+    """Instrument every read of a task's images — ``__getitem__`` and direct access to the tensors behind a
+    dataset — in every phase: training, calibration, statistics, the per-task searches, the oracle, and a run
+    resumed after a crash. While a task is learned (or searched for) nothing of an earlier task's training,
+    held-out or search images is touched; the baseline that keeps old data (full retraining) and the
+    references (an analysis that needs every task's images, charged to no strategy) are the exceptions.
+    (Evaluation reads old tasks' test and validation images: what the accuracy matrices measure.)"""
     from test_run import tiny_config, write_fashion_idx
 
     from incremental.data import arrays
@@ -171,40 +181,88 @@ def test_no_old_task_image_is_read_after_its_task(tmp_path, monkeypatch) -> None
     from incremental.run.phases import SeedRun
     from incremental.run.runner import run
 
-    idx = write_fashion_idx(tmp_path / "idx", train=16, test=4)
+    idx = write_fashion_idx(tmp_path / "idx", train=40, test=4)
     reads: list[tuple[str, int]] = []
     phase = {"name": "setup"}
     seen: dict[str, object] = {}
     original_get = arrays.TensorImageDataset.__getitem__
-    original_learn = SeedRun._learn
+    original_attr = arrays.TensorImageDataset.__getattribute__
 
     def get(self, i):
         reads.append((phase["name"], id(self)))
         return original_get(self, i)
 
+    def attr(self, name):
+        if name in ("_images", "_labels", "arrays"):
+            reads.append((phase["name"], id(self)))
+        return original_attr(self, name)
+
+    def watched(method, label):
+        def wrapper(self, *args, **kwargs):
+            seen["data"] = self.data
+            outer = phase["name"]
+            phase["name"] = label(*args)
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                phase["name"] = outer
+        return wrapper
+
+    crash = {"at": ("partial-sharing", 2)}
+    original_learn = SeedRun._learn
+
     def learn(self, name, learner, suite, t):
-        seen["data"] = self.data
-        phase["name"] = f"{name}:{t}"
-        try:
-            return original_learn(self, name, learner, suite, t)
-        finally:
-            phase["name"] = "between"
+        if (name, t) == crash["at"]:
+            raise RuntimeError("simulated crash")
+        return original_learn(self, name, learner, suite, t)
 
     monkeypatch.setattr(arrays.TensorImageDataset, "__getitem__", get)
-    monkeypatch.setattr(SeedRun, "_learn", learn)
-    cfg = tiny_config(idx, tmp_path / "run", tasks="4+3+3", share=2, base={"epochs": 1}, branch={"epochs": 1},
+    monkeypatch.setattr(arrays.TensorImageDataset, "__getattribute__", attr)
+    monkeypatch.setattr(SeedRun, "_learn", watched(learn, lambda name, learner, suite, t: f"{name}:{t}"))
+    monkeypatch.setattr(SeedRun, "_search_task", watched(SeedRun._search_task, lambda t, *rest: f"search:{t}"))
+    monkeypatch.setattr(SeedRun, "_oracle", watched(SeedRun._oracle, lambda *rest: "oracle:1"))
+    monkeypatch.setattr(SeedRun, "_references", watched(SeedRun._references, lambda *rest: "references"))
+    cfg = tiny_config(idx, tmp_path / "run", tasks="4+3+3", base={"epochs": 1}, branch={"epochs": 1},
+                      search={"subset_per_class": 24, "val_fraction": 0.5, "epochs": 1, "min_steps": 4,
+                              "candidates": [0, 2], "tolerance": 0.5, "per_task": True, "oracle": True},
                       strategies=["partial-sharing", "regular-incremental", "naive-finetune", "full-retraining"])
-    run(RunConfig.from_dict(cfg))
+    def owners(data) -> dict[int, int]:
+        out = {}
+        for j in range(3):
+            for ds in (data.train[j], data.plain[j], data.heldout[j], data.search_train.get(j),
+                       data.search_val.get(j)):
+                if ds is not None:
+                    out[id(ds)] = j
+        return out
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(RunConfig.from_dict(cfg))
+    first, first_owner = list(reads), owners(seen["data"])
+    reads.clear()
+    crash["at"] = None
+    run(RunConfig.from_dict(cfg))  # resumes: partial sharing restored after task 1, then learns task 2
     data = seen["data"]
-    owner = {}
-    for j in range(3):
-        for ds in (data.train[j], data.plain[j], data.heldout[j]):
-            owner[id(ds)] = j
-    per_phase: dict[str, set[int]] = {}
-    for name, ident in reads:
-        if ":" in name and ident in owner:
-            per_phase.setdefault(name, set()).add(owner[ident])
-    for strategy in ("partial-sharing", "regular-incremental", "naive-finetune"):
-        for t in (1, 2):
-            assert per_phase[f"{strategy}:{t}"] == {t}, (strategy, t, per_phase)
-    assert per_phase["full-retraining:2"] == {0, 1, 2}  # the baseline that keeps old data does read it
+    owner = owners(data)
+
+    def by_phase(events, owner=owner):
+        out: dict[str, set[int]] = {}
+        for name, ident in events:
+            if ":" in name and ident in owner:
+                out.setdefault(name, set()).add(owner[ident])
+        return out
+
+    for per_phase in (by_phase(first, first_owner), by_phase(reads)):
+        for name, tasks in per_phase.items():
+            if name.startswith("full-retraining"):
+                continue
+            assert tasks == {int(name.rsplit(":", 1)[1])}, (name, tasks)
+    resumed = by_phase(reads)
+    assert resumed["partial-sharing:2"] == {2} and "partial-sharing:1" not in resumed  # task 1 came from its checkpoint
+    assert by_phase(first, first_owner)["search:2"] == {2} and by_phase(first, first_owner)["oracle:1"] == {1}
+    assert by_phase(first, first_owner)["partial-sharing:1"] == {1}
+    assert resumed["full-retraining:2"] == {0, 1, 2}  # the baseline that keeps old data does read it
+    # the instrument sees a direct tensor access as a read
+    probe = data.train[0]
+    phase["name"] = "probe:1"
+    probe._images.sum()
+    assert by_phase(reads[-1:]) == {"probe:1": {0}}

@@ -65,32 +65,38 @@ class TorchvisionStyleResNet(nn.Module):
 
 
 CHILDREN = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+#: the points found: conv1 bn1 relu maxpool add one conv layer between them, so one point (the deepest) stands
+#: for them; layer1 = layer1.0, its only block
+POINTS = ["maxpool", "layer1", "layer2", "layer3", "layer4"]
 
 
 def test_torchvision_style_resnet_sharing_points() -> None:
     model = TorchvisionStyleResNet()
     pts = energymodel.sharing_points(model, (3, 64, 64))
-    assert [p.after for p in pts] == ["input", *CHILDREN]
-    assert [p.index for p in pts] == list(range(9))
+    assert [p.after for p in pts] == ["input", *POINTS]
+    assert [p.index for p in pts] == list(range(6))
     # conv layers of the blocks (the head's classifier is not shared): conv1 1, layer1 2, layer2..4 3 each
-    assert [p.layers_shared for p in pts] == [0, 1, 1, 1, 1, 3, 6, 9, 12]
+    assert [p.layers_shared for p in pts] == [0, 1, 3, 6, 9, 12]
     assert pts[-1].layers_total == 12
-    assert [p.fraction for p in pts][4:] == [1 / 12, 3 / 12, 6 / 12, 9 / 12, 1.0]
-    assert pts[0].fraction_macs == 0 and 0 < pts[4].fraction_macs < pts[5].fraction_macs < pts[-1].fraction_macs
+    assert [p.fraction for p in pts] == [0, 1 / 12, 3 / 12, 6 / 12, 9 / 12, 1.0]
+    assert pts[0].fraction_macs == 0 and 0 < pts[1].fraction_macs < pts[2].fraction_macs < pts[-1].fraction_macs
 
 
 def test_torchvision_style_resnet_compare_and_declared_blocks(capsys) -> None:
     model = TorchvisionStyleResNet()
-    df = energymodel.compare(model, (3, 32, 32), k=[0, 8], samples_new=100, samples_old=100, epochs=1, batch=50)
+    df = energymodel.compare(model, (3, 32, 32), k=[0, 5], samples_new=100, samples_old=100, epochs=1, batch=50)
     assert list(df["strategy"]) == ["partial-sharing", "partial-sharing", "full-retraining"]
     assert list(df["after"])[:2] == ["input", "layer4"]
-    # declared: only the four stages are blocks, the rest (avgpool, fc) is the head; stem children too
+    # declared: exactly the points asked for (the stem children too), the rest (avgpool, fc) is the head
     pts = energymodel.sharing_points(model, (3, 32, 32), blocks=CHILDREN[:5])
     assert [p.after for p in pts] == ["input", *CHILDREN[:5]]
-    with pytest.raises(UserError, match="first children in call order"):
-        energymodel.sharing_points(model, (3, 32, 32), blocks=["layer1"])
-    with pytest.raises(UserError, match="not a top-level child"):
+    assert [p.after for p in energymodel.sharing_points(model, (3, 32, 32), blocks=["layer2"])] == ["input", "layer2"]
+    with pytest.raises(UserError, match="in call order: layer1, layer2"):
+        energymodel.sharing_points(model, (3, 32, 32), blocks=["layer2", "layer1"])
+    with pytest.raises(UserError, match="'nothing' names no module; modules it can be cut after: conv1, bn1, relu"):
         energymodel.sharing_points(model, (3, 32, 32), blocks=["conv1", "nothing"])
+    with pytest.raises(UserError, match=r"cannot be cut after 'layer1.0.conv1' \(more than its output"):
+        energymodel.sharing_points(model, (3, 32, 32), blocks=["layer1.0.conv1"])
 
 
 def test_chain_view_costs_equal_the_model() -> None:
@@ -105,7 +111,9 @@ def test_chain_view_costs_equal_the_model() -> None:
         assert a[key] == b[key], key
 
 
-def test_not_a_chain_is_refused() -> None:
+def test_code_between_children_is_cut_with_fx_and_a_skip_is_refused() -> None:
+    from energymodel.models.chain import block_view
+
     class Twice(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -113,10 +121,20 @@ def test_not_a_chain_is_refused() -> None:
             self.fc = nn.Linear(4, 2)
 
         def forward(self, x):
-            return self.fc(self.a(x) * 2)  # arithmetic between children
+            return self.fc(self.a(x) * 2)  # arithmetic between children: the head runs it
 
-    with pytest.raises(UserError, match="aten.mul runs between top-level children"):
-        energymodel.sharing_points(Twice(), (4,))
+    model = Twice()
+    view = block_view(model, (4,))
+    assert [p.after for p in energymodel.sharing_points(model, (4,))] == ["input", "a"]
+    x = torch.randn(3, 4)
+    assert torch.equal(view(x), model(x))
+
+    class Skip(Twice):
+        def forward(self, x):
+            return self.fc(self.a(x) + x)  # x is still needed after a: no cut there
+
+    with pytest.raises(UserError, match="no sharing points before its head.*modules it can be cut after: fc$"):
+        energymodel.sharing_points(Skip(), (4,))
 
 
 def test_cli_points_compare_with_blocks(capsys, tmp_path: Path) -> None:
@@ -127,14 +145,14 @@ def test_cli_points_compare_with_blocks(capsys, tmp_path: Path) -> None:
                     + "\ndef resnet():\n    return TorchvisionStyleResNet()\n", encoding="utf-8")
     assert main(["points", f"{path}:resnet", "--input", "3,32,32"]) == 0
     out = capsys.readouterr().out
-    assert [ln.split()[1] for ln in out.splitlines()[1:]] == ["input", *CHILDREN]
+    assert [ln.split()[1] for ln in out.splitlines()[1:]] == ["input", *POINTS]
     assert main(["points", f"{path}:resnet", "--input", "3,32,32", "--blocks", "conv1,bn1,relu,maxpool,layer1"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 1 + 6
     assert main(["compare", f"{path}:resnet", "--input", "3,32,32", "--fraction", "0.4", "--samples-new", "100",
                  "--samples-old", "100", "--epochs", "1", "--batch", "50"]) == 0
     captured = capsys.readouterr()
     # 0.4: the nearest point is 6/12 = 0.5 (after layer2; 3/12 = 0.25 is further), not exact: a note says so
-    assert "fraction 0.4 snapped to the nearest sharing point k=6 (after layer2, fraction 0.5)" in captured.err
+    assert "fraction 0.4 snapped to the nearest sharing point k=3 (after layer2, fraction 0.5)" in captured.err
     assert main(["profile", f"{path}:resnet", "--input", "3,32,32", "--mode", "training", "--frozen",
                  "layer1,layer2", "--format", "json"]) == 0
 
@@ -297,10 +315,11 @@ def test_unmodelled_listed_by_kind_and_modelled_column_shown(capsys, tmp_path: P
     assert main(["profile", f"{path}:net", "--input", "4"]) == 0
     captured = capsys.readouterr()
     assert "unmodelled (no counting rule, counted as 0): Doubler: 2 calls (1, 2)" in captured.out
-    header = captured.out.splitlines()[1].split()
-    assert header[:4] == ["name", "kind", "modelled", "trainable"]
-    rows = {ln.split()[0]: ln.split() for ln in captured.out.splitlines()[2:5]}
-    assert rows["1"][2] == "False" and rows["0"][2] == "True"
+    lines = captured.out.splitlines()
+    assert lines[3].split()[:3] == ["module", "kind", "output"]
+    rows = {ln.split()[0]: ln for ln in lines[4:7]}
+    assert "Doubler (no rule)" in rows["1"] and "(no rule)" not in rows["0"]
+    assert captured.out.count("Doubler: 2 calls") == 1 and "no counting rule" not in captured.err  # listed once
     assert main(["profile", f"{path}:net", "--input", "4", "--format", "json"]) == 0
     import json
 

@@ -43,19 +43,25 @@ def test_bench_train_json_has_measured_format(measured):
         assert ROW_KEYS <= set(r), ROW_KEYS - set(r)
         assert r["measured_seconds_per_epoch"] > 0 and r["modelled_macs"] > 0 and r["modelled_energy_pj"] > 0
         assert [len(e) for e in r["epoch_seconds"]] == [2, 2]  # 2 repeats x 2 epochs
-        # the verdict follows from the row's own figures: k = 0 is the baseline; (a) cached: measured speed-up
-        # >= modelled MAC speed-up; (b) uncached: |1/modelled speed-up − 1/measured| / (1/measured) <= 20 %
-        if r["share"] == 0:
-            expected = "-"
-        elif r["cache"] == "on":
-            expected = "PASS" if r["speedup_measured"] >= r["speedup_modelled_macs"] else "MISS"
-        else:
-            measured_ratio = 1 / r["speedup_measured"]
-            err = abs(1 / r["speedup_modelled_macs"] - measured_ratio) / measured_ratio
-            assert r["modelled_ratio_error"] == pytest.approx(err, rel=1e-9)
-            expected = "PASS" if err <= 0.2 else "MISS"
-        assert r["verdict"] == expected, (r["label"], r["verdict"], expected)
-    base, cached, uncached = rows
+        assert r["verdict"] in ("-", "PASS", "MISS") and (r["verdict"] == "-") == (r["share"] == 0)
+
+
+def test_bench_train_verdict_by_hand() -> None:
+    """The targets at their boundaries, on rows made by hand: (a) cached, the measured speed-up must reach the
+    modelled MAC speed-up; (b) uncached, the modelled ratio may miss the measured one by at most 20 %."""
+    sys.path.insert(0, str(BENCH))
+    from bench_train import verdict
+
+    assert verdict({"share": 0, "cache": "off"}) == ("baseline", "-")
+    assert verdict({"share": 4, "cache": "on", "speedup_measured": 2.0, "speedup_modelled_macs": 1.9})[1] == "PASS"
+    assert verdict({"share": 4, "cache": "on", "speedup_measured": 1.8, "speedup_modelled_macs": 1.9})[1] == "MISS"
+    assert verdict({"share": 4, "cache": "off", "modelled_ratio_error": 0.20})[1] == "PASS"
+    assert verdict({"share": 4, "cache": "off", "modelled_ratio_error": 0.21})[1] == "MISS"
+
+
+def test_bench_train_rows_are_consistent(measured):
+    obj, stdout = measured
+    base, cached, uncached = obj["rows"]
     assert base["speedup_measured"] == 1.0 and base["speedup_modelled_macs"] == 1.0
     assert cached["cache_mode"] == "memory" and cached["feature_seconds"] > 0
     assert uncached["cache_mode"] == "off" and uncached["feature_seconds"] == 0

@@ -231,5 +231,5 @@ def test_search_never_falls_back_to_no_sharing_silently() -> None:
     assert result.longer and result.chosen == 1
     with pytest.raises(SearchFailed, match=r"reference \(k=0\) reached only 52.0% even after training 4x longer"):
         search(at_chance, [1, 2], tolerance=0.02, classes=2, val_samples=100, longer=at_chance)
-    with pytest.raises(SearchFailed, match="raise calibration.min_steps"):
+    with pytest.raises(SearchFailed, match="raise search.min_steps"):
         search(at_chance, [1], tolerance=0.02, classes=2, val_samples=100)

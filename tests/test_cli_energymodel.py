@@ -124,10 +124,12 @@ def test_profile_training_json_and_csv(capsys, tmp_path: Path) -> None:
     rc, out, _ = run(["profile", "smallcnn", "--format", "csv"], capsys)
     assert rc == 0 and out.splitlines()[0].split(",")[: len(CONTRACT)] == CONTRACT
     rc, out, _ = run(["profile", "smallcnn"], capsys)
-    assert rc == 0 and "blocks.conv1.conv" in out
+    assert rc == 0 and "\n    conv " in out  # blocks > conv1 > conv, indented as a tree
     assert out.startswith("model smallcnn (BlockNet) · input 1x28x28 · batch 1 · mode inference · table 45nm "
                           "(fp32, 32-bit words)\n")
-    assert "params 468 k (trainable 0) · MACs 18.69 M per sample" in out  # 468,010 params, 18,691,840 MACs
+    # 468,010 params, 18,691,840 MACs; rows and total per batch, the per-sample figures said once
+    assert "total for the batch of 1: params 468 k · MACs 18.69 M · energy" in out
+    assert "(per sample: MACs 18.69 M, energy" in out and "trainable" not in out  # nothing trains in inference
 
 
 def test_model_from_file_and_from_package(capsys, user_model: Path, monkeypatch) -> None:

@@ -149,7 +149,7 @@ def test_report_refuses_unfinished_and_foreign_folders(tmp_path, capsys) -> None
 # ---------------------------------------------------------------------------- flags
 def test_every_field_has_a_flag_and_flags_override_the_file(tiny_toml, capsys) -> None:
     flags = {f.flag for f in FIELDS}
-    assert {"--data-root", "--base-epochs", "--branch-lr", "--calibration-tolerance", "--share", "--seeds",
+    assert {"--data-root", "--base-epochs", "--branch-lr", "--search-tolerance", "--share", "--seeds",
             "--output-calibration-enabled", "--strategies", "--energy-table"} <= flags
     code = main(["run", str(tiny_toml), "--print-config", "--base-epochs", "3", "--set", "branch.lr=0.2",
                  "--seeds", "0,1", "--share", "auto", "--output-calibration-enabled", "false"])

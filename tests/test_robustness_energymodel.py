@@ -52,7 +52,7 @@ def one_line_error(rc: int, err: str, *needles: str) -> str:
     ("99999999999999999999999,28,28", "bad input shape"),  # once an overflow in torch.zeros
     ("1,0,28", "positive"),
     ("1,-3,28", "bad input shape"),
-    ("3;32;32", "bad input shape"),
+    ("3;32;32", "rejects input shapes 3; 32; 32"),  # three inputs (";" separates inputs): one line too
 ])
 def test_absurd_input_shapes(capsys, shape: str, needle: str) -> None:
     rc, out, err = run(["profile", "smallcnn", "--input", shape], capsys)
@@ -294,3 +294,77 @@ def test_stale_temporary_files_are_removed(tmp_path: Path) -> None:
     write_text(target, "new")
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == sorted(["out.json", live.name, new_legacy.name, other.name, user_file.name])
+
+
+# -- issue 18: the last tracebacks ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", ["100000000000000000000", str(2**31 + 1)])
+def test_a_batch_beyond_the_counted_range_is_one_line(capsys, batch: str) -> None:
+    rc, out, err = run(["profile", "smallcnn", "--batch", batch], capsys)
+    one_line_error(rc, err, "batch", "2,147,483,648")
+    assert out == ""
+
+
+def test_profile_api_refuses_a_batch_beyond_the_counted_range() -> None:
+    from energymodel import profile
+    from energymodel.errors import UserError
+
+    with pytest.raises(UserError, match="larger than the 2,147,483,648"):
+        profile("smallcnn", batch=10**18)
+
+
+def test_a_sweep_grid_beyond_a_table_entry_is_one_line_not_an_overflow(capsys) -> None:
+    rc, out, err = run(["sweep", "smallcnn", "--vary", "buffer=1e300:1e308:3", "--format", "json"], capsys)
+    one_line_error(rc, err, "buffer", "at most 1e+15")
+    assert out == ""
+    rc, out, err = run(["sweep", "smallcnn", "--vary", "buffer=1e14:1e15:2", "--format", "json"], capsys)
+    assert rc == 0, err
+    assert sorted({r["buffer_bytes"] for r in json.loads(out)["data"]["rows"]}) == [10**14, 10**15]
+
+
+LAZY_MODEL = """
+from torch import nn
+
+def net(num_classes=10):
+    return nn.Sequential(nn.LazyConv2d(8, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(num_classes))
+"""
+
+
+@pytest.mark.parametrize("command", ["points", "compare"])
+def test_lazy_layers_work_in_points_and_compare_as_in_profile(tmp_path, capsys, command: str) -> None:
+    model = tmp_path / "lazy.py"
+    model.write_text(LAZY_MODEL)
+    rc, out, err = run([command, f"{model}:net", "--input", "3,8,8", "--format", "json"], capsys)
+    assert rc == 0, err
+    data = json.loads(out)["data"]
+    rows = data if command == "points" else data["rows"]
+    assert {r["k"] for r in rows} == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("flag", ["--engine", "--measured"])
+def test_report_inputs_nested_too_deeply_are_one_line(tmp_path, capsys, flag: str) -> None:
+    deep = "[" * 100000 + "]" * 100000
+    if flag == "--engine":
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "results.json").write_text(deep)
+        arg = str(tmp_path / "run")
+    else:
+        (tmp_path / "m.json").write_text(deep)
+        arg = str(tmp_path / "m.json")
+    recipe = ROOT / "reports" / "fashion-mnist-demo.toml"
+    rc, out, err = run(["report", str(recipe), flag, arg, "-o", str(tmp_path / "r.html")], capsys)
+    one_line_error(rc, err, "nested too deeply")
+
+
+@pytest.mark.parametrize("argv", [
+    ["report", "{long}.toml"],
+    ["report", str(ROOT / "reports" / "fashion-mnist-demo.toml"), "-o", "{tmp}/{long}.html"],
+    ["profile", "smallcnn", "-o", "{tmp}/{long}.json"],
+    ["profile", "{tmp}/{long}.py:net"],
+    ["profile", "smallcnn", "--energy-table", "{tmp}/{long}.toml"],
+])
+def test_a_path_longer_than_the_file_system_allows_is_one_line(tmp_path, capsys, argv: list[str]) -> None:
+    long = "a" * 300
+    rc, out, err = run([a.format(long=long, tmp=tmp_path) for a in argv], capsys)
+    one_line_error(rc, err, "File name too long")

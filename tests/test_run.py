@@ -21,23 +21,25 @@ import numpy as np
 import pytest
 
 from incremental.run.config import STRATEGIES, RunConfig, load_config
-from incremental.run.runner import KILL_ENV, KINDS, load_results, run, run_status
+from incremental.run.runner import KILL_ENV, KINDS, format_summary, load_results, run, run_status
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT_KEYS = {"strategies", "matrices", "calibration_curve", "chosen_share", "timing", "tolerance",
-               "agnostic_default", "agnostic_methods", "search"}
+               "agnostic_default", "agnostic_methods", "search", "headline", "references"}
 STRATEGY_ROW_KEYS = {
     "strategy", "share", "fraction", "task_aware_accuracy", "task_agnostic_accuracy",
     "task_agnostic_uncalibrated_accuracy", "energy_pj", "macs", "measured_train_seconds", "modelled_train_energy_pj",
     "task_aware_accuracy_std", "task_agnostic_accuracy_std", "forgetting_task_aware", "forgetting_task_agnostic",
     "backward_transfer_task_aware", "backward_transfer_task_agnostic", "storage_bytes", "agnostic_method", "agnostic",
+    "search_energy_pj", "statistics_energy_pj", "calibration_energy_pj", "inference_energy_pj",
 }
 METHODS = ["raw-logits", "calibrated-logits", "branch-gaussian", "common-gaussian", "trunk-gaussian",
-           "combined-gaussian", "routed"]
+           "combined-gaussian", "routed", "gaussian-ensemble", "analytic-head", "analytic-ensemble"]
 
 
-def write_fashion_idx(folder: Path, train: int = 30, test: int = 10, seed: int = 0) -> Path:
-    """Fashion-MNIST-format files (gzipped IDX) of 10 learnable classes: blob position = class."""
+def write_fashion_idx(folder: Path, train: int = 30, test: int = 10, seed: int = 0, learnable: bool = True) -> Path:
+    """Fashion-MNIST-format files (gzipped IDX) of 10 learnable classes: blob position = class (with
+    ``learnable=False`` the labels are drawn independently of the images: every classifier is at chance)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:28, 0:28]
 
@@ -49,6 +51,8 @@ def write_fashion_idx(folder: Path, train: int = 30, test: int = 10, seed: int =
             cy, cx = 7 + 14 * (c // 5) + rng.normal(0, 1), 3 + 5.5 * (c % 5) + rng.normal(0, 1)
             blob = 200 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 2.5**2))
             out[i] = np.clip(40 + blob + rng.normal(0, 20, (28, 28)), 0, 255)
+        if not learnable:
+            rng.shuffle(labels)
         return out, labels.astype(np.uint8)
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -74,9 +78,10 @@ def tiny_config(data_root: Path, out: Path, **changes) -> dict:
         "eval_batch": 64,
         "base": {"epochs": 2, "batch": 32, "lr": 0.05},
         "branch": {"epochs": 2, "batch": 32, "lr": 0.05},
-        "calibration": {"subset_per_class": 12, "epochs": 1, "candidates": [0, 2, 5], "tolerance": 0.05,
+        "search": {"subset_per_class": 12, "epochs": 1, "candidates": [0, 2, 5], "tolerance": 0.05,
                         "min_steps": 6, "full_curve": True},
         "output_calibration": {"holdout_fraction": 0.2},
+        "agnostic": {"expansion": 128},  # the analytic heads' sums: 128 x 128 for tiny data (default 2048)
     }
     for key, value in changes.items():
         if isinstance(value, dict):
@@ -185,9 +190,13 @@ def test_sharing_search_and_costs(auto_run) -> None:
     by_share = {r["share"]: r["energy_pj"] for r in curve}
     assert ps["modelled_train_energy_pj"] == pytest.approx(by_share[ps["share"]])  # the curve priced the real branch
     assert reg["modelled_train_energy_pj"] == pytest.approx(by_share[0])
-    # the search's trials are charged to partial sharing as overhead
+    # the whole lifecycle: training + the search's trials (partial sharing only) + statistics + calibration passes
     assert ps["cost"]["energy_pj"] == pytest.approx(ps["modelled_train_energy_pj"] + ps["cost"]["search"]["energy_pj"]
-                                                    + ps["cost"]["statistics"]["energy_pj"])
+                                                    + ps["cost"]["statistics"]["energy_pj"]
+                                                    + ps["cost"]["calibration"]["energy_pj"])
+    assert reg["cost"]["search"] is None and reg["cost"]["energy_pj"] == pytest.approx(
+        reg["modelled_train_energy_pj"] + reg["cost"]["statistics"]["energy_pj"] + reg["cost"]["calibration"]["energy_pj"])
+    assert min(ps["cost"][part]["energy_pj"] for part in ("search", "statistics", "calibration")) > 0
     # full retraining trains on old + new data: twice the samples of naive fine-tuning, more energy
     full, ft = sts["full-retraining"], sts["naive-finetune"]
     assert full["tasks"][0]["samples"] == seed["sizes"]["train"][0] + seed["sizes"]["train"][1]
@@ -199,6 +208,48 @@ def test_sharing_search_and_costs(auto_run) -> None:
         assert st["cost"]["storage_bytes"] > 0 and st["measured_train_seconds"] > 0
     # storage: the grown network stores the shared trunk once
     assert sts["partial-sharing"]["cost"]["storage_bytes"] <= sts["regular-incremental"]["cost"]["storage_bytes"]
+
+
+def test_statistics_cost_by_hand(auto_run) -> None:
+    """trunk-gaussian with one covariance per task, smallcnn (trunk 32 + 32 + 64 + 64 + 128 = 320 dims), 5 classes
+    per task: each task stores 5 x 320 + 320^2 = 104,000 float32 numbers (one 32-bit word each under 45nm) and
+    costs N_t 320^2 + 320^3 MACs; the energy is the forward passes + those MACs at (mac + RF accesses) pJ + the
+    words at the DRAM pJ. Zeroing the words or the energy anywhere in the ledger fails this."""
+    from energymodel.analysis.profile import as_table
+    from energymodel.memory.levels import rf_accesses
+
+    _, results, _ = auto_run
+    seed = results["per_seed"][0]
+    entry = seed["strategies"]["partial-sharing"]["agnostic"]["trunk-gaussian"]
+    cost = entry["cost"]
+    words = 2 * (5 * 320 + 320**2)
+    assert entry["stored_words"] == words and entry["storage_bytes"] == 4 * words
+    assert cost["dram_words"] == words
+    n = seed["sizes"]["train"]
+    assert cost["arithmetic_macs"] == sum(n_t * 320**2 + 320**3 for n_t in n)
+    tab = as_table("45nm")
+    per_mac = tab.op_pj("mac") + float(rf_accesses(1.0, 0.0, tab.dataflow.rf_accesses_per_op,
+                                                    tab.dataflow.rf_words)) * tab.level_pj("rf")
+    assert cost["energy_pj"] == pytest.approx(cost["forward_energy_pj"] + cost["arithmetic_macs"] * per_mac
+                                              + words * tab.level_pj("dram"), rel=1e-9)
+    assert cost["forward_energy_pj"] > 0
+
+
+def test_a_run_at_chance_claims_no_saving(tmp_path) -> None:
+    """Labels drawn independently of the images: every accuracy is at chance, the headline and the console say
+    so, and no saving is claimed whatever the energy ratios."""
+    idx = write_fashion_idx(tmp_path / "noise", train=20, test=20, learnable=False)
+    cfg = tiny_config(idx, tmp_path / "chance", share=2, strategies=["partial-sharing", "regular-incremental"],
+                      agnostic={"methods": ["raw-logits", "routed"], "method": "routed", "references": False})
+    results = load_results(run(RunConfig.from_dict(cfg)))
+    head = results["summary"]["headline"]
+    assert head["chance"]["class_il"] == pytest.approx(0.1) and head["test_images"] == 200
+    assert set(head["at_chance"]) == {"partial-sharing", "regular-incremental"}
+    assert head["claims_saving"] is False
+    assert all(not head["class_il"][n]["above_chance"] for n in head["at_chance"])
+    assert "[at chance]" in " ".join(head["text"]) and "no saving is claimed" in head["text"][-1]
+    text = format_summary(results)
+    assert "[at chance]" in text
 
 
 def test_report_section_has_exactly_the_report_keys(auto_run) -> None:
@@ -313,7 +364,7 @@ def test_example_grow_two_tasks(tmp_path) -> None:
 def test_per_task_search_and_oracle(idx_root, tmp_path) -> None:
     """Three tasks, a search per task, and the oracle: full branches at every candidate of task 1."""
     cfg = tiny_config(idx_root, tmp_path / "pertask", tasks="4+3+3", strategies=["partial-sharing"],
-                      calibration={"per_task": True, "oracle": True})
+                      search={"per_task": True, "oracle": True})
     results = load_results(run(RunConfig.from_dict(cfg)))
     seed = results["per_seed"][0]
     sharing = seed["sharing"]

@@ -9,7 +9,7 @@ import numpy as np
 
 from energymodel.analysis.breakeven import SETTING_KEYS, breakeven, column_name, format_breakeven  # noqa: F401 - re-exported
 from energymodel.errors import UserError
-from energymodel.price.table import resolve_key
+from energymodel.price.table import MAX_VALUE, resolve_key
 
 __all__ = ["parse_range", "parse_vary", "MAX_ROWS"]
 
@@ -89,7 +89,7 @@ def parse_vary(spec: str, *, log: bool = False) -> tuple[str, np.ndarray]:
 
 
 def _normalise_vary(vary: Mapping[str, Iterable[float] | float]) -> dict[str, np.ndarray]:
-    """Resolve keys to full names and check values (finite, >= 0; integer word bits; rounded buffer bytes)."""
+    """Resolve keys to full names and check values (finite, >= 0; integer word bits; buffer bytes rounded, <= 1e15)."""
     if not vary:
         raise UserError("nothing to vary: give at least one KEY=START:STOP:N")
     out: dict[str, np.ndarray] = {}
@@ -111,6 +111,8 @@ def _normalise_vary(vary: Mapping[str, Iterable[float] | float]) -> dict[str, np
             if (arr != np.round(arr)).any() or (arr < 1).any() or (arr > 64).any():
                 raise UserError(f"values of {raw!r} must be integers 1..64")
         if full == "dataflow.buffer_bytes":
+            if (arr > MAX_VALUE).any():  # a table's own bound; beyond 2**63 the byte count overflowed to < 0
+                raise UserError(f"values of {raw!r} must be at most {MAX_VALUE:g} bytes, got {arr.max():g}")
             arr = np.round(arr)
         if full == "dataflow.rf_words" and (arr <= 0).any():
             raise UserError(f"values of {raw!r} must be > 0")

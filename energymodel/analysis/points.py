@@ -104,12 +104,13 @@ def sharing_points(
         mac_counts = [float(sum(m for n, m in zip(names, macs) if under(n, p))) for p in prefixes]
     total_l, total_p = max(sum(layer_counts), 1), max(sum(param_counts), 1)
     total_m = max(sum(mac_counts), 1.0) if mac_counts is not None else None
+    paths = getattr(net, "paths", None) or {}
     points = []
     for k in range(len(blocks) + 1):
         points.append(
             SharingPoint(
                 index=k,
-                after=blocks[k - 1][0] if k else "input",
+                after=paths.get(blocks[k - 1][0], blocks[k - 1][0]) if k else "input",
                 layers_shared=sum(layer_counts[:k]),
                 layers_total=sum(layer_counts),
                 fraction=sum(layer_counts[:k]) / total_l,
@@ -155,7 +156,8 @@ def with_classes(model: nn.Module, num_classes: int | None) -> BlockNet:
     net = block_net_of(model)
     if num_classes is None:
         return net
-    return BlockNet(list(net.blocks.named_children()), new_head(net.head, num_classes))
+    return BlockNet(list(net.blocks.named_children()), new_head(net.head, num_classes),
+                    paths=getattr(net, "paths", None), members=getattr(net, "members", None))
 
 
 def prefix_mask(counts: Counts, prefixes: Sequence[str]) -> np.ndarray:

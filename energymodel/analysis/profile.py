@@ -12,11 +12,12 @@ from typing import Any
 import pandas as pd
 from torch import nn
 
-from energymodel.count.phases import Counts, count
+from energymodel.count.phases import OPTIMIZERS, Counts, count
 from energymodel.count.trace import trace
 from energymodel.defaults import WEIGHT_DECAY
-from energymodel.errors import UserError
+from energymodel.errors import EnergyModelWarning, UserError
 from energymodel.memory.residency import PLAN_COLUMNS, plan
+from energymodel.models.inputs import MAX_BATCH
 from energymodel.price.pricing import PHASE_COLUMNS, price_layers, price_phases
 from energymodel.price.table import LEVELS, EnergyTable, load_table
 
@@ -30,8 +31,13 @@ LAYER_COLUMNS = [
     "weight_accesses", "activation_accesses", "storage_bytes", "energy_pj",
     "modelled", "input_requires_grad", "trainable_params", "macs", "add_ops", "mult_ops", "cmp_ops", "update_ops",
     "rf_accesses", "sram_accesses", "dram_accesses", "saved_words",
-    "energy_compute_pj", "energy_rf_pj", "energy_sram_pj", "energy_dram_pj",
+    "energy_compute_pj", "energy_rf_pj", "energy_sram_pj", "energy_dram_pj", "output_shape",
+    "weight_bytes", "gradient_bytes", "optimizer_bytes", "saved_bytes",
 ]
+#: the parts of a training step's memory in the totals (bytes; :mod:`energymodel.count.footprint`)
+MEMORY_TOTALS = ["memory_weights_bytes", "memory_gradients_bytes", "memory_optimizer_bytes", "memory_buffers_bytes",
+                 "memory_inputs_bytes", "memory_saved_bytes", "memory_forward_peak_bytes",
+                 "memory_backward_peak_bytes", "training_memory_bytes"]
 NUMERIC_TOTALS = [
     "macs_forward", "macs_backward_input", "macs_backward_weight", "macs", "add_ops", "mult_ops", "cmp_ops",
     "update_ops", "weight_accesses", "activation_accesses", "rf_accesses", "sram_accesses", "dram_accesses",
@@ -53,6 +59,8 @@ class Profile:
     counts: Counts
     table: EnergyTable
     settings: dict[str, Any] = field(default_factory=dict)
+    #: the memory of the training step (:class:`~energymodel.count.footprint.Footprint`); ``None`` in inference
+    memory: Any = None
     #: one row per phase of every tiled conv/linear layer (:func:`energymodel.price.pricing.price_phases`)
     phases: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PHASE_COLUMNS))
 
@@ -100,14 +108,37 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def totals_of(layers: pd.DataFrame, counts: Counts, table: EnergyTable) -> dict[str, Any]:
+def totals_of(layers: pd.DataFrame, counts: Counts, table: EnergyTable, memory: Any = None) -> dict[str, Any]:
     """Sum every numeric column; ``params`` counts each parameter once (shared or repeated modules)."""
     tot: dict[str, Any] = {k: float(layers[k].sum()) if len(layers) else 0.0 for k in NUMERIC_TOTALS}
     tot["params"] = counts.total_params
     tot["trainable_params"] = counts.trainable_params
-    tot["training_memory_bytes"] = counts.training_memory_words * table.word_bytes if counts.mode == "training" else 0.0
     tot["unmodelled_calls"] = len(counts.unmodelled)
+    for k in ("weight_bytes", "gradient_bytes", "optimizer_bytes", "saved_bytes"):
+        tot[k] = float(layers[k].sum()) if k in layers and len(layers) else 0.0
+    if memory is not None:
+        parts = {"weights": memory.weights, "gradients": memory.gradients, "optimizer": memory.optimizer_state,
+                 "buffers": memory.buffers, "inputs": memory.inputs, "saved": memory.saved,
+                 "forward_peak": memory.forward_peak, "backward_peak": memory.backward_peak}
+        tot.update({f"memory_{k}_bytes": float(v) for k, v in parts.items()})
+        tot["training_memory_bytes"] = float(memory.peak)
+        tot["memory_peak_phase"] = memory.phase
+    else:
+        tot.update({k: 0.0 for k in MEMORY_TOTALS})
     return tot
+
+
+def with_memory(layers: pd.DataFrame, memory: Any, param_bytes: int, state: int) -> pd.DataFrame:
+    """``layers`` with each row's bytes of weights, gradients, optimizer state (first call of a module) and the
+    activations it keeps for the backward pass (``memory``: a :class:`~energymodel.count.footprint.Footprint`)."""
+    first = layers["first_call"].astype(bool).to_numpy() if "first_call" in layers else True
+    out = layers.copy()
+    out["weight_bytes"] = (out["params"] * param_bytes).where(first, 0.0).astype(float)
+    out["gradient_bytes"] = (out["trainable_params"] * param_bytes).where(first, 0.0).astype(float)
+    out["optimizer_bytes"] = out["gradient_bytes"] * state
+    saved = memory.by_layer if memory is not None else {}
+    out["saved_bytes"] = [float(saved.get(str(n), 0)) for n in out["name"]]
+    return out
 
 
 _DTYPE_NAMES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64", "int8": "int8"}
@@ -164,6 +195,8 @@ def profile(
         batch = (_batch_of(inputs) if inputs is not None else None) or 1
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise UserError(f"batch must be >= 1 (an integer), got {batch!r}")
+    if batch > MAX_BATCH:
+        raise UserError(f"batch {batch:,} is larger than the {MAX_BATCH:,} a pass is counted for")
     if isinstance(weight_decay, bool):
         wd = WEIGHT_DECAY if weight_decay else 0.0
     elif isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0:
@@ -171,10 +204,19 @@ def profile(
     else:
         raise UserError(f"weight decay must be a number >= 0, got {weight_decay!r}")
     if warn and (msg := check_precision(model, tab)):
-        warnings.warn(msg, stacklevel=2)
+        warnings.warn(msg, EnergyModelWarning, stacklevel=2)
     tr = trace(model, input_shape, mode=mode, frozen=frozen, inputs=inputs)
     counts = count(tr, batch=batch, optimizer=optimizer, weight_decay=wd > 0, warn=warn)
     layers = price_layers(counts, tab)
+    memory = None
+    if mode == "training":
+        from energymodel.count.footprint import try_footprint
+
+        memory = try_footprint(model, input_shape, batch=batch, frozen=frozen, optimizer=optimizer,
+                               weight_decay=wd > 0, inputs=inputs)
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    layers = with_memory(layers, memory, param.element_size() if param is not None else 4,
+                         OPTIMIZERS[optimizer].state if mode == "training" else 0)
     settings = {
         "input_shape": list(tr.input_shape), "batch": batch, "mode": mode, "frozen": list(tr.frozen),
         "optimizer": optimizer if mode == "training" else None, "weight_decay": wd if mode == "training" else None,
@@ -183,8 +225,8 @@ def profile(
         "rf_words": list(tab.dataflow.rf_per_operand), "tiling": tab.dataflow.tiling,
         "array": [tab.dataflow.array_rows, tab.dataflow.array_cols], "unroll": list(tab.dataflow.unroll),
     }
-    return Profile(layers=layers, totals=totals_of(layers, counts, tab), counts=counts, table=tab, settings=settings,
-                   phases=price_phases(counts, tab))
+    return Profile(layers=layers, totals=totals_of(layers, counts, tab, memory), counts=counts, table=tab,
+                   settings=settings, memory=memory, phases=price_phases(counts, tab))
 
 
 def _batch_of(inputs: Any) -> int | None:

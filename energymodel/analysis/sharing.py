@@ -46,12 +46,12 @@ from energymodel.analysis.points import (
     with_classes,
 )
 from energymodel.analysis.profile import as_table
+from energymodel.count.footprint import Footprint, try_footprint
 from energymodel.count.phases import Counts, count
 from energymodel.count.trace import trace
 from energymodel.errors import UserError
-from energymodel.models.blocks import (
-    BlockNet,
-)
+from energymodel.models.blocks import BlockNet
+from energymodel.models.inputs import describe, sample_bytes
 from energymodel.price.ledger import COST_COLUMNS, Ledger, TrainingCost, price_ledger  # noqa: F401 - re-exported
 from energymodel.price.table import EnergyTable
 
@@ -93,13 +93,15 @@ def training_ledger(
     cache_prefix: bool = False,
     weight_decay: bool = False,
     ranks: int = 1,
+    memory: bool = True,
 ) -> tuple[Ledger, dict]:
     """The unpriced :class:`Ledger` of training blocks ``[share, n)`` + a head (``num_classes``) of ``model``.
 
     ``ranks``: data-parallel processes (torchrun). The training work is split among them (the same total);
     with ``cache_prefix`` every rank computes and writes the *whole* feature cache, so the prefix pass and
     the cache write are charged ``ranks`` times. Returns the ledger and facts about it (steps, trainable
-    parameters, memory words).
+    parameters, and with ``memory`` the :class:`~energymodel.count.footprint.Footprint` of one step of a full
+    batch, ``training_memory_bytes`` its peak).
     """
     if samples < 1 or epochs < 1 or batch < 1 or ranks < 1:
         raise UserError(f"samples, epochs, batch and ranks must be >= 1 (got {samples}, {epochs}, {batch}, {ranks})")
@@ -128,13 +130,35 @@ def training_ledger(
     if cache:
         feat = _prefix_output_words(ref, pmask) / ref.batch
         ledger.extra_dram_words = ranks * samples * feat  # the cache is written to DRAM once per rank
+    fp = step_memory(net, input_shape, share, batch=batch if full else rem, optimizer=optimizer,
+                     weight_decay=weight_decay, cached=cache) if memory else None
     facts = {
         "steps": (full + (1 if rem else 0)) * epochs,
         "trainable_params": ref.trainable_params,
-        "training_memory_words": (c_full or c_rem).training_memory_words,
+        "memory": fp,
+        "training_memory_bytes": float(fp.peak) if fp is not None else 0.0,
         "uncached": not cache,
     }
     return ledger, facts
+
+
+def step_memory(net: BlockNet, input_shape, share: int, *, batch: int, optimizer: str, weight_decay: bool,
+                cached: bool = False) -> Footprint | None:
+    """The :class:`~energymodel.count.footprint.Footprint` of one training step of ``net`` with blocks
+    ``[0, share)`` frozen. With ``cached`` features the prefix does not run: the step is the branch's (blocks
+    ``[share, n)`` and the head) on a batch of cached prefix outputs, with the prefix's weights resident."""
+    prefixes = block_prefixes(net)
+    if not cached:
+        return try_footprint(net, input_shape, batch=batch, frozen=prefixes[:share], optimizer=optimizer,
+                             weight_decay=weight_decay)
+    blocks = list(net.blocks.named_children())
+    branch = BlockNet(blocks[share:], net.head)
+    feat = trace(BlockNet(blocks[:share], nn.Identity()), input_shape).output_shape
+    fp = try_footprint(branch, feat, batch=batch, optimizer=optimizer, weight_decay=weight_decay)
+    if fp is None:
+        return None
+    prefix = sum(p.numel() * p.element_size() for _, b in blocks[:share] for p in b.parameters())
+    return dataclasses.replace(fp, weights=fp.weights + prefix, peak=fp.peak + prefix)
 
 
 def _reading_cache(counts: Counts, pmask: np.ndarray) -> Counts:
@@ -194,7 +218,7 @@ def training_cost(
     return TrainingCost(
         share=share, samples=samples, epochs=epochs, batch=batch, steps=facts["steps"], cache_prefix=cache_prefix,
         trainable_params=facts["trainable_params"],
-        training_memory_bytes=facts["training_memory_words"] * tab.word_bytes, table=tab.name, **priced,
+        training_memory_bytes=facts["training_memory_bytes"], table=tab.name, **priced,
     )
 
 
@@ -235,8 +259,10 @@ def strategy_ledgers(
     cache_prefix: bool = False,
     tasks: int = 1,
     retrain_epochs: int | None = None,
+    memory: bool = True,
 ) -> StrategyLedgers:
-    """Trace and count every strategy of :func:`compare` once (see the module docstring for the strategies)."""
+    """Trace and count every strategy of :func:`compare` once (see the module docstring for the strategies);
+    ``memory``: also each training step's memory (:func:`step_memory`)."""
     net = block_net_of(model)
     for label, value in (("old_classes", old_classes), ("new_classes", new_classes)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
@@ -251,14 +277,15 @@ def strategy_ledgers(
         raise UserError(f"retrain_epochs must be a positive integer, got {retrain_epochs!r}")
     branch = {
         k: _times(training_ledger(net, input_shape, share=k, samples=samples_new, epochs=epochs, batch=batch,
-                                  optimizer=optimizer, num_classes=new_classes, cache_prefix=cache_prefix), tasks)
+                                  optimizer=optimizer, num_classes=new_classes, cache_prefix=cache_prefix,
+                                  memory=memory), tasks)
         for k in shares
     }
     full_net = with_classes(net, old_classes + tasks * new_classes)
     retraining = _cumulative([
         training_ledger(with_classes(net, old_classes + t * new_classes), input_shape, share=0,
                         samples=samples_old + samples_new * t, epochs=int(retrain_epochs or epochs), batch=batch,
-                        optimizer=optimizer)
+                        optimizer=optimizer, memory=memory)
         for t in range(1, int(tasks) + 1)])
     return StrategyLedgers(net, requested, shares, branch, full_net, retraining, old_classes, new_classes, int(tasks))
 
@@ -276,7 +303,8 @@ def _cumulative(parts: list[tuple[Ledger, dict]]) -> tuple[Ledger, dict]:
     """Several trainings one after another: terms and steps add, memory is the largest, parameters the last's."""
     ledger = Ledger([term for led, _ in parts for term in led.terms], sum(led.extra_dram_words for led, _ in parts))
     facts = {**parts[-1][1], "steps": sum(f["steps"] for _, f in parts),
-             "training_memory_words": max(f["training_memory_words"] for _, f in parts)}
+             "training_memory_bytes": max(f["training_memory_bytes"] for _, f in parts),
+             "memory": max((f for _, f in parts), key=lambda f: f["training_memory_bytes"])["memory"]}
     return ledger, facts
 
 
@@ -298,6 +326,7 @@ def compare(
     ledgers: StrategyLedgers | None = None,
     buffer_bytes: int | None = None,
     retrain_epochs: int | None = None,
+    memory_budget: int | None = None,
 ) -> pd.DataFrame:
     """Clone-and-branch at every requested sharing point against regular incremental learning and full retraining.
 
@@ -309,7 +338,10 @@ def compare(
     the last.
     ``ledgers`` (from :func:`strategy_ledgers` with the same settings) skips building them again.
     ``batch`` and ``buffer_bytes`` (default: the table's) are the two assumptions that move the savings most
-    (see ``docs/cost-model.md``); both are recorded in the frame's ``attrs``.
+    (see ``docs/cost-model.md``); both are recorded in the frame's ``attrs``. Every row has the memory of one
+    training step (``training_memory_bytes``: its peak; ``memory_*_bytes``: weights, gradients, optimizer state,
+    saved activations). ``memory_budget`` (bytes): the column ``fits_memory_budget`` and
+    ``attrs["shallowest_fitting_point"]``, the smallest ``k`` whose training step fits (``None``: none does).
     """
     tab = as_table(table)
     if buffer_bytes is not None:
@@ -345,7 +377,7 @@ def compare(
     inf = Ledger()
     inf.add(inference_counts(full_net, input_shape), 1.0)
     storage_params = sum(p.numel() for p in full_net.parameters())
-    data_bytes = float((samples_old + samples_new * (tasks - 1)) * math.prod(input_shape))  # uint8 images kept
+    data_bytes = (samples_old + samples_new * (tasks - 1)) * sample_bytes(input_shape)  # the old data kept
     rows.append(_row("full-retraining", 0, points[0], ledger, facts, inf, storage_params, data_bytes, tab, bits))
     df = pd.DataFrame(rows)
     reg = df[(df["strategy"] == "partial-sharing") & (df["share"] == 0)].iloc[0]
@@ -355,12 +387,28 @@ def compare(
         df[f"savings_{short}_vs_regular"] = reg[col] / df[col].replace(0, np.nan)
         df[f"savings_{short}_vs_retraining"] = ret[col] / df[col].replace(0, np.nan)
     df.attrs.update(
-        {"model": type(model).__name__, "input_shape": list(input_shape), "table": tab.name, "epochs": epochs,
+        {"model": type(model).__name__, "input_shape": describe(input_shape), "table": tab.name, "epochs": epochs,
          "batch": batch, "optimizer": optimizer, "samples_new": samples_new, "samples_old": samples_old,
          "new_classes": new_classes, "old_classes": old_classes, "tasks": tasks, "cache_prefix": cache_prefix,
          "buffer_bytes": tab.dataflow.buffer_bytes, "retrain_epochs": int(retrain_epochs or epochs)}
     )
+    if memory_budget is not None:
+        if isinstance(memory_budget, bool) or not isinstance(memory_budget, numbers.Real) or memory_budget < 0:
+            raise UserError(f"memory budget must be a number of bytes >= 0, got {memory_budget!r}")
+        df["fits_memory_budget"] = df["training_memory_bytes"] <= memory_budget
+        fits = df[(df["strategy"] == "partial-sharing") & df["fits_memory_budget"]]
+        df.attrs["memory_budget_bytes"] = memory_budget
+        df.attrs["shallowest_fitting_point"] = int(fits["share"].min()) if len(fits) else None
     return df
+
+
+def _memory_columns(fp: Footprint | None) -> dict:
+    """The parts of a training step's memory (bytes) as columns of a comparison row."""
+    if fp is None:
+        return {}
+    return {"memory_weights_bytes": fp.weights, "memory_gradients_bytes": fp.gradients,
+            "memory_optimizer_bytes": fp.optimizer_state, "memory_saved_bytes": fp.saved,
+            "memory_peak_phase": fp.phase}
 
 
 def _row(strategy, k, point: SharingPoint, ledger, facts, inf: Ledger, storage_params, data_bytes, tab, bytes_per):
@@ -378,7 +426,8 @@ def _row(strategy, k, point: SharingPoint, ledger, facts, inf: Ledger, storage_p
         **priced,
         "storage_bytes": storage_params * bytes_per,
         "data_storage_bytes": data_bytes,
-        "training_memory_bytes": facts["training_memory_words"] * bytes_per,
+        "training_memory_bytes": facts["training_memory_bytes"],
+        **_memory_columns(facts.get("memory")),
         "inference_macs": inf_priced["macs"],
         "inference_energy_pj": inf_priced["energy_pj"],
     }

@@ -40,6 +40,7 @@ from energymodel.analysis.sharing import StrategyLedgers, strategy_ledgers
 from energymodel.errors import UserError
 from energymodel.memory.levels import rf_accesses
 from energymodel.memory.words import uses_plan
+from energymodel.models.inputs import describe
 from energymodel.price.ledger import Ledger
 from energymodel.price.pricing import FEATURES
 from energymodel.price.table import LEVELS, OPERATIONS, EnergyTable
@@ -298,7 +299,7 @@ def prepare_sweep(
     led = ledgers or strategy_ledgers(
         model, input_shape, share=share, new_classes=new_classes, old_classes=old_classes, samples_new=samples_new,
         samples_old=samples_old, epochs=epochs, batch=batch, optimizer=optimizer, cache_prefix=cache_prefix,
-        tasks=tasks,
+        tasks=tasks, memory=False,
     )
     points = sharing_points(led.net)
     shares = led.requested
@@ -306,7 +307,7 @@ def prepare_sweep(
     retraining = led.retraining[0]
     new_classes, old_classes = led.new_classes, led.old_classes
     settings = {
-        "model": type(model).__name__, "input_shape": list(input_shape), "table": tab.name,
+        "model": type(model).__name__, "input_shape": describe(input_shape), "table": tab.name,
         "samples_new": samples_new, "samples_old": samples_old, "epochs": epochs, "batch": batch,
         "optimizer": optimizer, "new_classes": new_classes, "old_classes": old_classes, "cache_prefix": cache_prefix,
         "tasks": tasks,

@@ -37,6 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our warnings as ``energymodel: warning: ...``; another library's as Python prints it (its file, line and
+    category: the warning is theirs, not ours)."""
+    from energymodel import progress
+    from energymodel.errors import EnergyModelWarning
+
+    if issubclass(category, EnergyModelWarning):
+        progress.write(f"energymodel: warning: {message}")
+    else:
+        progress.write(warnings.formatwarning(message, category, filename, lineno, line).rstrip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from energymodel import progress
 
@@ -45,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
-            warnings.showwarning = lambda msg, *a, **k: progress.write(f"energymodel: warning: {msg}")
+            warnings.showwarning = _show_warning
             if args.command in ("compare", "sweep", "report"):
                 with progress.progress(f"{args.command} {getattr(args, 'model', None) or args.recipe}"):
                     args.func(args)
@@ -62,4 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a file-system refusal no command foresaw: still one line naming the file
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"energymodel: error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     return 0

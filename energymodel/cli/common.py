@@ -120,23 +120,31 @@ def add_common_table(p: argparse.ArgumentParser) -> None:
 
 def add_model_args(p: argparse.ArgumentParser, *, blocks: bool = False) -> None:
     p.add_argument("model", help="zoo name, package.module:factory or path/to/file.py:factory")
-    p.add_argument("--input", help="input shape C,H,W per sample, without the batch dimension "
-                   "(default: the zoo model's own, or the model's input_shape attribute)")
+    p.add_argument("--input", metavar="SHAPE[:DTYPE][;...]", help="input shape C,H,W per sample, without the batch "
+                   "dimension; 32:int64 for token ids, several inputs separated by ';', keyword inputs as "
+                   "ids=32:int64;mask=32:bool (zeros; default: the zoo model's own, or its input_shape attribute)")
     p.add_argument("--classes", type=int, help="number of classes of the model (default: the model's)")
     if blocks:
-        p.add_argument("--blocks", metavar="NAME,...", help="top-level children that are blocks, the rest being "
-                       "the head (default: the model's declared blocks, else its children when they run in a chain)")
+        p.add_argument("--blocks", metavar="NAME,...", help="modules the sharing points follow, dotted paths in call "
+                       "order (encoder.layers.0,encoder.layers.1); the first block holds all before the first, the "
+                       "head all after the last (default: the model's declared blocks, else the points found from "
+                       "a trace; a refusal lists the names it accepts)")
 
 
 def model_and_shape(args) -> tuple:
-    """The module and input shape named by ``args.model``/``--input``/``--classes``."""
+    """The module and what it is called with, named by ``args.model``/``--input``/``--classes``: an input shape,
+    or example inputs (:class:`~energymodel.models.inputs.ExampleInputs`, which the analysis functions take
+    where they take a shape) when ``--input`` gives dtypes or several inputs."""
+    from energymodel.models.inputs import example_inputs, parse_inputs
     from energymodel.models.spec import parse_shape, resolve_model
 
     resolved = resolve_model(args.model, args.classes)
-    shape = parse_shape(args.input) if args.input else resolved.input_shape
-    if shape is None:
-        raise UserError(f"{args.model}: give --input C,H,W (per sample, without the batch dimension)")
-    return resolved.model, shape
+    if not args.input:
+        if resolved.input_shape is None:
+            raise UserError(f"{args.model}: give --input C,H,W (per sample, without the batch dimension)")
+        return resolved.model, resolved.input_shape
+    shape, inputs = parse_inputs(args.input, parse_shape)
+    return resolved.model, shape if inputs is None else example_inputs(resolved.model, None, inputs)
 
 
 def block_net(args, model, shape):

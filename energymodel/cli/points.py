@@ -30,6 +30,7 @@ def run(args) -> None:
     model, shape = model_and_shape(args)
     net = block_net(args, model, shape)
     paths = block_names_of(model, net)
+    keys = ["", *(k for k, _ in net.blocks.named_children())]
     rows = [{"k": p.index, **{k: v for k, v in asdict(p).items() if k != "index"},
-             "module": paths.get(p.after, "")} for p in sharing_points(net, shape)]
+             "module": paths.get(keys[p.index], "")} for p in sharing_points(net, shape)]
     emit(args, frame=pd.DataFrame(rows), data=rows)

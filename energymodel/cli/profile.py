@@ -31,8 +31,11 @@ def add_parser(sub) -> None:
                    help="optimizer of a training step")
     p.add_argument("--weight-decay", type=float, default=D.WEIGHT_DECAY, metavar="L2",
                    help="weight decay coefficient of a training step; 0 = none (not charged)")
-    p.add_argument("--depth", type=int, metavar="N", help="sum rows by module path cut to N components, like "
-                   "fvcore's flop_count_table(max_depth=N) (default: one row per layer call)")
+    p.add_argument("--depth", type=int, metavar="N", help="show the module tree down to depth N, each module with "
+                   "the total of everything under it (layer1 and layer1.0 at 2), like torchinfo's depth; JSON/CSV: "
+                   "rows summed by module path cut to N components, like fvcore's max_depth (default: every call)")
+    p.add_argument("--show-views", action="store_true", help="show the zero-cost rows (view, transpose, eval-mode "
+                   "dropout ...) the table folds away (default: off)")
     p.add_argument("--check", choices=("fvcore",), help="show fvcore's forward FLOP count beside ours per module "
                    "and the reason for every difference")
     add_common_table(p)
@@ -43,7 +46,7 @@ def add_parser(sub) -> None:
 def run(args) -> None:
     from energymodel.analysis.profile import LAYER_COLUMNS, profile
     from energymodel.api import frozen_prefixes
-    from energymodel.cli.console import by_module, header, layer_view, summary_line, unmodelled_by_kind
+    from energymodel.cli.console import by_module, header, unmodelled_by_kind
 
     model, shape = model_and_shape(args)
     if args.depth is not None and args.depth < 1:
@@ -51,8 +54,13 @@ def run(args) -> None:
     frozen = frozen_prefixes(model, args.frozen.split(","), shape) if args.frozen.strip() else []
     if args.weight_decay < 0 or not math.isfinite(args.weight_decay):
         raise UserError(f"--weight-decay must be a number >= 0, got {args.weight_decay}")
-    prof = profile(model, shape, batch=args.batch, mode=args.mode, frozen=frozen, optimizer=args.optimizer,
-                   table=args.energy_table, weight_decay=args.weight_decay)
+    import warnings
+
+    with warnings.catch_warnings():
+        if args.format == "table":  # the table lists them: not a second time on stderr
+            warnings.filterwarnings("ignore", message=r"\d+ call\(s\) have no counting rule")
+        prof = profile(model, shape, batch=args.batch, mode=args.mode, frozen=frozen, optimizer=args.optimizer,
+                       table=args.energy_table, weight_decay=args.weight_decay)
     layers = by_module(prof.layers, args.depth) if args.depth else prof.layers
     check = None
     if args.check == "fvcore":
@@ -60,10 +68,11 @@ def run(args) -> None:
 
         check = fvcore_check(model, shape, ours=prof)
     if args.format == "table":
+        from energymodel.cli.console import profile_table
+
         lines = [header(model=args.model, kind=type(model).__name__, input_shape=shape, batch=args.batch,
-                        mode=args.mode, table=prof.table), ""]
-        text = "\n".join(lines) + human(layer_view(layers))
-        text += "\n" + summary_line(prof.totals, args.batch) + "\n"
+                        mode=args.mode, table=prof.table)]
+        text = "\n".join(lines) + "\n" + profile_table(prof, depth=args.depth, show_views=args.show_views)
         if prof.unmodelled:
             text += "unmodelled (no counting rule, counted as 0): " + "; ".join(unmodelled_by_kind(prof.layers)) + "\n"
         if check is not None:

@@ -115,21 +115,31 @@ def gemm_shape(call: Call) -> GemmShape | None:
 
 
 def mm_rule(call: Call) -> Work:
-    """Matrix products (mm, addmm, bmm, matmul): ``MACs = |Y| · K`` with K the contracted dimension.
+    """Matrix products (mm, addmm, bmm, baddbmm, matmul): ``MACs = |Y| · K`` with K the contracted dimension
+    (+ ``|Y|`` adds for ``addmm``/``baddbmm``).
 
-    Both operands are activations here (no module owns them), so both backward products run when the
-    input needs a gradient: ``2 · |Y| · K`` MACs.
+    Backward: one product of ``|Y| · K`` MACs for each operand that needs a gradient (``dA = dY·Bᵀ``,
+    ``dB = Aᵀ·dY``): ``2 · |Y| · K`` when both do, e.g. attention scores, or ``F.linear`` with a trained weight.
+    Keeps the operands the other operand's gradient reads, counted as the elements they hold (a weight
+    broadcast over a batch by ``expand`` holds its own size), and not the ones that are parameters (or views of
+    parameters): those are the weights, already stored.
     """
-    mats = [s for s in call.input_shapes if len(s) >= 2]
+    mats = [i for i, s in enumerate(call.input_shapes) if len(s) >= 2]
     if len(mats) < 2:
         return Work(modelled=False)
-    k = mats[-2][-1]
+    a, b = mats[-2], mats[-1]
+    k = call.input_shapes[a][-1]
     macs = out_numel(call) * k
-    bias = out_numel(call) if call.op == "addmm" else 0
+    bias = out_numel(call) if call.op in ("addmm", "baddbmm") else 0
+    grads = call.input_grads or tuple(True for _ in call.input_shapes)
+    params = call.input_params or tuple(False for _ in call.input_shapes)
+    elems = call.input_elems or tuple(numel(s) for s in call.input_shapes)
+    needs = [i for i in (a, b) if grads[i]] if call.input_grads else [a, b]
+    keep = {b if i == a else a for i in needs}  # dA reads B, dB reads A
     return Work(
         forward=OpVec(mac=macs, add=bias),
-        backward_input=OpVec(mac=2 * macs),
-        saved_for_input_grad=sum(numel(s) for s in mats[-2:]),
+        backward_input=OpVec(mac=macs * len(needs)),
+        saved_for_input_grad=sum(elems[i] for i in keep if not params[i]),
         gemm=True,
     )
 

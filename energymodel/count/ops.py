@@ -23,7 +23,29 @@ import math
 
 from torch import nn
 
+from energymodel.count.activations import (
+    ACTIVATION_RULES,
+    POINTWISE_RULES,
+    elementwise,
+    gelu_rule,
+    hardsigmoid_rule,
+    hardswish_rule,
+    leaky_relu_rule,
+    mish_rule,
+    prelu_rule,
+    relu6_rule,
+    relu_rule,
+    selu_rule,
+    sigmoid_rule,
+    silu_rule,
+    softmax_rule,
+    softplus_rule,
+    tanh_rule,
+)
+from energymodel.count.activations import elu_rule as elu_rule
+from energymodel.count.attention import ATTENTION_RULES
 from energymodel.count.gemm import aten_conv_rule, conv_rule, gemm_shape, linear_rule, mm_rule
+from energymodel.count.lookup import LOOKUP_RULES, embedding_rule, upsample_module_rule
 from energymodel.count.trace import Call
 from energymodel.count.work import (
     EXP_ADDS,
@@ -39,7 +61,8 @@ from energymodel.count.work import (
 )
 from energymodel.models.layers import Add
 
-__all__ = ["OpVec", "Work", "work_for", "gemm_shape", "MODULE_RULES", "ATEN_RULES", "EXP_MULTS", "EXP_ADDS"]
+__all__ = ["OpVec", "Work", "work_for", "gemm_shape", "MODULE_RULES", "ATEN_RULES", "EXP_MULTS", "EXP_ADDS",
+           "elementwise", "softmax_rule"]
 
 
 
@@ -88,8 +111,8 @@ def norm_rule(call: Call, always_batch_stats: bool = False) -> Work:
     its input gradient is one mult per element and keeps nothing; the weight gradient (affine only) is
     ``Σdy`` and ``Σdy·xhat``: 2 adds + 1 mult.
     """
-    n = out_numel(call)
-    affine = bool(call.param_shapes)
+    n = numel(call.output_shapes[0]) if call.output_shapes else 0
+    affine = bool(call.param_shapes) if call.module is not None else len(call.input_shapes) > 1
     batch_stats = call.train_form or always_batch_stats
     if batch_stats:
         return Work(
@@ -107,37 +130,32 @@ def norm_rule(call: Call, always_batch_stats: bool = False) -> Work:
     )
 
 
-# -- element-wise -----------------------------------------------------------------------------------
+def aten_batch_norm_rule(call: Call) -> Work:
+    """``native_batch_norm`` / ``_native_batch_norm_legit``: :func:`norm_rule` with batch statistics when
+    its ``training`` argument is true (the no-training variant: evaluation form)."""
+    training = call.op != "_native_batch_norm_legit_no_training" and bool(call.op_args and call.op_args[0] is True)
+    return norm_rule(call, always_batch_stats=training) if training else norm_rule(_eval_form(call))
 
 
-def elementwise(fwd: OpVec, bwd: OpVec, saved: float = 1.0) -> Rule:
-    """A rule for an element-wise op with ``fwd``/``bwd`` operations per output element.
+def _eval_form(call: Call) -> Call:
+    import dataclasses
 
-    ``saved`` elements per output element are kept for the backward pass (e.g. ReLU's output/mask).
-    """
-
-    def rule(call: Call) -> Work:
-        n = out_numel(call)
-        return Work(forward=fwd.scaled(n), backward_input=bwd.scaled(n), saved_for_input_grad=saved * n)
-
-    return rule
+    return dataclasses.replace(call, train_form=False)
 
 
-_SIGMOID_FWD = OpVec(add=EXP_ADDS + 1, mult=EXP_MULTS + 1)  # 1/(1+exp(-x))
-_SIGMOID_BWD = OpVec(add=1, mult=2)  # dy·y·(1−y)
-_GELU_FWD = OpVec(add=EXP_ADDS + 3, mult=EXP_MULTS + 7)  # tanh form: 0.5x(1+tanh(c(x+0.044715x^3)))
-_SILU_FWD = OpVec(add=EXP_ADDS + 1, mult=EXP_MULTS + 2)  # x·sigmoid(x)
-_SOFTMAX_FWD = OpVec(add=EXP_ADDS + 2, mult=EXP_MULTS + 1, cmp=1)  # max, x−max, exp, sum, /sum
-_SOFTMAX_BWD = OpVec(add=2, mult=2)  # y·(dy − sum(dy·y))
+def rms_norm_rule(call: Call) -> Work:
+    """RMSNorm ``y = w·x/sqrt(mean(x²) + eps)`` per element: ``x²`` (1 mult), the mean (1 add), normalise
+    (1 mult), scale (1 mult): **1 add + 3 mults** (the per-row root: O(rows), omitted). Backward to the input
+    ``dx = r·(w·dy − x̂·mean(w·dy·x̂))``: **2 adds + 4 mults**; to the weight ``Σ dy·x̂``: 1 mult + 1 add.
+    Keeps ``x`` (``|X|``)."""
+    n = numel(call.output_shapes[0]) if call.output_shapes else 0
+    affine = bool(call.param_shapes)
+    return Work(forward=OpVec(add=n, mult=3 * n if affine else 2 * n), backward_input=OpVec(add=2 * n, mult=4 * n),
+                backward_weight=OpVec(add=n, mult=n) if affine else OpVec(), saved_for_input_grad=n,
+                saved_for_weight_grad=n if affine else 0)
 
-relu_rule = elementwise(OpVec(cmp=1), OpVec(cmp=1))
-relu6_rule = elementwise(OpVec(cmp=2), OpVec(cmp=2))
-leaky_relu_rule = elementwise(OpVec(cmp=1, mult=1), OpVec(cmp=1, mult=1))
-sigmoid_rule = elementwise(_SIGMOID_FWD, _SIGMOID_BWD)
-tanh_rule = elementwise(_SIGMOID_FWD, _SIGMOID_BWD)
-gelu_rule = elementwise(_GELU_FWD, _GELU_FWD)
-silu_rule = elementwise(_SILU_FWD, OpVec(add=2, mult=3))
-softmax_rule = elementwise(_SOFTMAX_FWD, _SOFTMAX_BWD)
+
+# -- element-wise: energymodel.count.activations ----------------------------------------------------
 
 
 def _tensor_operands(call: Call) -> int:
@@ -154,12 +172,17 @@ def add_rule(call: Call) -> Work:
 
 
 def mul_rule(call: Call) -> Work:
-    """Element-wise product (or division): ``|Y|`` mults; backward ``dx=dy·b, db=dy·a``: 2 mults, keeps both
-    inputs. With a scalar operand ``c`` (``x * 2.0``): backward ``dx = dy·c``, ``|Y|`` mults, keeps no tensor."""
+    """Element-wise product (or division) ``y = a·b``: ``|Y|`` mults. Backward ``da = dy·b``, ``db = dy·a``: 2
+    mults per output element, plus, for an operand broadcast over ``Y`` (a squeeze-excite scale ``(C, 1, 1)``
+    times ``(C, H, W)``), the sum of its gradient over the broadcast dimensions: ``|Y| − |operand|`` adds. Keeps
+    both operands (``|a| + |b|`` elements). With a scalar operand ``c`` (``x * 2.0``): backward ``dx = dy·c``,
+    ``|Y|`` mults, keeps no tensor."""
     n = out_numel(call)
     if _tensor_operands(call) < 2:
         return Work(forward=OpVec(mult=n), backward_input=OpVec(mult=n))
-    return Work(forward=OpVec(mult=n), backward_input=OpVec(mult=2 * n), saved_for_input_grad=2 * n)
+    sizes = [numel(s) for s in call.input_shapes[:2]]
+    return Work(forward=OpVec(mult=n), backward_input=OpVec(mult=2 * n, add=sum(n - s for s in sizes)),
+                saved_for_input_grad=sum(sizes))
 
 
 def dropout_rule(call: Call) -> Work:
@@ -258,15 +281,28 @@ MODULE_RULES: dict[type, Rule] = {
     nn.BatchNorm3d: norm_rule,
     nn.LayerNorm: lambda c: norm_rule(c, always_batch_stats=True),
     nn.GroupNorm: lambda c: norm_rule(c, always_batch_stats=True),
+    nn.RMSNorm: rms_norm_rule,
     nn.ReLU: relu_rule,
     nn.ReLU6: relu6_rule,
+    nn.Hardtanh: relu6_rule,
     nn.LeakyReLU: leaky_relu_rule,
+    nn.PReLU: prelu_rule,
     nn.Sigmoid: sigmoid_rule,
     nn.Tanh: tanh_rule,
     nn.GELU: gelu_rule,
     nn.SiLU: silu_rule,
+    nn.Hardswish: hardswish_rule,
+    nn.Hardsigmoid: hardsigmoid_rule,
+    nn.Mish: mish_rule,
+    nn.Softplus: softplus_rule,
+    nn.ELU: elu_rule,
+    nn.CELU: elu_rule,
+    nn.SELU: selu_rule,
     nn.Softmax: softmax_rule,
     nn.LogSoftmax: softmax_rule,
+    nn.Embedding: embedding_rule,
+    nn.EmbeddingBag: embedding_rule,
+    nn.Upsample: upsample_module_rule,
     nn.MaxPool1d: max_pool_rule,
     nn.MaxPool2d: max_pool_rule,
     nn.MaxPool3d: max_pool_rule,
@@ -300,22 +336,21 @@ ATEN_RULES: dict[str, Rule] = {
     "rsub": add_rule,
     "mul": mul_rule,
     "div": mul_rule,
-    "relu": relu_rule,
-    "threshold": relu_rule,
-    "hardtanh": relu6_rule,
-    "clamp": relu6_rule,
-    "leaky_relu": leaky_relu_rule,
-    "sigmoid": sigmoid_rule,
-    "tanh": tanh_rule,
-    "gelu": gelu_rule,
-    "silu": silu_rule,
-    "_softmax": softmax_rule,
-    "softmax": softmax_rule,
-    "_log_softmax": softmax_rule,
-    "log_softmax": softmax_rule,
+    **ACTIVATION_RULES,
+    **POINTWISE_RULES,
+    **ATTENTION_RULES,
+    **LOOKUP_RULES,
+    "native_layer_norm": lambda c: norm_rule(c, always_batch_stats=True),
+    "layer_norm": lambda c: norm_rule(c, always_batch_stats=True),
+    "native_group_norm": lambda c: norm_rule(c, always_batch_stats=True),
+    "group_norm": lambda c: norm_rule(c, always_batch_stats=True),
+    "native_batch_norm": aten_batch_norm_rule,
+    "_native_batch_norm_legit": aten_batch_norm_rule,
+    "_native_batch_norm_legit_no_training": aten_batch_norm_rule,
     "mm": mm_rule,
     "addmm": mm_rule,
     "bmm": mm_rule,
+    "baddbmm": mm_rule,
     "matmul": mm_rule,
     "convolution": aten_conv_rule,
     "mean": reduce_rule,

@@ -31,7 +31,7 @@ from energymodel.count.gemm import GemmShape, gemm_shape
 from energymodel.count.ops import softmax_rule, work_for
 from energymodel.count.trace import Call, Trace
 from energymodel.count.work import OpVec, Work
-from energymodel.errors import UserError
+from energymodel.errors import EnergyModelWarning, UserError
 
 __all__ = ["Optimizer", "OPTIMIZERS", "Counts", "TiledLayer", "count", "INF"]
 
@@ -120,15 +120,12 @@ class Counts:
     peak_activation_words: float
     unmodelled: list[str]
     tiled: list[TiledLayer] = field(default_factory=list)
+    #: container modules of the trace: path -> (class name, per-sample output shape)
+    modules: dict[str, tuple[str, tuple[int, ...] | None]] = field(default_factory=dict)
     #: tensor number -> the tensor it is a view of (the output of a call that moves no data: flatten, reshape)
     aliases: dict[int, int] = field(default_factory=dict)
     #: residency plans already made for these counts, by dataflow (:mod:`energymodel.memory.residency`)
     plans: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    @property
-    def training_memory_words(self) -> float:
-        """Parameters + gradients + optimizer state + saved activations + the largest layer's in+out."""
-        return self.weight_state_words + self.saved_words + self.peak_activation_words
 
 
 def _noreuse(gemm: bool, ideal: float, fetches: float) -> float:
@@ -138,13 +135,19 @@ def _noreuse(gemm: bool, ideal: float, fetches: float) -> float:
     return max(ideal, fetches) if gemm else ideal
 
 
+def _sample_shape(shape: tuple[int, ...]) -> str:
+    """A traced output shape (batch 1) as one sample's: ``(1, 64, 56, 56)`` -> ``64×56×56``; a shape that does
+    not start with the batch (``(16, 1, 32)`` inside a sequence-first attention) is shown whole."""
+    return "×".join(map(str, shape[1:] if shape and shape[0] == 1 else shape))
+
+
 def _loss_call(trace: Trace) -> Call:
     shape = (1, *trace.output_shape)
     return Call(
         index=len(trace.calls), name="(loss)", kind="CrossEntropyLoss", module=None,
         input_shapes=[shape], output_shapes=[shape], input_requires_grad=trace.trainable_params > 0,
         params=0, trainable_params=0, train_form=True, first_call=True, op="cross_entropy",
-        input_ids=(trace.output_id,), output_ids=(-1,),
+        input_numbers=(trace.output_number,), output_numbers=(-1,),
     )
 
 
@@ -181,7 +184,7 @@ def count(
     training = trace.mode == "training"
     B = batch
     rows: list[dict] = []
-    acc: list[tuple] = []  # (layer, operand, phase, words, words_noreuse, size_words or marker, tiled)
+    acc: list[tuple] = []  # (layer, operand, phase, words, noreuse, size or marker, tiled, tensor, write)
     tiled: list[TiledLayer] = []
     aliases: dict[int, int] = {}
     unmodelled: list[str] = []
@@ -234,19 +237,20 @@ def count(
             phases = (True, bool(in_rg), bool(train_w))
             tiled.append(TiledLayer(i, c.name, dataclasses.replace(shape, n=shape.n * B), phases, len(acc),
                                     params - math.prod(c.param_shapes["weight"])))
-        if not w.moves_data and c.input_ids:
-            for tid in c.output_ids:
-                aliases[tid] = c.input_ids[0]
-        ins = _per_tensor(c.input_shapes, c.input_ids, B)
-        outs = _per_tensor(c.output_shapes, c.output_ids, B)
-        model_in = set(trace.input_ids) if c.reads_model_input else set()
+        if not w.moves_data and c.input_numbers:
+            for tid in c.output_numbers:
+                aliases[tid] = c.input_numbers[0]
+        ins = _per_tensor(c.input_shapes, c.input_numbers, B)
+        outs = _per_tensor(c.output_shapes, c.output_numbers, B)
+        model_in = set(trace.input_numbers) if c.reads_model_input else set()
         if w.moves_data:
             for words, nr, tid in _split(ins, _noreuse(gemm_noreuse, n_in, macs_f)):
                 acc.append((i, "activation", "forward", words, nr, INF if tid in model_in else words, t, tid, False))
             for words, nr, tid in _split(outs, n_out):
                 acc.append((i, "activation", "forward", words, nr, words, t, tid, True))
             if params:
-                acc.append((i, "weight", "forward", params, _noreuse(gemm_noreuse, params, macs_f), "W", t, -1, False))
+                read = params if w.weight_words is None else min(B * w.weight_words, params)  # a lookup: its rows
+                acc.append((i, "weight", "forward", read, _noreuse(gemm_noreuse, read, macs_f), "W", t, -1, False))
         saved = 0.0
         if training and w.moves_data:
             s_in = w.saved_for_input_grad if in_rg else 0.0
@@ -290,6 +294,7 @@ def count(
                 "trainable_params": c.trainable_params if train_w else 0,
                 "input_words": n_in,
                 "output_words": n_out,
+                "output_shape": _sample_shape(c.output_shapes[0]) if c.output_shapes else "",
                 "saved_words": saved,
                 "macs_forward": fwd.mac,
                 "macs_backward_input": bwd_in.mac,
@@ -314,6 +319,7 @@ def count(
         warnings.warn(
             f"{len(unmodelled)} call(s) have no counting rule and are listed as unmodelled: {', '.join(unmodelled[:8])}"
             + (" ..." if len(unmodelled) > 8 else ""),
+            EnergyModelWarning,
             stacklevel=2,
         )
     return Counts(
@@ -331,5 +337,6 @@ def count(
         unmodelled=unmodelled,
         tiled=tiled,
         aliases=aliases,
+        modules=dict(trace.modules),
     )
 

@@ -18,6 +18,12 @@ reads tensor values, e.g. ``.item()``, or makes CPU tensors in its ``forward``) 
 device instead, but only for inputs of at most :data:`~energymodel.models.inputs.MAX_REAL_TRACE_ELEMENTS` elements per sample.
 Lazy modules (``nn.LazyLinear`` ...) are initialised first by one real forward pass at batch 1.
 The model is put back exactly as it was (training flags, ``requires_grad``, parameters and buffers).
+
+Two PyTorch shortcuts are traced as what they compute: the fused fast path of ``nn.TransformerEncoder`` and
+``nn.MultiheadAttention`` is turned off during the pass (:func:`~energymodel.models.meta.transformer_fastpath_off`),
+and ``F.scaled_dot_product_attention`` is recorded as one call with the backend PyTorch would pick on the
+model's device (``math``, ``flash``, ``efficient``, ``cudnn``; in ``op_args[0]``), not as whichever ops the
+``meta`` device decomposes it into.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from energymodel.count.attention_call import attention_calls, outputs_of, sdp_backend, stored_elements
 from energymodel.errors import UserError, one_line
 from energymodel.models.inputs import (
     MAX_REAL_TRACE_ELEMENTS,
@@ -39,12 +46,16 @@ from energymodel.models.inputs import (
     real_inputs,
     shape_text,
 )
-from energymodel.models.meta import materialize_lazy, model_device, on_meta, prepared
+from energymodel.models.meta import (
+    materialize_lazy,
+    model_device,
+    on_meta,
+    prepared,
+    transformer_fastpath_off,
+)
 from energymodel.progress import traced
 
 __all__ = ["Call", "Trace", "trace", "frozen_names"]
-
-
 
 @dataclass
 class Call:
@@ -65,10 +76,20 @@ class Call:
     op_args: tuple = ()
     param_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     reads_model_input: bool = False
-    #: tensor numbers of the inputs (as ``input_shapes``) and outputs (as ``output_shapes``) of this call; -1 for a
-    #: tensor the trace did not see made (a parameter, a constant); numbers follow the order tensors appear
+    #: per tensor input: elements it really holds (an expanded view holds fewer than its shape), whether it is
+    #: a parameter (or a view of one), whether it needs a gradient, bytes per element
+    input_elems: tuple[int, ...] = ()
+    input_params: tuple[bool, ...] = ()
+    input_grads: tuple[bool, ...] = ()
+    input_bytes: tuple[int, ...] = ()
+    #: ids of the input and output tensors during the traced pass (the same tensor has the same id)
     input_ids: tuple[int, ...] = ()
     output_ids: tuple[int, ...] = ()
+    output_bytes: tuple[int, ...] = ()
+    #: tensor numbers of the inputs (as ``input_shapes``) and outputs (as ``output_shapes``): -1 for a tensor the
+    #: trace did not see made (a parameter, a constant); numbers follow the order tensors appear (residency plans)
+    input_numbers: tuple[int, ...] = ()
+    output_numbers: tuple[int, ...] = ()
 
     @property
     def trainable(self) -> bool:
@@ -84,7 +105,6 @@ class Call:
         """Elements of all tensor outputs, per sample."""
         return sum(math.prod(s) for s in self.output_shapes)
 
-
 @dataclass
 class Trace:
     """The ordered calls of one forward pass, plus what the trace was taken with."""
@@ -96,10 +116,11 @@ class Trace:
     total_params: int
     trainable_params: int
     output_shape: tuple[int, ...]
-    #: tensor number of the model's (first) output, and of its inputs
-    output_id: int = -1
-    input_ids: tuple[int, ...] = ()
-
+    #: every container module called: path -> (class name, per-sample output shape or None)
+    modules: dict[str, tuple[str, tuple[int, ...] | None]] = field(default_factory=dict)
+    #: tensor number of the model's (first) output, and of its inputs (see :attr:`Call.input_numbers`)
+    output_number: int = -1
+    input_numbers: tuple[int, ...] = ()
 
 def frozen_names(model: nn.Module, frozen: Sequence[str]) -> set[str]:
     """Names of the modules lying under any of the ``frozen`` prefixes (a prefix is a module path).
@@ -118,10 +139,8 @@ def frozen_names(model: nn.Module, frozen: Sequence[str]) -> set[str]:
         out |= hits
     return out
 
-
 def _shapes(obj) -> list[tuple[int, ...]]:
     return [tuple(t.shape) for t in _tensors(obj)]
-
 
 # aten ops that create or look at tensors without arithmetic or data movement worth counting
 _IGNORED_ATEN = frozenset(
@@ -134,7 +153,6 @@ _IGNORED_ATEN = frozenset(
     }
 )
 
-
 class _Recorder(TorchDispatchMode):
     """Records aten ops dispatched while no leaf module is running."""
 
@@ -146,12 +164,11 @@ class _Recorder(TorchDispatchMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         tracer = self.tracer
-        if tracer.leaf_depth == 0 and tracer.active:
+        if tracer.leaf_depth == 0 and tracer.active and not tracer.fused:
             packet = func.overloadpacket.__name__.rstrip("_") if func.overloadpacket.__name__ != "_" else "_"
             if packet not in _IGNORED_ATEN:
                 tracer.record_functional(packet, args, kwargs, out)
         return out
-
 
 class _Tracer:
     def __init__(self, model: nn.Module, frozen: set[str], mode: str) -> None:
@@ -169,8 +186,35 @@ class _Tracer:
         self.names = {id(m): n for n, m in model.named_modules()}
         self.numbers: dict[int, int] = {}  # id(tensor) -> tensor number (the latest tensor of that object)
         self.keep: list[Tensor] = []  # tensors numbered, kept alive so that no id is reused during the trace
-        self.pending: dict[int, list[tuple[int, ...]]] = {}
         self.input_numbers: tuple[int, ...] = ()
+        self.fused = 0
+        self.device = torch.device("cpu")
+        self.param_ids: set[int] = set()
+        self.read_params: set[int] = set()
+        self.leaf_inputs: dict[int, object] = {}
+        self.read_modules: set[str] = set()
+        self.modules: dict[str, tuple[str, tuple[int, ...] | None]] = {}  # container -> (class, output shape)
+
+    def operands(self, tensors: list[Tensor]) -> dict:
+        """What a call's tensor inputs are (see the ``input_*`` fields of :class:`Call`)."""
+        def is_param(t: Tensor) -> bool:
+            return id(t) in self.param_ids or (t._base is not None and id(t._base) in self.param_ids)
+
+        for t in tensors:
+            if is_param(t):
+                self.read_params.add(id(t) if id(t) in self.param_ids else id(t._base))
+        return {
+            "input_elems": tuple(min(t.numel(), stored_elements(t)) for t in tensors),
+            "input_params": tuple(is_param(t) for t in tensors),
+            "input_grads": tuple(bool(t.requires_grad) for t in tensors),
+            "input_bytes": tuple(t.element_size() for t in tensors),
+            "input_ids": tuple(id(t) for t in tensors),
+            "input_numbers": self.number(tensors),
+        }
+
+    def results(self, out) -> dict:
+        """What a call's tensor outputs are: ids, bytes per element and fresh tensor numbers."""
+        return {**outputs_of(out), "output_numbers": self.new_numbers(list(_tensors(out)))}
 
     def number(self, tensors: list[Tensor]) -> tuple[int, ...]:
         """The numbers of tensors already seen (-1 for one not seen)."""
@@ -194,12 +238,14 @@ class _Tracer:
             self.leaf_depth += 1
             self.grad_inputs[id(module)] = any(t.requires_grad for t in _tensors(args))
             self.reads_input[id(module)] = any(id(t) in self.inputs for t in _tensors(args))
-            self.pending.setdefault(id(module), []).append(self.number(list(_tensors(args))))
+            self.leaf_inputs[id(module)] = self.operands(list(_tensors(args)))
 
     def post_hook(self, module: nn.Module, args, kwargs, output) -> None:
         args = (*args, *kwargs.values()) if kwargs else args
         name = self.stack.pop()
         if not _is_leaf(module):
+            out = next(_tensors(output), None)
+            self.modules.setdefault(name, (type(module).__name__, tuple(out.shape[1:]) if out is not None else None))
             return
         self.leaf_depth -= 1
         count = self.seen_modules.get(id(module), 0) + 1
@@ -223,14 +269,13 @@ class _Tracer:
                 first_call=count == 1,
                 param_shapes={k: tuple(p.shape) for k, p in module.named_parameters(recurse=False)},
                 reads_model_input=self.reads_input.pop(id(module), False),
-                input_ids=self.pending[id(module)].pop(),
-                output_ids=self.new_numbers(list(_tensors(output))),
+                **self.leaf_inputs.pop(id(module), {}), **self.results(output),
             )
         )
 
     def record_functional(self, op: str, args, kwargs, out) -> None:
         parent = self.stack[-1] if self.stack else ""
-        in_tensors = [t for t in _tensors(args) if t.dim() > 0 or t.numel() > 1]
+        in_tensors = [t for t in _tensors((args, kwargs)) if t.dim() > 0 or t.numel() > 1]
         scalars = tuple(a for a in args if not isinstance(a, Tensor))
         grad = any(t.requires_grad for t in _tensors(args))
         label = f"{parent}.({op})" if parent else f"({op})"
@@ -251,27 +296,43 @@ class _Tracer:
                 op=op,
                 op_args=scalars,
                 reads_model_input=any(id(t) in self.inputs for t in _tensors(args)),
-                input_ids=self.number(in_tensors),
-                output_ids=self.new_numbers(list(_tensors(out))),
+                **self.operands(in_tensors), **self.results(out),
             )
         )
+
+    def record_attention(self, args, kwargs, out) -> None:
+        """One ``F.scaled_dot_product_attention`` call: inputs q, k, v (and a tensor mask), ``op_args`` =
+        (backend, dropout_p, is_causal)."""
+        names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+        bound = dict(zip(names, args)) | kwargs
+        q, k, v, mask = (bound.get(n) for n in names[:4])
+        self.fused += 1  # asking for the backend runs ops of its own
+        try:
+            backend = sdp_backend(q, k, v, mask, bound, self.device)
+        finally:
+            self.fused -= 1
+        self.record_functional("scaled_dot_product_attention", (q, k, v, mask), {}, out)
+        self.calls[-1].op_args = (backend, float(bound.get("dropout_p", 0.0) or 0.0), bool(bound.get("is_causal")))
 
 
 def _add_container_parameters(
     model: nn.Module, tracer: _Tracer, frozen: set[str], trainable: set[int], mode: str
 ) -> None:
-    """Record parameters owned directly by a non-leaf module (``nn.Parameter`` used inside a ``forward``).
+    """Record parameters no leaf-module call carries: those owned directly by a non-leaf module
+    (``nn.Parameter`` used inside a ``forward``) and those of a leaf module that is never called (the
+    ``out_proj`` of ``nn.MultiheadAttention``, whose weight the attention reads with ``F.linear``).
 
     Their arithmetic is seen as functional aten ops; this row carries their storage, gradient and
-    optimizer update (kind ``aten.(parameters)``), so no parameter is left out of the totals.
+    optimizer update (kind ``aten.(parameters)``), so no parameter is left out of the totals. A parameter
+    of a module never called and never read gets no gradient: storage only.
     """
     for name, module in model.named_modules():
-        if _is_leaf(module):
-            continue
+        called_leaf = _is_leaf(module) and id(module) in tracer.seen_modules
         params = list(module.parameters(recurse=False))
-        if not params:
+        if called_leaf or not params:
             continue
-        n_train = sum(p.numel() for p in params if id(p) in trainable) if mode == "training" else 0
+        used = not _is_leaf(module) or name in tracer.read_modules
+        n_train = sum(p.numel() for p in params if id(p) in trainable) if mode == "training" and used else 0
         tracer.calls.append(
             Call(
                 index=len(tracer.calls), name=f"{name}.(parameters)" if name else "(parameters)",
@@ -286,38 +347,31 @@ def _add_container_parameters(
 def _is_leaf(module: nn.Module) -> bool:
     return next(module.children(), None) is None
 
-
-
-
-
-
-
-
-
-
-
-
-def _run(model: nn.Module, ex: ExampleInputs, frozen_set: set[str], mode: str, trainable: set[int]):
+def _run(model: nn.Module, ex: ExampleInputs, frozen_set: set[str], mode: str, trainable: set[int],
+         device: torch.device):
     """One traced forward pass of ``model(*ex.args, **ex.kwargs)``; returns the tracer and the output."""
     tracer = _Tracer(model, frozen_set, mode)
     tracer.inputs = {id(t) for t in ex.tensors()}
+    tracer.device = device
+    tracer.param_ids = {id(p) for p in model.parameters()}
     tracer.input_numbers = tracer.new_numbers(list(ex.tensors()))
     handles = []
     for m in model.modules():
         handles.append(m.register_forward_pre_hook(tracer.pre_hook, with_kwargs=True))
         handles.append(m.register_forward_hook(tracer.post_hook, with_kwargs=True))
     try:
-        with torch.enable_grad(), _Recorder(tracer):
+        with torch.enable_grad(), _Recorder(tracer), attention_calls(tracer):
             tracer.active = True
             try:
                 out = model(*ex.args, **ex.kwargs)
             finally:
                 tracer.active = False
+        tracer.read_modules = {n for n, m in model.named_modules()
+                               if any(id(p) in tracer.read_params for p in m.parameters(recurse=False))}
     finally:
         for h in handles:
             h.remove()
     return tracer, out
-
 
 def trace(
     model: nn.Module,
@@ -350,10 +404,11 @@ def trace(
                 if p.requires_grad:
                     trainable.add(id(p))
     hint = "" if inputs is not None else " (a shape without the batch dimension; use batch= for the batch)"
-    with prepared(model, trainable):
+    device = model_device(model)
+    with prepared(model, trainable), transformer_fastpath_off():
         try:
             with on_meta(model):
-                tracer, out = _run(model, ex.to("meta"), frozen_set, mode, trainable)
+                tracer, out = _run(model, ex.to("meta"), frozen_set, mode, trainable, device)
         except UserError:
             raise
         except Exception as meta_exc:  # the model cannot run on meta, or rejects the input
@@ -361,14 +416,13 @@ def trace(
                 raise UserError(f"{type(model).__name__} rejects input {shape_text(ex)} (traced on the meta "
                                 f"device): {one_line(meta_exc)}{hint}") from None
             try:
-                tracer, out = _run(model, real_inputs(ex, model_device(model)), frozen_set, mode, trainable)
+                tracer, out = _run(model, real_inputs(ex, device), frozen_set, mode, trainable, device)
             except UserError:
                 raise
             except Exception as exc:  # the model rejects the input: a user error, one line
                 raise UserError(f"{type(model).__name__} rejects input {shape_text(ex)}: {one_line(exc)}{hint}") from None
     out_t = next(_tensors(out), None)
-    output_id = tracer.numbers.get(id(out_t), -1) if out_t is not None else -1
-    input_ids = tracer.input_numbers
+    output_number = tracer.numbers.get(id(out_t), -1) if out_t is not None else -1
     _add_container_parameters(model, tracer, frozen_set, trainable, mode)
     traced(type(model).__name__)
     total = sum(p.numel() for p in model.parameters())
@@ -381,6 +435,7 @@ def trace(
         total_params=total,
         trainable_params=n_train,
         output_shape=tuple(out_t.shape[1:]) if out_t is not None else (),
-        output_id=output_id,
-        input_ids=input_ids,
+        modules=dict(tracer.modules),
+        output_number=output_number,
+        input_numbers=tracer.input_numbers,
     )

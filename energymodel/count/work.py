@@ -59,6 +59,9 @@ class Work:
     backward_shared: OpVec = field(default_factory=OpVec)
     #: MAC operand count for the no-reuse bound (conv/linear/matmul): each MAC fetches both operands
     gemm: bool = False
+    #: weight words the forward reads per sample when it reads only part of its weights (an embedding
+    #: lookup reads the rows it gathers); ``None``: the whole weight once per pass
+    weight_words: float | None = None
 
 
 Rule = Callable[[Call], Work]

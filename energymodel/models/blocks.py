@@ -34,12 +34,18 @@ class BlockNet(nn.Module):
         ``(name, module)`` pairs in forward order. Names must be valid ``nn.Sequential`` keys (no dots).
     head:
         Module mapping the last block's output to class scores; its last ``nn.Linear`` is the classifier.
+    paths, members:
+        For a view of another model (:func:`energymodel.models.chain.block_view`): block name -> the dotted
+        path of the module its sharing point follows, and -> the module paths the block holds.
     """
 
-    def __init__(self, blocks: Iterable[tuple[str, nn.Module]], head: nn.Module) -> None:
+    def __init__(self, blocks: Iterable[tuple[str, nn.Module]], head: nn.Module, *,
+                 paths: dict[str, str] | None = None, members: dict[str, list[str]] | None = None) -> None:
         super().__init__()
         self.blocks = nn.Sequential(OrderedDict(blocks))
         self.head = head
+        self.paths = dict(paths or {})
+        self.members = {k: list(v) for k, v in (members or {}).items()}
 
     def forward(self, x):  # noqa: D401 - standard nn.Module API
         return self.head(self.blocks(x))
@@ -64,6 +70,7 @@ def as_block_net(model: nn.Module) -> BlockNet:
         nn.Module.__init__(view)
         view.blocks = blocks
         view.head = head
+        view.paths, view.members = {}, {}
         return view
     if isinstance(model, nn.Sequential) and len(model) >= 2:
         children = list(model.named_children())

@@ -20,13 +20,17 @@ from energymodel.errors import UserError
 
 __all__ = [
     "ExampleInputs", "example_inputs", "check_input_shape", "real_inputs", "shape_text", "MAX_INPUT_ELEMENTS",
-    "MAX_REAL_TRACE_ELEMENTS",
+    "MAX_REAL_TRACE_ELEMENTS", "MAX_BATCH", "sample_bytes", "describe", "DTYPES", "parse_inputs",
 ]
 
 #: the most input elements per sample a trace accepts (2**31: a 26,000 x 26,000 RGB image). The meta
 #: trace allocates nothing, but counts of larger inputs leave the range where MAC counts stay exact in
 #: floating point, and such a shape is nearly always a typo.
 MAX_INPUT_ELEMENTS = 2**31
+
+#: the largest batch a pass or step is counted for (2**31): batch x elements stays inside the 64-bit integers
+#: the dataflow's tile arithmetic uses (a larger one overflowed them), and such a batch is nearly always a typo.
+MAX_BATCH = 2**31
 
 #: the most input elements per sample traced on a real device (when ``meta`` fails, or to initialise
 #: lazy modules): 2**24 elements, 64 MiB of float32 input at batch 1.
@@ -84,6 +88,22 @@ class ExampleInputs:
     def elements(self) -> int:
         return sum(math.prod(t.shape[1:]) for t in self.tensors())
 
+    def __len__(self) -> int:  # a shape's length where one is asked for (e.g. ``list(input_shape)``)
+        return len(self.first_shape)
+
+    def __iter__(self):
+        return iter(self.first_shape)
+
+    def text(self) -> str:
+        """``32:int64`` / ``ids=32:int64;mask=32:bool``: what ``--input`` takes to make these inputs."""
+        def one(t: Tensor) -> str:
+            dt = str(t.dtype).removeprefix("torch.")
+            return ",".join(map(str, t.shape[1:])) + ("" if dt == "float32" else f":{dt}")
+
+        parts = [one(t) for t in _tensors(self.args)] + [f"{k}={one(v)}" for k, v in self.kwargs.items()
+                                                          if isinstance(v, Tensor)]
+        return ";".join(parts)
+
     def to(self, device: torch.device | str) -> ExampleInputs:
         """A copy with every tensor on ``device`` (on ``meta``: shape and dtype only, no storage)."""
 
@@ -104,6 +124,8 @@ def example_inputs(model: nn.Module, input_shape: Sequence[int] | None = None, i
     model's first floating-point parameter), or ``inputs`` (a tensor, a tuple/list of tensors passed
     positionally, or a dict of keyword tensors, each with a batch dimension) cut to their first sample.
     """
+    if isinstance(input_shape, ExampleInputs) and inputs is None:
+        return _for(model, input_shape)
     if (input_shape is None) == (inputs is None):
         raise UserError("give either an input shape or example inputs")
     if inputs is None:
@@ -132,6 +154,16 @@ def example_inputs(model: nn.Module, input_shape: Sequence[int] | None = None, i
                             "is the batch (use t.unsqueeze(0) for one sample)")
     ex = ExampleInputs(*_first_sample((ex.args, ex.kwargs)))
     check_input_shape((ex.elements(),), "example inputs")
+    return _for(model, ex)
+
+
+def _for(model: nn.Module, ex: ExampleInputs) -> ExampleInputs:
+    """A single keyword input passed positionally to a sharing-point view (a ``BlockNet`` takes ``forward(x)``:
+    the view of a model called as ``model(ids=...)`` is called as ``view(ids)``)."""
+    from energymodel.models.blocks import BlockNet
+
+    if isinstance(model, BlockNet) and not ex.args and len(ex.kwargs) == 1:
+        return ExampleInputs(tuple(ex.kwargs.values()), {})
     return ex
 
 
@@ -163,3 +195,46 @@ def real_inputs(ex: ExampleInputs, device: torch.device) -> ExampleInputs:
 def shape_text(ex: ExampleInputs) -> str:
     shapes = [",".join(map(str, t.shape[1:])) for t in ex.tensors()]
     return "shape " + shapes[0] if len(shapes) == 1 else "shapes " + "; ".join(shapes)
+
+
+def sample_bytes(input_shape) -> float:
+    """Bytes one stored sample takes: a shape is a uint8 image (``prod(shape)`` bytes); example inputs take
+    their own dtypes (``int64`` token ids: 8 bytes each)."""
+    if isinstance(input_shape, ExampleInputs):
+        return float(sum(math.prod(t.shape[1:]) * t.element_size() for t in input_shape.tensors()))
+    return float(math.prod(input_shape))
+
+
+def describe(input_shape) -> list[int] | str:
+    """A JSON-able description: the shape as a list, or example inputs as ``--input`` writes them."""
+    return input_shape.text() if isinstance(input_shape, ExampleInputs) else list(input_shape)
+
+
+#: dtypes ``--input`` takes after a colon (``32:int64``)
+DTYPES = {"float32": torch.float32, "float": torch.float32, "float16": torch.float16, "half": torch.float16,
+          "bfloat16": torch.bfloat16, "float64": torch.float64, "double": torch.float64, "int64": torch.int64,
+          "long": torch.int64, "int32": torch.int32, "int": torch.int32, "int16": torch.int16, "int8": torch.int8,
+          "uint8": torch.uint8, "bool": torch.bool}
+
+
+def parse_inputs(text: str, parse_shape) -> tuple[tuple[int, ...] | None, object]:
+    """``--input``: ``3,32,32`` (a shape: ``(shape, None)``), or example inputs ``(None, inputs)``:
+    ``32:int64`` (a shape and a dtype), several separated by ``;`` (positional arguments), or
+    ``name=32:int64;mask=32:bool`` (keyword arguments). The tensors are zeros with a batch dimension of 1."""
+    specs = [p.strip() for p in str(text).split(";") if p.strip()]
+    if len(specs) == 1 and ":" not in specs[0] and "=" not in specs[0]:
+        return parse_shape(specs[0]), None
+    named = ["=" in p for p in specs]
+    if any(named) and not all(named):
+        raise UserError(f"bad --input {text!r}: name every input (ids=32:int64;mask=32:bool) or none")
+    out = []
+    for p in specs:
+        name, _, rest = p.rpartition("=") if "=" in p else ("", "", p)
+        shape_text, _, dtype_text = rest.partition(":")
+        dtype = DTYPES.get(dtype_text.strip() or "float32")
+        if dtype is None:
+            raise UserError(f"bad --input dtype {dtype_text!r}: one of {', '.join(DTYPES)}")
+        if name and not name.strip().isidentifier():
+            raise UserError(f"bad --input name {name!r}: a parameter name of the model's forward")
+        out.append((name.strip(), torch.zeros((1, *parse_shape(shape_text)), dtype=dtype)))
+    return None, ({n: t for n, t in out} if all(named) else tuple(t for _, t in out))

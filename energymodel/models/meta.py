@@ -41,6 +41,21 @@ def prepared(model: nn.Module, trainable: set[int] | None) -> Iterator[None]:
             p.requires_grad_(f)
 
 
+@contextlib.contextmanager
+def transformer_fastpath_off() -> Iterator[None]:
+    """Turn off PyTorch's fused fast path of ``nn.TransformerEncoder(Layer)`` and ``nn.MultiheadAttention`` (an
+    eval-mode, no-gradient shortcut through ``torch._transformer_encoder_layer_fwd`` and nested tensors) while
+    a model is traced: the layers then run their own modules and ops, which the cost model counts, and a
+    padding mask no longer turns the activations into nested tensors (which the ``meta`` device cannot size).
+    The fast path computes the same function, so the counts are those of the layers either way."""
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
+
+
 def is_lazy(p: Tensor) -> bool:
     return isinstance(p, nn.parameter.UninitializedTensorMixin)
 

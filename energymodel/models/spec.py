@@ -86,7 +86,11 @@ def resolve_model(spec: str, num_classes: int | None = None) -> ResolvedModel:
         raise UserError(f"malformed model spec {spec!r}: expected package.module:factory or file.py:factory")
     if target.endswith(".py") or "/" in target or "\\" in target:
         path = Path(target)
-        if not path.is_file():
+        try:
+            found = path.is_file()
+        except OSError as exc:  # e.g. a name longer than the file system allows
+            raise UserError(f"cannot read model file {target}: {exc.strerror or exc}") from None
+        if not found:
             raise UserError(f"model file not found: {target}")
         name = f"_energymodel_user_{abs(hash(str(path.resolve())))}"
         mod_spec = importlib.util.spec_from_file_location(name, path)

@@ -260,8 +260,12 @@ def load_table(spec: str | Path = "45nm") -> EnergyTable:
     """
     spec_s = str(spec)
     path = Path(spec_s)
-    if path.suffix == ".toml" or path.exists() or "/" in spec_s:
-        if not path.is_file():
+    try:
+        is_path, found = path.suffix == ".toml" or path.exists() or "/" in spec_s, path.is_file()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise TableError(f"cannot read energy table file {spec_s}: {exc.strerror or exc}") from None
+    if is_path:
+        if not found:
             raise TableError(f"energy table file not found: {spec_s}")
         return parse_table(read_toml(path, f"energy table {path}", MAX_TABLE_BYTES, TableError), str(path))
     res = resources.files("energymodel.price") / "tables" / f"{spec_s}.toml"

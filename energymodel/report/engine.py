@@ -32,7 +32,9 @@ _STRATEGY_COLUMNS = [
     ("strategy", "strategy"), ("share", "k"), ("fraction", "fraction"), ("task_aware_accuracy", "Task-IL accuracy"),
     ("task_agnostic_accuracy", "Class-IL accuracy"),
     ("task_agnostic_uncalibrated_accuracy", "Class-IL accuracy (uncalibrated)"),
-    ("modelled_train_energy_pj", "training energy"), ("energy_pj", "energy incl. search"),
+    ("energy_pj", "total energy (whole lifecycle)"), ("modelled_train_energy_pj", "of it: training"),
+    ("search_energy_pj", "search"), ("statistics_energy_pj", "task-agnostic statistics"),
+    ("calibration_energy_pj", "output calibration"), ("inference_energy_pj", "energy per query after the last task"),
     ("storage_bytes", "storage"), ("measured_train_seconds", "training time"),
 ]
 #: forgetting (Chaudhry et al. 2018) and backward transfer (Lopez-Paz & Ranzato 2017), in percentage points
@@ -90,8 +92,28 @@ def _agnostic(strategies: list[dict], methods: list[dict], default: str | None) 
     cols = [("strategy", "strategy")] + [(m, f"{m} (default)" if m == default else m) for m in names]
     described = [(m["method"] + (" (default)" if m["method"] == default else ""), m.get("description") or "")
                  for m in methods]
+    val_rows = [{"strategy": r.get("strategy"), **{m: ((r.get("agnostic") or {}).get(m) or {}).get("validation")
+                                                   for m in names}} for r in strategies]
+    has_val = any(v is not None for row in val_rows for k, v in row.items() if k != "strategy")
     return {"accuracy": table(acc_rows, cols, {m: fmt_pct for m in names}),
+            "validation": table(val_rows, cols, {m: fmt_pct for m in names}) if has_val else None,
             "storage": table(store_rows, cols, {m: fmt_bytes for m in names}), "methods": described}
+
+
+def _references(refs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The references beside the strategies: the base network alone, and the joint classifier's cap."""
+    if not refs:
+        return None
+    rows = []
+    for method, splits in (refs.get("base_only") or {}).items():
+        rows.append({"reference": f"base network only ({method})", **{k: (v or {}).get("mean")
+                                                                         for k, v in splits.items()}})
+    if refs.get("joint_trunk"):
+        rows.append({"reference": "joint classifier on the frozen trunk (trained on every task's images at once)",
+                     **{k: (v or {}).get("mean") for k, v in refs["joint_trunk"].items()}})
+    cols = [("reference", "reference")] + [(k, f"Class-IL ({k})") for k in ("test", "validation")
+                                           if any(k in r for r in rows)]
+    return table(rows, cols, {"test": fmt_pct, "validation": fmt_pct})
 
 
 def _matrices(mats: dict[str, dict]) -> dict[str, list]:
@@ -134,7 +156,7 @@ def engine_view(engine: dict[str, Any]) -> dict[str, Any]:
     matrices on one 0-100 % scale, the sharing-point search, and measured vs modelled time."""
     from energymodel.report.plots import strategies_plot, timing_plot
 
-    view: dict[str, Any] = {"strategies": None, "strategies_plot": None, "agnostic": None,
+    view: dict[str, Any] = {"strategies": None, "strategies_plot": None, "agnostic": None, "references": None,
                             "matrices": {"main": [], "other": []}, "search": None, "chosen_share": None,
                             "tolerance": None, "timing": None, "extra": None}
     strategies = engine.get("strategies")
@@ -143,6 +165,7 @@ def engine_view(engine: dict[str, Any]) -> dict[str, Any]:
         view["strategies"] = _strategies(strategies, default)
         view["strategies_plot"] = svg(strategies_plot(strategies))
         view["agnostic"] = _agnostic(strategies, engine.get("agnostic_methods") or [], default)
+    view["references"] = _references(engine.get("references"))
     view["matrices"] = _matrices(engine.get("matrices") or {})
     view["search"] = _search(engine)
     if engine.get("chosen_share") is not None:
@@ -194,10 +217,16 @@ def _ratio(a: Any, b: Any) -> float | None:
 
 
 def headline(engine: dict[str, Any] | None, compare: pd.DataFrame | None) -> dict[str, Any] | None:
-    """One sentence on what the report shows: the deepest sharing point within the accuracy tolerance and
-    its savings (from the comparison, else from the run's modelled training energies), or, without an
-    accuracy measurement, the range of savings and why no point is chosen."""
+    """What the report shows, first: a run's own headline when the engine results carry one (the whole
+    lifecycle's totals, Class-IL, amortisation, chance); else one sentence on the deepest sharing point within
+    the accuracy tolerance and its training-energy savings (labelled so), or, without an accuracy
+    measurement, the range of savings and why no point is chosen."""
     engine = engine or {}
+    run = engine.get("headline")
+    if run and run.get("text"):  # the run's own whole-lifecycle headline (incremental.evaluation.headline)
+        return {"kind": "lifecycle", "share": (run.get("share") or {}).get("k"), "sentences": list(run["text"]),
+                "text": " ".join(run["text"]), "at_chance": bool(run.get("at_chance")),
+                "claims_saving": bool(run.get("claims_saving"))}
     k = deepest_within_tolerance(engine)
     strategies = engine.get("strategies") or []
     if k is None:
@@ -207,12 +236,12 @@ def headline(engine: dict[str, Any] | None, compare: pd.DataFrame | None) -> dic
         if len(ps) < 2 or "savings_energy_vs_regular" not in ps:
             return None
         lo, hi = ps.iloc[1], ps.iloc[-1]
-        return {"kind": "span", "text": (
+        return _shown({"kind": "span", "text": (
             f"Training-energy savings of clone-and-branch over regular incremental learning grow with the "
             f"sharing point, from {fmt_x(lo['savings_energy_vs_regular'])} at k = {int(lo['share'])} to "
             f"{fmt_x(hi['savings_energy_vs_regular'])} at k = {int(hi['share'])} (fraction "
             f"{fmt_fraction(hi['fraction'])}). Which point keeps accuracy needs a training run: "
-            "this report has no accuracy measurement, so it names no sharing point.")}
+            "this report has no accuracy measurement, so it names no sharing point.")})
     sav = savings_at(compare, k) or {}
     ps = _row(strategies, "partial-sharing")
     if ps is not None and ps.get("share") == k:
@@ -245,4 +274,10 @@ def headline(engine: dict[str, Any] | None, compare: pd.DataFrame | None) -> dic
             text += (f" (regular incremental: "
                      f"{fmt_pct(reg.get('task_aware_accuracy'), reg.get('task_aware_accuracy_std'))})")
         text += "."
-    return {"kind": "chosen", "share": k, "text": text}
+    return _shown({"kind": "chosen", "share": k, "text": text})
+
+
+def _shown(head: dict[str, Any]) -> dict[str, Any]:
+    """Every headline carries the same keys (the template reads them all): a training-energy sentence has
+    one sentence, is not at chance and claims whatever saving it states."""
+    return {"share": None, "sentences": [head["text"]], "at_chance": False, "claims_saving": True, **head}

@@ -21,7 +21,7 @@ ENGINE_STRATEGY_COLUMNS = [
     "measured_train_seconds", "macs",
 ]
 _ENGINE_KEYS = ("strategies", "matrices", "calibration_curve", "chosen_share", "timing", "tolerance", "search",
-                "agnostic_methods", "agnostic_default")
+                "agnostic_methods", "agnostic_default", "headline", "references")
 _MEASURED_COLUMNS = [
     "label", "share", "measured_seconds_per_epoch", "modelled_macs", "modelled_energy_pj", "speedup_measured",
     "speedup_modelled_macs", "speedup_modelled_energy",
@@ -61,6 +61,12 @@ def _list_of_dicts(value: Any, what: str) -> list[dict]:
     return [dict(r) for r in value]
 
 
+def _check_share(value: Any, what: str) -> None:
+    """A sharing point is an integer >= 0 (a label, a fraction or maths markup there is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UserError(f"{what} must be a sharing point (an integer >= 0), got {value!r}")
+
+
 def engine_section_from_results(results: dict[str, Any]) -> dict[str, Any]:
     """Check an engine results dict (an incremental run's ``results.json``) and return the report section.
 
@@ -70,7 +76,9 @@ def engine_section_from_results(results: dict[str, Any]) -> dict[str, Any]:
     ``timing`` (list of ``{label, measured_seconds, modelled_macs, modelled_energy_pj}``), ``tolerance``
     (number: the sharing-point search's accuracy tolerance), ``search`` (``{per_seed: [{seed, chosen,
     reference_accuracy, warning}], oracle: [{share, accuracy, energy_pj}] | null}``), ``agnostic_methods``
-    (``[{method, description, default}]``) and ``agnostic_default`` (str). A strategy may carry
+    (``[{method, description, default}]``), ``agnostic_default`` (str), ``headline`` (``{text: [sentence, ...],
+    at_chance: [...], claims_saving}``: the run's whole-lifecycle headline) and ``references`` (``{base_only:
+    {method: {split: {mean, std}}}, joint_trunk: {split: {mean, std}}}``). A strategy may carry
     ``agnostic``: ``{method: {accuracy, std, storage_bytes}}``. Other keys are
     kept under ``extra`` and shown as JSON. A key of the wrong shape is a one-line :class:`UserError`.
     """
@@ -104,7 +112,10 @@ def engine_section_from_results(results: dict[str, Any]) -> dict[str, Any]:
             out["matrices"][str(name)] = {"tasks": tasks, "values": rows,
                                           **{k: v for k, v in m.items() if k not in ("tasks", "values")}}
     if results.get("calibration_curve") is not None:
-        out["calibration_curve"] = _list_of_dicts(results["calibration_curve"], "engine results: 'calibration_curve'")
+        curve = _list_of_dicts(results["calibration_curve"], "engine results: 'calibration_curve'")
+        for i, r in enumerate(curve):
+            _check_share(r.get("share"), f"engine results: calibration_curve[{i}].share")
+        out["calibration_curve"] = curve
     if results.get("chosen_share") is not None:
         cs = results["chosen_share"]
         if isinstance(cs, bool) or not isinstance(cs, int):
@@ -134,6 +145,17 @@ def engine_section_from_results(results: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(results["agnostic_default"], str):
             raise UserError("engine results: 'agnostic_default' must be a string")
         out["agnostic_default"] = results["agnostic_default"]
+    if results.get("headline") is not None:
+        head = results["headline"]
+        if not isinstance(head, dict) or not isinstance(head.get("text"), list) \
+                or any(not isinstance(t, str) for t in head["text"]):
+            raise UserError("engine results: 'headline' must be an object whose 'text' is a list of sentences")
+        out["headline"] = head
+    if results.get("references") is not None:
+        refs = results["references"]
+        if not isinstance(refs, dict) or any(not isinstance(v, dict) for v in refs.values()):
+            raise UserError("engine results: 'references' must be an object {name: {...}}")
+        out["references"] = refs
     for i, r in enumerate(out.get("strategies", [])):
         if r.get("agnostic") is not None and (not isinstance(r["agnostic"], dict)
                                                or any(not isinstance(v, dict) for v in r["agnostic"].values())):
@@ -182,9 +204,11 @@ def _load_json(path: Path, what: str) -> Any:
     except FileNotFoundError:
         raise UserError(f"{what} not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read {what} {path}: {exc}") from None
+        raise UserError(f"cannot read {what} {path}: {getattr(exc, 'strerror', None) or exc}") from None
     except json.JSONDecodeError as exc:
         raise UserError(f"{what} {path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UserError(f"{what} {path} is nested too deeply to be read") from None
 
 
 def load_measured(path: str | Path) -> dict[str, Any]:

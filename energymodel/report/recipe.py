@@ -305,7 +305,11 @@ def load_recipe(path: str | Path) -> Recipe:
     from energymodel.price.table import read_toml
 
     p = Path(path)
-    if not p.is_file():
+    try:
+        found = p.is_file()
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise UserError(f"cannot read recipe file {p}: {exc.strerror or exc}") from None
+    if not found:
         raise UserError(f"recipe file not found: {p}")
     data = read_toml(p, f"recipe {p}", MAX_RECIPE_BYTES, UserError)
     recipe = parse_recipe(data, p.resolve().parent, where=f"recipe {p}")

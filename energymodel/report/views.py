@@ -113,6 +113,7 @@ _LAYER_DETAIL_COLUMNS = [
     ("name", "layer"), ("macs_forward", "MACs forward"), ("macs_backward_input", "MACs backward (input)"),
     ("macs_backward_weight", "MACs backward (weights)"), ("rf_accesses", "RF accesses ({w})"),
     ("sram_accesses", "SRAM accesses ({w})"), ("dram_accesses", "DRAM accesses ({w})"),
+    ("saved_bytes", "kept for backward"), ("gradient_bytes", "gradients"),
 ]
 
 
@@ -166,13 +167,16 @@ _COMPARE_COLUMNS = [
     ("strategy", "strategy"), ("share", "k"), ("after", "shared through"), ("fraction", "fraction"),
     ("energy_pj", "training energy"), ("savings_energy_vs_regular", "energy savings vs regular"),
     ("savings_energy_vs_retraining", "energy savings vs retraining"), ("storage_bytes", "storage"),
-    ("storage_vs_retraining", "storage vs retraining"), ("inference_energy_pj", "inference energy / sample"),
+    ("storage_vs_retraining", "storage vs retraining"), ("training_memory_bytes", "training step memory"),
+    ("inference_energy_pj", "inference energy / sample"),
 ]
 _COMPARE_DETAIL_COLUMNS = [
     ("strategy", "strategy"), ("share", "k"), ("trainable_params", "trained params"),
     ("macs", "training MACs"), ("savings_macs_vs_regular", "MAC savings vs regular"),
     ("sram_accesses", "SRAM accesses ({w})"), ("dram_accesses", "DRAM accesses ({w})"),
     ("data_storage_bytes", "old data kept"), ("inference_macs", "inference MACs / sample"),
+    ("memory_saved_bytes", "step: saved activations"), ("memory_gradients_bytes", "step: gradients"),
+    ("memory_optimizer_bytes", "step: optimizer state"),
 ]
 
 

@@ -1,7 +1,7 @@
 """Task-agnostic (class-incremental) prediction for grown networks, exemplar-free.
 
-:mod:`.methods` holds the registry of methods; :mod:`.gaussian` the statistics; :mod:`.features` the one
-forward pass they all read. :class:`AgnosticSuite` fits every configured method of one strategy task by task
+:mod:`.methods` holds the registry of methods; :mod:`.gaussian` and :mod:`.analytic` the statistics (per-class
+Gaussians; the analytic head's running sums); :mod:`.features` the one forward pass they all read. :class:`AgnosticSuite` fits every configured method of one strategy task by task
 and evaluates them side by side; the grown network itself stays ignorant of them (its checkpoint carries
 their state next to its weights). :mod:`.output_calibration` fits each branch's temperature and bias (the
 ``calibrated-logits`` method reads them).
@@ -17,6 +17,7 @@ from typing import Any
 from torch import Tensor
 
 from energymodel.errors import UserError
+from incremental.agnostic.analytic import EXPANSION
 from incremental.agnostic.features import Outputs, collect
 from incremental.agnostic.methods import (
     METHODS,
@@ -39,10 +40,11 @@ DEFAULT_COVARIANCE = "task"
 class AgnosticSuite:
     """Every method in ``names`` for one predictor, fitted task by task (0, 1, ...) on each task's own data."""
 
-    def __init__(self, names: Sequence[str], covariance: str = DEFAULT_COVARIANCE) -> None:
+    def __init__(self, names: Sequence[str], covariance: str = DEFAULT_COVARIANCE, expansion: int = EXPANSION) -> None:
         if not names:
             raise UserError("at least one task-agnostic method is needed")
-        self.methods: dict[str, AgnosticMethod] = {n: make_method(n, covariance=covariance) for n in names}
+        self.methods: dict[str, AgnosticMethod] = {n: make_method(n, covariance=covariance, expansion=expansion)
+                                                   for n in names}
         self.fitted = 0
 
     @property

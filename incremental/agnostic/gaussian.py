@@ -87,6 +87,11 @@ class Gaussians:
             cols.append(((diff @ prec) * diff).sum(dim=1))
         return torch.stack(cols, dim=1)
 
+    def log_det(self) -> Tensor:
+        """``log |Sigma_c|`` of every class (C), from its precision: ``-log |Sigma_c^{-1}|``."""
+        logdet = -torch.linalg.slogdet(self.precisions.double())[1]
+        return logdet.expand(self.means.shape[0]) if logdet.shape[0] == 1 else logdet
+
     def words(self) -> int:
         """Numbers stored (means + precisions)."""
         return int(self.means.numel() + self.precisions.numel())
@@ -118,9 +123,7 @@ def fit_gaussians(x: Tensor, labels: Tensor, num_classes: int, covariance: str =
     if covariance not in ("class", "task"):
         raise ValueError(f"covariance must be 'class' or 'task', got {covariance!r}")
     z = x.double() if normalised else power_normalise(x)
-    d = z.shape[1]
     means, precisions, shrink = [], [], []
-    pooled, total = torch.zeros(d, d, dtype=torch.float64), 0
     for c in range(num_classes):
         zc = z[labels == c]
         if len(zc) == 0:
@@ -132,9 +135,6 @@ def fit_gaussians(x: Tensor, labels: Tensor, num_classes: int, covariance: str =
             cov, a = ledoit_wolf(xc)
             precisions.append(_precision(cov))
             shrink.append(a)
-        else:
-            pooled += xc.T @ xc
-            total += len(zc)
     if covariance == "task":
         centred = torch.cat([z[labels == c] - means[c] for c in range(num_classes)])
         cov, a = ledoit_wolf(centred)

@@ -148,7 +148,8 @@ _FIELD_DESTS: dict[str, str] = {}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from incremental.run.config import FIELDS
+    from incremental.run.config import FIELDS, flag_name
+    from incremental.run.config_sections import RENAMED_SECTIONS
 
     parser = _Parser(prog="incremental", description="Incremental learning with partial network sharing "
                                                       "(clone-and-branch): train, compare baselines, cost with energymodel.")
@@ -180,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
         default = "required" if f.required else f"default {f.default!r}"
         group.add_argument(f.flag, dest=dest, metavar="VALUE", default=None,
                            help=f"{f.help} [{f.expected}; {default}]".replace("%", "%%"))
+        for old, now in RENAMED_SECTIONS.items():  # former flags, e.g. --calibration-epochs: read with a warning
+            if f.path.startswith(now + "."):
+                path = old + f.path[len(now):]
+                _FIELD_DESTS["field__" + path.replace(".", "__")] = path
+                group.add_argument(flag_name(path), dest="field__" + path.replace(".", "__"), default=None,
+                                   help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_run)
 
     d = sub.add_parser("demo", help="the Fashion-MNIST demo: grow smallcnn by classes 5-9, compare, report",
@@ -216,12 +223,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"incremental: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except MemoryError:
+        print("incremental: error: out of memory: the data and model do not fit in this process's memory (fewer "
+              "images per class, a smaller batch or a machine with more memory)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("incremental: interrupted (an unfinished run resumes when the same command is run again)",
               file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a file-system refusal no check foresaw: still one line naming the file
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"incremental: error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     finally:
         distributed.destroy()
         logger.handlers[:] = saved[0]

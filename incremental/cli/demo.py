@@ -40,7 +40,7 @@ DEMO: dict[str, Any] = {
     "out": "out/demo",
     "base": {"epochs": 2, "batch": 128, "lr": 0.05, "optimizer": "momentum", "weight_decay": 5e-4},
     "branch": {"epochs": 2, "batch": 128, "lr": 0.05, "optimizer": "momentum", "weight_decay": 5e-4},
-    "calibration": {"tolerance": 0.02, "subset_per_class": 300, "epochs": 2, "candidates": "all",
+    "search": {"tolerance": 0.02, "subset_per_class": 300, "epochs": 2, "candidates": "all",
                     "val_fraction": 0.25},
     "output_calibration": {"enabled": True, "holdout_fraction": 0.1, "method": "nll"},
 }
@@ -52,8 +52,9 @@ QUICK: dict[str, Any] = {
     "test_per_class": 10,
     "base": {"epochs": 1},
     "branch": {"epochs": 1},
-    "calibration": {"subset_per_class": 16, "epochs": 1, "min_steps": 4},
+    "search": {"subset_per_class": 16, "epochs": 1, "min_steps": 4},
     "output_calibration": {"holdout_fraction": 0.2},
+    "agnostic": {"expansion": 128},
 }
 
 
@@ -64,7 +65,7 @@ def demo_config(out: str | Path = "out/demo", data_root: str | Path | None = Non
     if quick:
         for key, value in QUICK.items():
             if isinstance(value, dict):
-                data[key] = {**data[key], **value}
+                data[key] = {**data.get(key, {}), **value}
             else:
                 data[key] = value
     data.update(out=str(out), device=device, progress=progress)

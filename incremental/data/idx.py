@@ -197,7 +197,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
                 if found != expected:
                     raise wrong(f"more than {found}" if found == expected + _CHUNK else str(found))
                 stream.seek(header)
-        data = bytearray(expected)
+        try:
+            data = bytearray(expected)
+        except MemoryError:
+            raise DataError(f"IDX file {path} holds {expected / 2**30:.1f} GiB of {what} data (shape {shape}): "
+                            "the data does not fit in this process's memory") from None
         found = _read_some(stream, memoryview(data), path)
         if found < expected:
             raise wrong(str(found))

@@ -25,7 +25,13 @@ Statistics (:meth:`CostModel.statistics`): ``E = P (E_base + E_branch(k)) / B + 
 with ``P`` images passed, ``E_base``/``E_branch(k)`` the modelled inference energy of one batch of ``B`` images
 through the base network / the branch's layers, ``M`` the method's arithmetic MACs (``N D^2`` scatter +
 ``D^3`` per inverted covariance), ``r`` the register-file accesses of one MAC under the table's dataflow
-(:func:`energymodel.memory.levels.rf_accesses`) and ``W`` the numbers stored.
+(:func:`energymodel.memory.levels.rf_accesses`) and ``W = b n / w`` the table words of the ``n`` numbers of ``b``
+bits written (and read back, for a method that rewrites its statistics; ``b = 32``, 64 for the analytic heads'
+sums) at the table's word size ``w`` bits.
+
+Output calibration (per task, when enabled): one forward pass of the base and the branch over the task's
+held-out images, ``P_h (E_base + E_branch(k)) / B``. A task-agnostic query after task ``t``
+(:meth:`CostModel.query`): the base network, every branch, and the method's scoring MACs.
 
 Under ``torchrun`` every rank computes the whole feature cache: the prefix pass and the cache write are charged
 once per rank (``ranks``); the training itself is the same total work split among them.
@@ -48,10 +54,15 @@ from energymodel.analysis.sharing import COST_COLUMNS, training_cost
 from energymodel.errors import UserError
 from energymodel.models.blocks import as_block_net
 
-__all__ = ["CostModel", "SUMMED", "sum_costs", "timing_row"]
+__all__ = ["CostModel", "SUMMED", "STATISTICS_BITS", "sum_costs", "timing_row"]
+
+#: task-agnostic statistics are stored as float32 numbers (float64 where a method says so), whatever the table's
+STATISTICS_BITS = 32
 
 #: Cost fields that add up over several trainings (the rest, e.g. memory, take the maximum).
 SUMMED = tuple(COST_COLUMNS) + ("steps",)
+#: The parts of a statistics cost, added up too when every summed cost has them.
+STATISTICS_PARTS = ("forward_energy_pj", "arithmetic_macs", "dram_words")
 
 
 class CostModel:
@@ -129,15 +140,19 @@ class CostModel:
                                        table=self.table, warn=False).layers
         return self._cache[key]
 
-    def forward_pass(self, share: int, samples: int, batch: int) -> dict[str, float]:
+    def forward_pass(self, share: int | None, samples: int, batch: int) -> dict[str, float]:
         """Modelled cost of running ``samples`` images through the base network and a branch at ``share``.
 
         The base network runs whole (it gives the common features and the shared trunk); the branch adds its
-        own copies of blocks ``[share, n)`` and the head. Inference form, batches of ``batch``.
+        own copies of blocks ``[share, n)`` and the head (``share=None``: the base network alone, task 0). The
+        branch's head is priced with the base network's classifier (a class count apart: a few MACs per image).
+        Inference form, batches of ``batch``.
         """
         layers = self._inference_layers(batch)
-        kept = list(self.template.blocks.named_children())[share:]
-        names = [f"blocks.{name}" for name, _ in kept] + ["head"]
+        names = []
+        if share is not None:
+            kept = list(self.template.blocks.named_children())[share:]
+            names = [f"blocks.{name}" for name, _ in kept] + ["head"]
         branch = layers["name"].map(lambda n: any(n == p or n.startswith(p + ".") for p in names)).to_numpy()
         scale = samples / batch
         return {
@@ -146,18 +161,46 @@ class CostModel:
             "samples": float(samples),
         }
 
-    def statistics(self, *, share: int, samples: int, batch: int, macs: float, words: int) -> dict[str, float]:
-        """Cost of fitting task-agnostic statistics (module docstring): forward pass + arithmetic + storing."""
-        fwd = self.forward_pass(share, samples, batch) if samples else {"macs": 0.0, "energy_pj": 0.0}
+    def per_mac_pj(self) -> float:
+        """Energy of one MAC of the statistics' arithmetic: the MAC and its register-file accesses."""
         from energymodel.memory.levels import rf_accesses
 
         flow = self.table.dataflow
         rf = float(rf_accesses(1.0, 0.0, flow.rf_accesses_per_op, flow.rf_words))  # RF accesses of one MAC
-        per_mac = self.table.op_pj("mac") + rf * self.table.level_pj("rf")
-        energy = fwd["energy_pj"] + macs * per_mac + words * self.table.level_pj("dram")
+        return self.table.op_pj("mac") + rf * self.table.level_pj("rf")
+
+    def table_words(self, numbers: float, bits: int = STATISTICS_BITS) -> float:
+        """Table words that ``numbers`` values of ``bits`` bits occupy (``numbers * bits / word_bits``)."""
+        return float(numbers) * bits / self.table.word_bits
+
+    def statistics(self, *, share: int | None, samples: int, batch: int, macs: float, numbers: float,
+                   bits: int = STATISTICS_BITS) -> dict[str, float]:
+        """Cost of fitting task-agnostic statistics (module docstring): forward pass + arithmetic + DRAM traffic.
+
+        ``numbers``: values of ``bits`` bits moved to or from DRAM (written, and read back where a method rewrites
+        its statistics), priced as :meth:`table_words` table words.
+        """
+        fwd = self.forward_pass(share, samples, batch) if samples else {"macs": 0.0, "energy_pj": 0.0}
+        words = self.table_words(numbers, bits)
+        energy = fwd["energy_pj"] + macs * self.per_mac_pj() + words * self.table.level_pj("dram")
         return {"macs": fwd["macs"] + macs, "energy_pj": energy, "forward_energy_pj": fwd["energy_pj"],
-                "arithmetic_macs": float(macs), "stored_words": float(words),
-                "storage_bytes": float(words) * self.word_bytes, "samples": float(samples)}
+                "arithmetic_macs": float(macs), "dram_words": words, "samples": float(samples)}
+
+    def query(self, shares: Sequence[int | None], macs: float) -> dict[str, float]:
+        """Modelled cost of one task-agnostic query: the base network once, every branch (``shares``: one per
+        grown task; ``None`` entries are tasks without a branch) once, and ``macs`` of the method's scoring."""
+        layers = self._inference_layers(1)
+        base = float(layers["energy_pj"].sum())
+        total_macs = float(layers["macs"].sum())
+        energy = base
+        for share in shares:
+            if share is None:
+                continue
+            one = self.forward_pass(share, 1, 1)
+            energy += one["energy_pj"] - base
+            total_macs += one["macs"] - float(layers["macs"].sum())
+        return {"energy_pj": energy + macs * self.per_mac_pj(), "macs": total_macs + macs,
+                "method_macs": float(macs)}
 
     def storage(self, predictor: nn.Module, old_images: int = 0, image_shape: Sequence[int] | None = None
                 ) -> dict[str, float]:
@@ -170,16 +213,20 @@ class CostModel:
 
 def sum_costs(costs: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     """Add up several training costs: summed columns add, ``training_memory_bytes`` takes the maximum."""
+    costs_list = list(costs)
     out: dict[str, float] = {k: 0.0 for k in SUMMED}
     out["training_memory_bytes"] = 0.0
     out["samples_seen"] = 0.0
     n = 0
-    for c in costs:
+    for c in costs_list:
         n += 1
         for k in SUMMED:
             out[k] += float(c.get(k, 0.0) or 0.0)
         out["training_memory_bytes"] = max(out["training_memory_bytes"], float(c.get("training_memory_bytes", 0.0)))
         out["samples_seen"] += float(c.get("samples", 0)) * float(c.get("epochs", 0))
+    for k in STATISTICS_PARTS:  # the parts of a statistics cost (CostModel.statistics), where present
+        if costs_list and all(k in c for c in costs_list):
+            out[k] = float(sum(float(c[k]) for c in costs_list))
     out["trainings"] = float(n)
     return out
 

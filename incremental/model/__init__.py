@@ -4,7 +4,10 @@
   per-task calibration buffers;
 - :mod:`.single` - :class:`SingleNet`: one network whose classifier grows with every task (the baselines that
   retrain one network), and :func:`rebuild_predictor`;
-- :mod:`.checkpoint` - checkpoints written atomically and loaded with ``weights_only``.
+- :mod:`.checkpoint` - checkpoints written atomically, each with a digest of its content, loaded with
+  ``weights_only`` and verified;
+- :mod:`.source` - the model's source closure (its factory's module and the project modules it imports) and
+  the SHA-256 of each file.
 
 May import ``energymodel`` and :mod:`incremental.data`; nothing that trains.
 """

@@ -1,14 +1,22 @@
-"""Checkpoints: plain dicts of tensors and JSON-like values, written atomically, loaded with ``weights_only``.
+"""Checkpoints: plain dicts of tensors and JSON-like values, written atomically, loaded with ``weights_only``,
+each with a digest of its content that is verified when it is loaded.
 
 A checkpoint may hold only tensors, dicts (string/int keys), lists, tuples, ``str``, ``int``, ``float``,
 ``bool`` and ``None`` — exactly what ``torch.load(weights_only=True)`` accepts without unpickling
 arbitrary objects — so loading a checkpoint never executes code. :func:`save_checkpoint` checks this
 before writing, so an unloadable checkpoint is never produced. Files are written through
 :func:`energymodel.atomic.atomic_path`: a crash mid-write leaves the previous checkpoint intact.
+
+**Digest.** :func:`save_checkpoint` stores, under :data:`DIGEST_KEY`, the SHA-256 of the content
+(:func:`content_digest`: every key, type, shape, dtype and byte of every tensor, in order); :func:`load_checkpoint`
+computes it again and refuses a file whose content does not match (one flipped bit of a weight included), or
+that has no digest, with one line naming the file and the way to recover. What a kill cannot do (the atomic
+writer sees to that), a disk, a copy or a hand can: the digest is what tells.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -18,9 +26,37 @@ import torch
 from energymodel.atomic import atomic_path
 from energymodel.errors import UserError
 
-__all__ = ["check_checkpoint_object", "load_checkpoint", "load_state", "save_checkpoint"]
+__all__ = ["DIGEST_KEY", "check_checkpoint_object", "content_digest", "load_checkpoint", "load_state",
+           "save_checkpoint"]
 
 _SCALARS = (str, int, float, bool, type(None))
+#: the key under which a checkpoint stores the SHA-256 of the rest of its content
+DIGEST_KEY = "__sha256__"
+
+
+def _feed(h: Any, obj: Any) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(obj.shape)}:".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}:".encode())
+        for key, value in obj.items():
+            h.update(f"{type(key).__name__}{key!r}=".encode())
+            _feed(h, value)
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{'L' if isinstance(obj, list) else 'U'}{len(obj)}:".encode())
+        for value in obj:
+            _feed(h, value)
+    else:
+        h.update(f"S{type(obj).__name__}{obj!r};".encode())
+
+
+def content_digest(obj: dict[str, Any]) -> str:
+    """SHA-256 of a checkpoint's content (without :data:`DIGEST_KEY`): keys in order, types, tensor bytes."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in obj.items() if k != DIGEST_KEY})
+    return h.hexdigest()
 
 
 def check_checkpoint_object(obj: Any, where: str = "checkpoint") -> None:
@@ -53,6 +89,7 @@ def save_checkpoint(path: str | os.PathLike, obj: dict[str, Any]) -> Path:
         raise TypeError(f"a checkpoint must be a dict, got {type(obj).__name__}")
     check_checkpoint_object(obj)
     target = Path(path)
+    obj = {**{k: v for k, v in obj.items() if k != DIGEST_KEY}, DIGEST_KEY: content_digest(obj)}
     with atomic_path(target, suffix=".tmp") as tmp:
         try:
             torch.save(obj, tmp)
@@ -69,20 +106,31 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (``torch.load(weights_only=True)``).
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+                    recover: str = "rerun with --force (force=True in Python) to start over") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (``torch.load(weights_only=True)``), its digest
+    verified; returns its content (without the digest).
 
-    A missing, unreadable, corrupt or non-dict file raises :class:`~energymodel.errors.UserError` naming it.
+    A missing, unreadable, corrupt or non-dict file, or one whose content does not match its digest, raises
+    :class:`~energymodel.errors.UserError`: one line naming it and ``recover`` (how to get out of it).
     """
     target = Path(path)
-    if not target.is_file():
-        raise UserError(f"checkpoint {target} not found")
+    if target.is_symlink() or not target.is_file():
+        raise UserError(f"checkpoint {target} not found" if not os.path.lexists(target)
+                        else f"checkpoint {target} is not a regular file: {recover}")
     try:
         obj = torch.load(target, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to unpickle means a bad file
-        raise UserError(f"checkpoint {target} is corrupt or unreadable ({_one_line(exc)})") from None
+        raise UserError(f"checkpoint {target} is corrupt or unreadable ({_one_line(exc)}): {recover}") from None
     if not isinstance(obj, dict):
-        raise UserError(f"checkpoint {target} holds a {type(obj).__name__}, not a dict")
+        raise UserError(f"checkpoint {target} holds a {type(obj).__name__}, not a dict: {recover}")
+    stored = obj.pop(DIGEST_KEY, None)
+    if stored is None:
+        raise UserError(f"checkpoint {target} carries no digest (written by an older version, or not a "
+                        f"checkpoint of this tool): {recover}")
+    if stored != content_digest(obj):
+        raise UserError(f"checkpoint {target} is corrupt: its content does not match the digest stored with it "
+                        f"(a changed bit): {recover}")
     return obj
 
 

@@ -60,7 +60,7 @@ def write_html_report(results: dict[str, Any], path: str | Path) -> Path:
         table = as_table(results["energy_table"])
         setup["table"] = table.to_dict()
         first = results["per_seed"][0]
-        factory = _model_factory(_config_from_results(results), None)
+        factory = _model_factory(_config_from_results(results), None, results["dataset"]["input_shape"])
         model = factory(len(tasks[0]["classes"]))
         new = [t for t in tasks[1:]]
         compare_frame = compare(
@@ -76,9 +76,10 @@ def write_html_report(results: dict[str, Any], path: str | Path) -> Path:
     desc = (f"Clone-and-branch incremental learning (partial network sharing) on {results['dataset']['name']} with "
             f"{results['model']['name']}, tasks {cfg['tasks']}, "
             f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}{' (means over seeds)' if len(seeds) > 1 else ''}. "
-            f"Accuracies are on the test images; energies are modelled by energymodel ({results['energy_table']}) "
-            "for the training each strategy really did; times are measured wall clock on "
-            f"{results['environment']['device']}.")
+            f"Accuracies are on the test images (choices were made on validation splits of the training images); "
+            f"energies are modelled by energymodel ({results['energy_table']}) for everything each strategy really "
+            "did after the common base network (training, the sharing-point search, task-agnostic statistics, "
+            f"output calibration); times are measured wall clock on {results['environment']['device']}.")
     data = ReportData(title=f"Incremental learning run: {results.get('name') or Path(results['run_dir']).name}",
                       description=desc, setup=setup, compare=compare_frame, engine=engine)
     return write_report(data, path)

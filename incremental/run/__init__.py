@@ -6,7 +6,9 @@
 - :mod:`.phases`, :mod:`.search_phases`, :mod:`.seed_results` - one seed's phases (base, search, every
   strategy and task), each resumable, and the seed's result record;
 - :mod:`.results` - mean ± std over seeds, CSVs, the console summary;
-- :mod:`.directory` - the run directory: lock, ``--force`` without data loss, resume, reading results back;
+- :mod:`.directory` - the run directory: planning under the lock, ``--force`` without data loss (marked staging
+  folders), resume, reading results back;
+- :mod:`.lock` - the run directory's kernel-released lock, never taken through a link;
 - :mod:`.records` - seeds, JSON, timestamps, versions, kill points for tests.
 
 May import every package of ``incremental`` below it (data, model, train, agnostic, search, evaluation) and

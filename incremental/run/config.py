@@ -13,7 +13,7 @@ A run configuration is a TOML file with top-level fields and four sections::
     epochs = 2
     [branch]                           # training of every later task (all strategies)
     epochs = 2
-    [calibration]                      # sharing-point search ("auto" share)
+    [search]                           # sharing-point search ("auto" share)
     tolerance = 0.02
     [output_calibration]               # per-branch temperature + bias for task-agnostic prediction
     enabled = true
@@ -25,7 +25,8 @@ otherwise; list fields also take comma-separated values (``--seeds 0,1,2``).
 
 Unknown, missing or mistyped fields raise :class:`~energymodel.errors.UserError` with a one-line message
 naming the field. Relative paths (``data_root``, ``data_cache``, ``out``) are relative to the working
-directory.
+directory. The sections are :mod:`incremental.run.config_sections`; ``[calibration]`` and its flags
+(``--calibration-epochs``), the former names of ``[search]``, are read with a warning.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import difflib
 import json
 import os
 import tomllib
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,17 +44,21 @@ from typing import Any
 
 from energymodel import defaults
 from energymodel.errors import UserError
+from incremental.run.config_sections import (
+    RENAMED_SECTIONS,
+    SECTIONS,
+    AgnosticSection,
+    OutputCalibrationSection,
+    SearchSection,
+    TrainSection,
+    spec,
+)
 from incremental.run.config_values import (
     CACHE_CHOICES,
-    CALIBRATION_METHODS,
     DATASETS,
-    LR_SCHEDULES,
-    OPTIMIZERS,
     STRATEGIES,
     STRATEGY_ALIASES,
-    Checker,
     _bool,
-    _candidates,
     _choice,
     _dataset,
     _device,
@@ -60,8 +66,6 @@ from incremental.run.config_values import (
     _float,
     _int,
     _list,
-    _method,
-    _methods,
     _model,
     _optional,
     _share,
@@ -71,133 +75,50 @@ from incremental.run.config_values import (
     parse_flag_value,
 )
 
-__all__ = [
-    "RunConfig",
-    "TrainSection",
-    "SearchSection",
-    "OutputCalibrationSection",
-    "FieldSpec",
-    "FIELDS",
-    "STRATEGIES",
-    "STRATEGY_ALIASES",
-    "load_config",
-    "parse_flag_value",
-    "flag_name",
-]
-
-def _spec(default: Any, check: Checker, help: str) -> Any:  # noqa: A002 - mirrors argparse
-    meta = {"check": check, "help": help}
-    if default is dataclasses.MISSING:
-        return field(metadata=meta)
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: json.loads(json.dumps(d)), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-# ---------------------------------------------------------------------------- sections
-@dataclass
-class TrainSection:
-    """Training hyper-parameters of one phase (``[base]``: task 0; ``[branch]``: every later task)."""
-
-    epochs: int = _spec(defaults.EPOCHS, _int(1), "passes over the training data")
-    batch: int = _spec(defaults.BATCH, _int(1), "mini-batch size")
-    lr: float = _spec(0.05, _float(0.0, 3.4028234663852886e38, open_low=True),
-                      "peak learning rate (at most float32's largest value: the parameters' type)")
-    optimizer: str = _spec(defaults.OPTIMIZER, _choice(*OPTIMIZERS), "sgd, momentum (SGD with momentum) or adam")
-    momentum: float = _spec(0.9, _float(0.0), "momentum of the momentum optimizer")
-    weight_decay: float = _spec(defaults.WEIGHT_DECAY, _float(0.0), "L2 weight decay")
-    lr_schedule: str = _spec("cosine", _choice(*LR_SCHEDULES), "cosine (per step, to 0) or none")
-
-
-@dataclass
-class SearchSection:
-    """Sharing-point calibration (``share = "auto"``): trial branches on a subset of task 1."""
-
-    tolerance: float = _spec(0.02, _float(0.0, 1.0),
-                             "accept the deepest sharing point whose accuracy is within this of no sharing")
-    subset_per_class: int | None = _spec(200, _optional(_int(2)),
-                                         "task-1 training images per class used by the search (none: all)")
-    epochs: int = _spec(2, _int(1), "epochs of each trial branch")
-    candidates: str | list[int] = _spec("all", _candidates, "sharing points to try: all, or a list of indices")
-    val_fraction: float = _spec(0.25, _float(0.0, 1.0, open_low=True, open_high=True),
-                                "share of the search subset held out to score each trial")
-    min_steps: int = _spec(50, _int(1), "floor on each trial's optimizer steps (more epochs when the subset is small)")
-    full_curve: bool = _spec(False, _bool, "try every candidate (else stop at the first, deepest first, within "
-                             "tolerance: the same choice for fewer trials)")
-    per_task: bool = _spec(False, _bool, "search a sharing point for every new task (else task 1's point for all)")
-    oracle: bool = _spec(False, _bool, "also train a full branch at every candidate point and report the search's regret")
-
-
-@dataclass
-class OutputCalibrationSection:
-    """Per-task temperature + bias fitted on held-out training data (task-agnostic prediction)."""
-
-    enabled: bool = _spec(True, _bool, "calibrate every task's logits for task-agnostic prediction")
-    holdout_fraction: float = _spec(0.1, _float(0.0, 1.0, open_low=True, open_high=True),
-                                    "share of each task's training images held out for calibration")
-    method: str = _spec("nll", _choice(*CALIBRATION_METHODS), "temperature by NLL (nll) or max-logit spread (zscore)")
-
-
-@dataclass
-class AgnosticSection:
-    """Task-agnostic prediction (no task given): every method in ``methods`` is fitted and reported."""
-
-    method: str = _spec("routed", _method, "the headline method (task_agnostic_accuracy)")
-    methods: str | list[str] = _spec("all", _methods, "methods fitted and reported side by side: all, or a list")
-    covariance: str = _spec("task", _choice("class", "task"),
-                            "Gaussian methods: a covariance per class, or one pooled per task (fewer bytes)")
-
-    def names(self) -> list[str]:
-        """The methods to fit, the headline method included, in registry order."""
-        from incremental.agnostic import method_names
-
-        chosen = method_names() if self.methods == "all" else list(self.methods)
-        return [m for m in method_names() if m in chosen or m == self.method]
-
-
-SECTIONS: dict[str, type] = {
-    "base": TrainSection,
-    "branch": TrainSection,
-    "calibration": SearchSection,
-    "output_calibration": OutputCalibrationSection,
-    "agnostic": AgnosticSection,
-}
-
+__all__ = ["RunConfig", "TrainSection", "SearchSection", "OutputCalibrationSection", "FieldSpec", "FIELDS",
+           "STRATEGIES", "STRATEGY_ALIASES", "load_config", "parse_flag_value", "flag_name"]
 
 @dataclass
 class RunConfig:
     """Everything a run needs. Load with :meth:`from_toml` / :func:`load_config`; see the module docstring."""
 
-    dataset: str = _spec(dataclasses.MISSING, _dataset, "data set: " + ", ".join(DATASETS))
-    model: str = _spec(dataclasses.MISSING, _model, "network: zoo name, package.module:factory or file.py:factory")
-    tasks: str = _spec(dataclasses.MISSING, _tasks, "classes per task, e.g. 5+5 or 50+10x5")
-    name: str | None = _spec(None, _optional(_str), "run name (default: the config file's stem)")
-    data_root: str | None = _spec(None, _optional(_str), "data folder (fashion-mnist defaults to Debian's package)")
-    class_order: list[int] | None = _spec(None, _optional(_list(_int(0), "class ids")),
+    dataset: str = spec(dataclasses.MISSING, _dataset, "data set: " + ", ".join(DATASETS))
+    model: str = spec(dataclasses.MISSING, _model, "network: zoo name, package.module:factory or file.py:factory")
+    tasks: str = spec(dataclasses.MISSING, _tasks, "classes per task, e.g. 5+5 or 50+10x5")
+    blocks: list[str] | None = spec(None, _optional(_list(_str, "module names")), "modules the sharing points "
+                                     "follow, dotted paths in call order (none: declared, else found from a trace)")
+    name: str | None = spec(None, _optional(_str), "run name (default: the config file's stem)")
+    data_root: str | None = spec(None, _optional(_str), "data folder (fashion-mnist defaults to Debian's package)")
+    class_order: list[int] | None = spec(None, _optional(_list(_int(0), "class ids")),
                                           "order in which classes arrive (a permutation)")
-    order_seed: int | None = _spec(None, _optional(_int(0)), "draw a random class order with this seed")
-    train_per_class: int | None = _spec(None, _optional(_int(2)), "subsample training images per class")
-    test_per_class: int | None = _spec(None, _optional(_int(1)), "subsample test images per class")
-    image_size: int | None = _spec(None, _optional(_int(1)), "imagefolder: resize images to this square size")
-    data_cache: str | None = _spec(None, _optional(_str), "imagefolder: keep decoded images in this folder")
-    data_workers: int = _spec(0, _int(0), "imagefolder: decoding processes (0: one per CPU core)")
-    augment: bool = _spec(False, _bool, "random crop (pad 4) + horizontal flip while training")
-    share: str | int | float = _spec("auto", _share,
+    order_seed: int | None = spec(None, _optional(_int(0)), "draw a random class order with this seed")
+    train_per_class: int | None = spec(None, _optional(_int(2)), "subsample training images per class")
+    test_per_class: int | None = spec(None, _optional(_int(1)), "subsample test images per class (a subset drawn "
+                                      "per seed, so mean ± std covers the test images as well as training)")
+    validation_fraction: float = spec(0.1, _float(0.0, 1.0, open_high=True),
+                                      "share of each task's training images kept as its validation split: never "
+                                      "trained or fitted on; every method's accuracy on it is reported (choices are "
+                                      "made on it, never on test images); 0: none")
+    image_size: int | None = spec(None, _optional(_int(1)), "imagefolder: resize images to this square size")
+    data_cache: str | None = spec(None, _optional(_str), "imagefolder: keep decoded images in this folder")
+    data_workers: int = spec(0, _int(0), "imagefolder: decoding processes (0: one per CPU core)")
+    augment: bool = spec(False, _bool, "random crop (pad 4) + horizontal flip while training")
+    share: str | int | float = spec("auto", _share,
                                      "sharing point: auto (search), a block index k, or a fraction in [0, 1]")
-    strategies: list[str] = _spec(list(STRATEGIES), _strategies, "strategies to compare: " + ", ".join(STRATEGIES))
-    seeds: list[int] = _spec([0], _list(_int(0), "seeds"), "seeds; several aggregate to mean ± std")
-    retrain_epochs: int | None = _spec(None, _optional(_int(1)),
+    strategies: list[str] = spec(list(STRATEGIES), _strategies, "strategies to compare: " + ", ".join(STRATEGIES))
+    seeds: list[int] = spec([0], _list(_int(0), "seeds"), "seeds; several aggregate to mean ± std")
+    retrain_epochs: int | None = spec(None, _optional(_int(1)),
                                        "epochs of each full retraining from scratch (none: the base network's)")
-    device: str = _spec("auto", _device, "auto (CUDA when available), cpu, cuda or cuda:N")
-    cache_features: str = _spec("auto", _choice(*CACHE_CHOICES), "cache frozen-trunk features: auto, on or off")
-    energy_table: str = _spec(defaults.ENERGY_TABLE, _energy_table, "energy table for the modelled costs")
-    out: str = _spec("out/run", _str, "run directory")
-    eval_batch: int = _spec(256, _int(1), "batch size for evaluation")
-    num_workers: int = _spec(0, _int(0), "DataLoader worker processes")
-    progress: bool = _spec(True, _bool, "show progress bars")
+    device: str = spec("auto", _device, "auto (CUDA when available), cpu, cuda or cuda:N")
+    cache_features: str = spec("auto", _choice(*CACHE_CHOICES), "cache frozen-trunk features: auto, on or off")
+    energy_table: str = spec(defaults.ENERGY_TABLE, _energy_table, "energy table for the modelled costs")
+    out: str = spec("out/run", _str, "run directory")
+    eval_batch: int = spec(256, _int(1), "batch size for evaluation")
+    num_workers: int = spec(0, _int(0), "DataLoader worker processes")
+    progress: bool = spec(True, _bool, "show progress bars")
     base: TrainSection = field(default_factory=TrainSection)
     branch: TrainSection = field(default_factory=TrainSection)
-    calibration: SearchSection = field(default_factory=SearchSection)
+    search: SearchSection = field(default_factory=SearchSection)
     output_calibration: OutputCalibrationSection = field(default_factory=OutputCalibrationSection)
     agnostic: AgnosticSection = field(default_factory=AgnosticSection)
 
@@ -207,6 +128,7 @@ class RunConfig:
         """Build and validate from a (TOML-shaped) mapping; ``source`` prefixes every error message."""
         if not isinstance(data, Mapping):
             raise UserError(f"{source}: expected a table of fields, got {type(data).__name__}")
+        data = _renamed(data, source)
         top = {f.name: f for f in dataclasses.fields(cls) if f.name not in SECTIONS}
         _unknown(data, list(top) + list(SECTIONS), source, "")
         values: dict[str, Any] = {}
@@ -292,6 +214,8 @@ class RunConfig:
         data = self.to_dict()
         for key in ("out", "device", "progress", "num_workers", "data_workers", "name", "data_cache", "data_root"):
             data.pop(key, None)
+        if data.get("blocks") is None:  # runs made before the field existed keep their fingerprint
+            data.pop("blocks", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def train_config(self, section: str, seed: int, epochs: int | None = None):
@@ -314,6 +238,22 @@ class RunConfig:
 
 
 # ---------------------------------------------------------------------------- helpers
+def _renamed(data: Mapping[str, Any], source: str) -> Mapping[str, Any]:
+    """``data`` with former section names (:data:`RENAMED_SECTIONS`) under their names now, with a warning."""
+    old = [k for k in RENAMED_SECTIONS if k in data]
+    if not old:
+        return data
+    out = dict(data)
+    for key in old:
+        new = RENAMED_SECTIONS[key]
+        if new in out:
+            raise UserError(f"{source}: both [{key}] and [{new}] given; [{key}] is the former name of [{new}]")
+        warnings.warn(f"{source}: [{key}] is now [{new}] (the old name is read until the next release)",
+                      FutureWarning, stacklevel=3)
+        out[new] = out.pop(key)
+    return out
+
+
 def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
     return {k: (_drop_none(v) if isinstance(v, dict) else v) for k, v in data.items() if v is not None}
 
@@ -380,7 +320,8 @@ def _field_specs() -> list[FieldSpec]:
     return out
 
 
-#: Every configurable field, top-level first, then ``base.*``, ``branch.*``, ``calibration.*``, ``output_calibration.*``.
+#: Every configurable field, top-level first, then ``base.*``, ``branch.*``, ``search.*``, ``output_calibration.*``,
+#: ``agnostic.*``.
 FIELDS: list[FieldSpec] = _field_specs()
 _PATHS = {f.path for f in FIELDS}
 
@@ -388,6 +329,12 @@ _PATHS = {f.path for f in FIELDS}
 def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any], source: str = "command line") -> None:
     """Set dotted-key ``overrides`` into the TOML-shaped ``data`` in place (string values parsed as flags)."""
     for path, raw in overrides.items():
+        section = path.split(".", 1)[0]
+        if "." in path and section in RENAMED_SECTIONS:
+            new = f"{RENAMED_SECTIONS[section]}.{path.split('.', 1)[1]}"
+            warnings.warn(f"{source}: {path} ({flag_name(path)}) is now {new} ({flag_name(new)})",
+                          FutureWarning, stacklevel=2)
+            path = new
         if path not in _PATHS:
             close = difflib.get_close_matches(path, sorted(_PATHS), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -428,6 +375,7 @@ def load_config(path: str | os.PathLike | None, overrides: Mapping[str, Any] | N
                             "TOML files are UTF-8") from None
         except RecursionError:
             raise UserError(f"{p}: nested too deeply to be a run configuration") from None
+        data = dict(_renamed(data, source))  # former section names, warned about once
         # validate the file alone first so that its errors name the file
         RunConfig.from_dict(_with_required_placeholders(data, overrides), source=source)
         data.setdefault("name", p.stem)

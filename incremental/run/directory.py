@@ -1,30 +1,33 @@
-"""The run directory: its state, its lock, ``--force`` without data loss, and reading results back.
+"""The run directory: its state, ``--force`` without data loss, planning under the lock, reading results back.
 
 Guarantees (``docs/engine.md`` "Run directory and resume" states them for users):
 
-* **One process per run directory.** :class:`RunLock` takes an exclusive ``fcntl.flock`` on ``RUN/run.lock``.
-  The kernel drops the lock when its process dies (SIGKILL included), so a lock left behind by a dead process
-  is never mistaken for a live one, and a reused PID cannot hold it. A second process is refused with the PID
-  of the holder. (``flock`` is advisory and local: two machines sharing a network folder are not kept apart.)
-* **A refused ``--force`` changes nothing.** A forced run is built in a staging folder beside the run
-  directory (``.RUN.force``) while the old run stays untouched; only when the new run has finished is it swapped
-  in (two renames: old -> ``.RUN.replaced``, staging -> ``RUN``, then the old one is deleted). A forced run that is
-  killed leaves the old run intact and resumes from its staging folder when the same command is run again.
-  A kill between the two renames is repaired by the next call (:func:`recover_swap`).
-* **An interrupted start is not a dead end.** A folder that holds nothing but a lock file and temporary
-  files of the atomic writer (a kill before the first ``run.json``) counts as empty.
-* **Changed code is not silently mixed in.** ``run.json`` records the SHA-256 of the model's source file;
-  resuming with different code is refused (``--force`` starts over).
+* **One process per run directory**, and **the lock before any change on disk.** :func:`plan_run` only reads
+  (every refusal happens there, before anything is loaded); :func:`open_run` then takes the lock
+  (:mod:`incremental.run.lock`) and plans *again*, since another process may have started or finished a run
+  in the folder meanwhile. Every rename and deletion of a run (an interrupted swap finished, the folder of
+  an interrupted start emptied, an abandoned staging folder removed) happens after that, under the lock.
+* **Nothing the run did not make is deleted or followed.** A link is unlinked, never followed (not for the
+  lock, the staging folder, or anything deleted). A staging folder carries a mark (:data:`STAGING_MARK`),
+  written when it is made; ``--force`` deletes a ``.RUN.force`` only when it holds that mark (or is an empty
+  folder), and refuses with one line when it is a file, a link or a user's folder.
+* **A refused ``--force`` changes nothing.** A forced run is built in the staging folder ``.RUN.force``
+  while the old run stays untouched; only when the new run has finished is it swapped in (two renames: old ->
+  ``.RUN.replaced``, staging -> ``RUN``, then the old one is deleted). A forced run that is killed leaves the
+  old run intact and resumes from its staging folder when the same command is run again. A kill between the
+  two renames is repaired by the next call (:func:`open_run`, under the lock).
+* **An interrupted start is not a dead end.** A folder that holds nothing but a lock file, a staging mark and
+  temporary files of the atomic writer (a kill before the first ``run.json``) counts as empty.
+* **Changed code is not silently mixed in.** ``run.json`` records the SHA-256 of every source file of the
+  model (:mod:`incremental.model.source`); resuming with different code is refused, naming the files that
+  changed (``--force`` starts over).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import hashlib
-import inspect
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -32,15 +35,20 @@ from pathlib import Path
 from typing import Any
 
 from energymodel.errors import UserError
+from incremental.model.source import model_source_hash, source_changes
+from incremental.run.lock import LOCK_NAME, RunLock, probe_lock
 from incremental.run.records import _event
 
 __all__ = [
-    "RESULTS_FORMAT", "RunLock", "RunPlan", "load_results", "model_source_hash", "plan_run", "recover_swap",
-    "run_status", "finish_swap", "clean_stale_temporaries",
+    "RESULTS_FORMAT", "STAGING_MARK", "RunLock", "RunPlan", "load_results", "model_source_hash", "open_run",
+    "plan_run", "run_status", "finish_swap", "clean_stale_temporaries", "staging_dir",
 ]
 
+logger = logging.getLogger("incremental")
+
 RESULTS_FORMAT = "incremental-run/1"
-LOCK_NAME = "run.lock"
+#: the file that marks a staging folder as made by ``--force`` (checked before the folder is ever deleted)
+STAGING_MARK = "STAGING"
 #: Config fields that do not change results (not compared when resuming).
 NON_RESULT_FIELDS = ("out", "device", "progress", "num_workers", "data_workers", "name", "data_cache", "data_root")
 #: Largest ``results.json`` / ``run.json`` read back (a run's results are a few MB at most).
@@ -125,120 +133,6 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return diff
 
 
-# ---------------------------------------------------------------------------- model code
-def model_source_hash(spec: str | None, factory: Any = None) -> dict[str, str] | None:
-    """``{"file", "sha256"}`` of the source file that defines the model (a zoo model: its zoo module).
-
-    ``spec`` is the config's ``model`` (zoo name, ``pkg.mod:factory`` or ``file.py:factory``); with a Python
-    ``factory`` instead, the file defining it. None when no source file can be found (e.g. a lambda in a REPL).
-    """
-    path: str | None = None
-    try:
-        if factory is not None:
-            path = inspect.getsourcefile(factory)
-        elif spec and ":" in spec:
-            target = spec.rsplit(":", 1)[0]
-            if target.endswith(".py"):
-                path = target
-            else:
-                import importlib.util
-
-                found = importlib.util.find_spec(target)
-                path = found.origin if found is not None else None
-        elif spec:
-            from energymodel.models.zoo.registry import ZOO
-
-            entry = ZOO.get(spec)
-            path = inspect.getsourcefile(entry.factory) if entry is not None else None
-    except (TypeError, ImportError, ValueError, OSError):
-        path = None
-    if not path or not Path(path).is_file():
-        return None
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    return {"file": str(Path(path).resolve()), "sha256": digest}
-
-
-# ---------------------------------------------------------------------------- the lock
-def _holder(lock: Path) -> str:
-    with contextlib.suppress(OSError, ValueError):
-        text = lock.read_text().strip().split()
-        if text:
-            return str(int(text[0]))
-    return "unknown"
-
-
-class RunLock:
-    """An exclusive, kernel-released lock on ``folder/run.lock`` (see the module docstring)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.path = folder / LOCK_NAME
-        self._fd: int | None = None
-
-    def acquire(self) -> RunLock:
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as exc:
-                raise UserError(f"cannot lock run directory {self.folder}: {exc.strerror or exc}") from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                os.close(fd)
-                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise UserError(f"run directory {self.folder} is in use by process {_holder(self.path)}") from None
-                raise UserError(f"cannot lock run directory {self.folder}: {exc.strerror or exc}") from None
-            try:  # the file may have been replaced between open and flock: lock the one at the path
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
-                self._fd = fd
-                return self
-            os.close(fd)
-        raise UserError(f"cannot lock run directory {self.folder}: its lock file keeps changing")
-
-    def release(self) -> None:
-        """Delete the lock file (only if it is still ours) and drop the lock.
-
-        A process that opened the file just before the unlink gets its lock on a deleted file, sees that the
-        path no longer leads to it (:meth:`acquire` compares inodes) and tries again.
-        """
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                if os.fstat(self._fd).st_ino == os.stat(self.path).st_ino:
-                    self.path.unlink()
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> RunLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def probe_lock(folder: Path) -> None:
-    """Raise :class:`UserError` when a live process holds ``folder``'s lock; changes nothing otherwise."""
-    path = folder / LOCK_NAME
-    if not path.is_file():
-        return
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        raise UserError(f"run directory {folder} is in use by process {_holder(path)}") from None
-    finally:
-        os.close(fd)
-
-
 # ---------------------------------------------------------------------------- temporaries
 def clean_stale_temporaries(folder: Path) -> int:
     """Delete temporary files of the atomic writer (``.NAME.XXXX.tmp``) under ``folder``; return how many.
@@ -258,16 +152,68 @@ def clean_stale_temporaries(folder: Path) -> int:
 
 
 def _only_debris(folder: Path) -> bool:
-    """True when ``folder`` holds nothing but a lock file and atomic-writer temporaries (an interrupted start)."""
+    """True when ``folder`` holds nothing but a lock file, a staging mark and atomic-writer temporaries (an
+    interrupted start). A symbolic link is never debris."""
     for path in folder.rglob("*"):
-        if path.is_dir():
+        if path.is_dir() and not path.is_symlink():
             continue
-        if path.name == LOCK_NAME and path.parent == folder:
+        if path.name in (LOCK_NAME, STAGING_MARK) and path.parent == folder and not path.is_symlink():
             continue
         if path.name.startswith(".") and path.name.endswith(".tmp"):
             continue
         return False
     return True
+
+
+
+
+def _remove(path: Path) -> None:
+    """Delete ``path`` without following a link: a link or a file is unlinked, a real folder removed whole
+    (``shutil.rmtree`` unlinks the links inside it and never follows them)."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path)
+
+
+# ---------------------------------------------------------------------------- staging folders
+def _marked(folder: Path) -> bool:
+    """``folder`` is a real folder (not a link) holding the staging mark (a regular file, not a link)."""
+    return (not folder.is_symlink() and folder.is_dir() and (folder / STAGING_MARK).is_file()
+            and not (folder / STAGING_MARK).is_symlink())
+
+
+def _staging_problem(stage: Path) -> str | None:
+    """Why ``stage`` may not be deleted and rebuilt by ``--force`` (None: it is ours, absent or an empty folder)."""
+    if not os.path.lexists(stage):
+        return None
+    if stage.is_symlink():
+        return "is a symbolic link"
+    if not stage.is_dir():
+        return "is a file"
+    if _marked(stage) or not any(stage.iterdir()):
+        return None
+    return f"is a folder that --force did not make (it has no {STAGING_MARK} mark)"
+
+
+def _replaced_problem(old: Path) -> str | None:
+    """Why ``old`` (``.RUN.replaced``) is not the old run a swap set aside (None: it is, or it is absent)."""
+    if not os.path.lexists(old) or old.is_symlink() or (old / "run.json").is_file():
+        return None  # a link is what renaming a linked run directory leaves: unlinking it deletes no data
+    return "is not a run directory set aside by --force (no run.json)"
+
+
+def _pending_swap(out: Path) -> bool:
+    """A kill interrupted a swap between its two renames: ``out`` gone, the finished staging run and the old one
+    beside it."""
+    stage = staging_dir(out)
+    return (not os.path.lexists(out) and _marked(stage) and run_status(stage) == "done"
+            and os.path.lexists(_replaced_dir(out)) and _replaced_problem(_replaced_dir(out)) is None)
+
+
+def _mark(stage: Path, out: Path) -> None:
+    with open(stage / STAGING_MARK, "x", encoding="utf-8") as fh:
+        fh.write(f"staging folder of an `incremental run --force` into {out}; it replaces it when finished\n")
 
 
 # ---------------------------------------------------------------------------- planning
@@ -302,30 +248,67 @@ def _check_same(folder: Path, cfg_dict: dict[str, Any], fingerprint: str, model_
     if meta.get("fingerprint") != fingerprint and diff:
         raise UserError(f"run directory {folder} holds {what} run of a different configuration "
                         f"(differs in {', '.join(diff[:5])}): {hint}")
-    old_hash = (meta.get("model_source") or {}).get("sha256")
-    if old_hash and model_hash and old_hash != model_hash["sha256"]:
-        raise UserError(f"the model's code ({model_hash['file']}) changed since run directory {folder} was "
-                        f"started: {hint}")
+    changed = source_changes(meta.get("model_source"), model_hash)
+    if changed:
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise UserError(f"the model's code ({', '.join(changed[:3])}{more}) changed since run directory {folder} "
+                        f"was started: {hint}")
 
 
-def plan_run(out: Path, cfg_dict: dict[str, Any], fingerprint: str, model_hash: dict | None, force: bool) -> RunPlan:
-    """Decide where and how to run, changing nothing on disk (every refusal happens here, before any write)."""
-    recover_swap(out)
+def _check_out(out: Path) -> None:
+    if out.is_symlink() and not out.exists():
+        raise UserError(f"run directory {out} is a symbolic link to a missing folder ({os.readlink(out)}): "
+                        "create that folder or choose another --out")
     if out.exists() and not out.is_dir():
         raise UserError(f"run directory {out} is a file")
-    status = run_status(out)
+
+
+def plan_run(out: Path, cfg_dict: dict[str, Any], fingerprint: str, model_hash: dict | None, force: bool,
+             held: tuple[Path, ...] = ()) -> RunPlan:
+    """Decide where and how to run. Reads only: every refusal happens here and changes nothing.
+
+    Called twice: before anything is loaded (to refuse early) and again by :func:`open_run` once the lock is
+    held, since another process may have changed the folder in between. A swap that a kill interrupted is
+    judged as if finished (its staging run is the run); only :func:`open_run` finishes it, under the lock.
+    ``held``: folders whose lock this process holds (not probed).
+    """
+    try:
+        return _plan(out, cfg_dict, fingerprint, model_hash, force, held)
+    except OSError as exc:  # a name too long, a folder without permission ...
+        raise UserError(f"cannot use run directory {out}: {exc.strerror or exc}") from None
+
+
+def _plan(out: Path, cfg_dict: dict[str, Any], fingerprint: str, model_hash: dict | None, force: bool,
+          held: tuple[Path, ...]) -> RunPlan:
+    def probe(folder: Path) -> None:
+        if folder not in held:
+            probe_lock(folder)
+
+    stage = staging_dir(out)
+    view = stage if _pending_swap(out) else out
+    if view is out:
+        _check_out(out)
+    status = run_status(view)
     if status == "missing":
-        if out.is_dir() and any(out.iterdir()) and not _only_debris(out):
+        if view.is_dir() and any(view.iterdir()) and not _only_debris(view):
             raise UserError(f"{out} exists and is not a run directory (no run.json): choose another --out")
-        probe_lock(out) if out.is_dir() else None
+        if view.is_dir():
+            probe(view)
         return RunPlan(out, out, "new")
-    probe_lock(out)
+    probe(view)
     if not force:
         what = "a finished" if status == "done" else "an unfinished"
-        _check_same(out, cfg_dict, fingerprint, model_hash, what, "use --force to replace it or choose another --out")
+        _check_same(view, cfg_dict, fingerprint, model_hash, what, "use --force (force=True in Python) to replace it, or choose another --out")
         return RunPlan(out, out, "done" if status == "done" else "resume")
-    stage = staging_dir(out)
-    probe_lock(stage) if stage.is_dir() else None
+    for folder, problem in ((stage, None if view is stage else _staging_problem(stage)),
+                            (_replaced_dir(out), _replaced_problem(_replaced_dir(out)))):
+        if problem:
+            raise UserError(f"{folder} {problem}: --force needs that name beside {out.name}; move it away "
+                            "(nothing there is deleted or followed)")
+    if view is stage:
+        return RunPlan(out, stage, "new", swap=True)  # once the interrupted swap is finished, a new forced run
+    if stage.is_dir():
+        probe(stage)
     if run_status(stage) != "missing":
         try:
             _check_same(stage, cfg_dict, fingerprint, model_hash, "a forced", "")
@@ -335,38 +318,84 @@ def plan_run(out: Path, cfg_dict: dict[str, Any], fingerprint: str, model_hash: 
     return RunPlan(out, stage, "new", swap=True)
 
 
-def prepare_work(plan: RunPlan) -> None:
-    """Create (or, for a new forced run, empty) the working folder. Call while holding the lock of ``plan.out``."""
-    if plan.swap and plan.state == "new" and plan.work.exists():
-        shutil.rmtree(plan.work)
-    elif plan.state == "new" and plan.work.is_dir():
-        for path in list(plan.work.iterdir()):  # interrupted start: only a lock and temporaries
-            if path.name != LOCK_NAME:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-    plan.work.mkdir(parents=True, exist_ok=True)
+def open_run(out: Path, cfg_dict: dict[str, Any], fingerprint: str, model_hash: dict | None,
+             force: bool) -> tuple[RunPlan, list[RunLock]]:
+    """Lock ``out``, finish a swap a kill interrupted, plan again under the lock, prepare the working folder.
+
+    Every change on disk of a run starts here, with the lock held: the folder is judged again once it is
+    ours (:func:`plan_run`), so a run that another process finished in the meantime is never emptied. Returns
+    the plan and the locks held (``out``'s, then the staging folder's); release them in reverse order.
+    """
+    locks: list[RunLock] = []
+    created = False
+    try:
+        if _pending_swap(out):
+            lock = RunLock(staging_dir(out)).acquire()  # the staging run is the run: its lock is the run's
+            locks.append(lock)
+            if _pending_swap(out):  # still, now that it is held
+                os.replace(staging_dir(out), out)
+                lock.moved_to(out)
+        if not locks:
+            _check_out(out)
+            try:
+                out.mkdir(parents=True)
+                created = True
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise UserError(f"cannot create run directory {out}: {exc.strerror or exc}") from None
+            locks.append(RunLock(out).acquire())
+        if run_status(out) != "missing":
+            with contextlib.suppress(FileNotFoundError):
+                (out / STAGING_MARK).unlink()  # a kill right after a swap's last rename left it
+            old = _replaced_dir(out)
+            if os.path.lexists(old) and _replaced_problem(old) is None:
+                _remove(old)  # the old run of a finished swap
+        plan = plan_run(out, cfg_dict, fingerprint, model_hash, force, held=(out,))
+        if plan.swap:
+            stage = plan.work
+            if plan.state == "new" and os.path.lexists(stage):
+                problem = _staging_problem(stage)
+                if problem:
+                    raise UserError(f"{stage} {problem}: move it away")
+                _remove(stage)
+            stage.mkdir(exist_ok=True)
+            if not (stage / STAGING_MARK).is_file():
+                _mark(stage, out)
+            locks.append(RunLock(stage).acquire())
+        elif plan.state == "new":
+            for path in list(out.iterdir()):  # an interrupted start: only a lock, a mark and temporaries
+                if path.name != LOCK_NAME:
+                    _remove(path)
+        removed = clean_stale_temporaries(plan.work)
+        if removed:
+            logger.info("removed %d temporary file(s) left by an interrupted write in %s", removed, plan.work)
+        return plan, locks
+    except BaseException:
+        for lock in reversed(locks):
+            lock.release()
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
 
 
-def finish_swap(plan: RunPlan) -> None:
-    """Replace ``plan.out`` by the finished forced run in ``plan.work`` (old -> .replaced, work -> out, delete old)."""
+def finish_swap(plan: RunPlan, locks: list[RunLock]) -> None:
+    """Replace ``plan.out`` by the finished forced run in ``plan.work`` (old -> .replaced, work -> out, delete old).
+
+    Call holding ``locks`` (:func:`open_run`); the staging folder's lock moves with it to ``plan.out``.
+    """
     if not plan.swap:
         return
     old = _replaced_dir(plan.out)
-    if old.exists():
-        shutil.rmtree(old)
-    if plan.out.exists():
+    if os.path.lexists(old):
+        _remove(old)
+    if os.path.lexists(plan.out):
         os.replace(plan.out, old)
     _event("swap")
     os.replace(plan.work, plan.out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def recover_swap(out: Path) -> None:
-    """Finish a swap that a kill interrupted (``out`` gone, the finished staging run and the old one beside it)."""
-    stage, old = staging_dir(out), _replaced_dir(out)
-    if not out.exists() and run_status(stage) == "done" and old.exists():
-        os.replace(stage, out)
-        shutil.rmtree(old, ignore_errors=True)
-    elif out.exists() and old.exists() and run_status(out) != "missing":
-        shutil.rmtree(old, ignore_errors=True)
-
-
+    locks[-1].moved_to(plan.out)
+    with contextlib.suppress(FileNotFoundError):
+        (plan.out / STAGING_MARK).unlink()
+    with contextlib.suppress(OSError):
+        _remove(old)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from energymodel.atomic import write_text
 from incremental.agnostic import METHODS
+from incremental.evaluation.headline import headline
 from incremental.evaluation.metrics import mean_std
 from incremental.evaluation.rows import KINDS
 from incremental.run.config import RunConfig
@@ -63,7 +64,8 @@ def aggregate(cfg: RunConfig, per_seed: list[dict[str, Any]]) -> tuple[dict[str,
                 "forgetting": _stat([r["agnostic"][m]["forgetting"] for r in rows]),
                 "backward_transfer": _stat([r["agnostic"][m]["backward_transfer"] for r in rows]),
                 "storage_bytes": _stat([r["agnostic"][m]["storage_bytes"] for r in rows]),
-                "energy_pj": _stat([(r["agnostic"][m]["cost"] or {}).get("energy_pj") for r in rows])}
+                "energy_pj": _stat([(r["agnostic"][m]["cost"] or {}).get("energy_pj") for r in rows]),
+                "validation_accuracy": _stat([r["agnostic"][m].get("validation_accuracy") for r in rows])}
             for m in rows[0]["agnostic"]}
         entry["share"] = {"values": [r["share"] for r in rows]}
         entry["old_tasks_unchanged"] = all(r["old_tasks_unchanged"] for r in rows)
@@ -85,6 +87,9 @@ def aggregate(cfg: RunConfig, per_seed: list[dict[str, Any]]) -> tuple[dict[str,
             **{f"{g}_{k}": _mean([r[g][k] for r in rows]) for g in ("forgetting", "backward_transfer")
                for k in ("task_aware", "task_agnostic")},
             "energy_pj": _mean([r["cost"]["energy_pj"] for r in rows]),
+            **{f"{part}_energy_pj": _mean([(r["cost"].get(part) or {}).get("energy_pj") for r in rows])
+               for part in ("search", "statistics", "calibration")},
+            "inference_energy_pj": _mean([(r.get("inference") or [{}])[-1].get("energy_pj") for r in rows]),
             "macs": _mean([r["cost"]["macs"] for r in rows]),
             "storage_bytes": _mean([r["cost"]["storage_bytes"] for r in rows]),
             "measured_train_seconds": _mean([r["measured_train_seconds"] for r in rows]),
@@ -92,6 +97,7 @@ def aggregate(cfg: RunConfig, per_seed: list[dict[str, Any]]) -> tuple[dict[str,
             "agnostic_method": rows[0]["agnostic_method"],
             "agnostic": {m: {"accuracy": _mean([r["agnostic"][m]["accuracy"] for r in rows]),
                              "std": _std([r["agnostic"][m]["accuracy"] for r in rows]),
+                             "validation": _mean([r["agnostic"][m].get("validation_accuracy") for r in rows]),
                              "storage_bytes": _mean([r["agnostic"][m]["storage_bytes"] for r in rows])}
                          for m in rows[0]["agnostic"]},
         })
@@ -142,8 +148,17 @@ def aggregate(cfg: RunConfig, per_seed: list[dict[str, Any]]) -> tuple[dict[str,
         "oracle": [r["sharing"].get("oracle") for r in per_seed] if any(r["sharing"].get("oracle") for r in per_seed)
         else None,
     }
+    summary["headline"] = headline(cfg, per_seed)
+    refs = [r["references"] for r in per_seed if r.get("references")]
+    if refs:
+        summary["references"] = {
+            "base_only": {m: {split: _stat([x["base_only"][m].get(split) for x in refs]) for split in refs[0]["base_only"][m]}
+                          for m in refs[0]["base_only"]},
+            "joint_trunk": {split: _stat([x["joint_trunk"].get(split) for x in refs])
+                            for split in refs[0]["joint_trunk"] if split != "penalty"}}
     report = {"strategies": strategies, "matrices": matrices, "calibration_curve": curve, "chosen_share": chosen,
-              "timing": timing_rows, "tolerance": cfg.calibration.tolerance,
+              "headline": summary["headline"], "references": summary.get("references"),
+              "timing": timing_rows, "tolerance": cfg.search.tolerance,
               "agnostic_default": cfg.agnostic.method,
               "agnostic_methods": [{"method": m, "description": METHODS[m].description,
                                     "default": m == cfg.agnostic.method} for m in (all_methods or methods)],
@@ -224,6 +239,9 @@ def format_summary(results: dict[str, Any]) -> str:
     multi = len(seeds) > 1
     lines = [f"run {results.get('name') or ''}  ({results['dataset']['name']}, {results['model']['name']}, "
              f"tasks {results['config']['tasks']}, seeds {seeds})"]
+    head = results["summary"].get("headline")
+    if head:
+        lines += ["headline:"] + [f"  {sentence}" for sentence in head["text"]]
     per_seed = (rep.get("search") or {}).get("per_seed") or []
     if rep["calibration_curve"]:
         chosen = ", ".join(f"seed {p['seed']}: k={p['chosen']}" for p in per_seed)
@@ -249,13 +267,17 @@ def format_summary(results: dict[str, Any]) -> str:
                          f"missed: {oracle['deeper_missed'] or 'none'}")
     pm = " ± sd" if multi else ""
     lines.append(f"{'strategy':<20} {'k':>3} {'frac':>5} {'Task-IL' + pm:>15} {'Class-IL' + pm:>15} "
-                 f"{'train energy':>12} {'total energy':>12} {'train time':>10}")
+                 f"{'total energy':>12} {'of it training':>14} {'train time':>10}")
+    marks = set((head or {}).get("at_chance") or [])
     for s in rep["strategies"]:
         e = summ[s["strategy"]]
+        mark = " [at chance]" if s["strategy"] in marks else ""
         lines.append(f"{s['strategy']:<20} {s['share']:>3} {s['fraction']:>5.2f} "
                      f"{_pm(e['task_aware_accuracy'], multi):>15} {_pm(e['task_agnostic_accuracy'], multi):>15} "
-                     f"{_fmt_e(s['modelled_train_energy_pj']):>12} {_fmt_e(s['energy_pj']):>12} "
-                     f"{s['measured_train_seconds']:>9.1f}s")
+                     f"{_fmt_e(s['energy_pj']):>12} {_fmt_e(s['modelled_train_energy_pj']):>14} "
+                     f"{s['measured_train_seconds']:>9.1f}s{mark}")
+    lines.append("total energy: training + sharing-point search + task-agnostic statistics + output calibration "
+                 "(the common base network excluded)")
     methods = [m["method"] for m in rep.get("agnostic_methods", [])]
     if methods:
         lines.append(f"Class-IL accuracy by task-agnostic method (headline: {rep.get('agnostic_default')}; "
@@ -265,6 +287,10 @@ def format_summary(results: dict[str, Any]) -> str:
             agn = summ[s["strategy"]]["agnostic"]
             cells = [(_pm(agn[m]["accuracy"], multi) if m in agn else "-") for m in methods]
             lines.append(f"{s['strategy']:<20} " + " ".join(f"{c:>17}" for c in cells))
+            val = [(_pm(agn[m]["validation_accuracy"], multi) if m in agn and "validation_accuracy" in agn[m]
+                    else "-") for m in methods]
+            if any(v not in ("-", "n/a") for v in val):
+                lines.append(f"{'  (validation)':<20} " + " ".join(f"{c:>17}" for c in val))
     unchanged = [n for n, e in summ.items() if e["old_tasks_unchanged"]]
     lines.append(f"old tasks' logits bit-identical after later tasks: {', '.join(unchanged) or 'none'}")
     return "\n".join(lines) + "\n"

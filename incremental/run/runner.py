@@ -42,12 +42,11 @@ from incremental.run.config import RunConfig
 from incremental.run.directory import (
     RESULTS_FORMAT,
     RunLock,
-    clean_stale_temporaries,
     finish_swap,
     load_results,
     model_source_hash,
+    open_run,
     plan_run,
-    prepare_work,
     run_status,
 )
 from incremental.run.phases import run_seed
@@ -75,10 +74,16 @@ def run(cfg: RunConfig, *, force: bool = False, model_factory: ModelFactory | No
     main = info.is_main
     out = Path(cfg.out)
     model_hash = model_source_hash(cfg.model, model_factory)
-    plan = plan_run(out, cfg.to_dict(), cfg.fingerprint(), model_hash, force)  # every refusal happens here
+    plan = plan_run(out, cfg.to_dict(), cfg.fingerprint(), model_hash, force)  # refusals, before any load
     if plan.state == "done" and not plan.swap:
-        logger.info("run directory %s is finished (DONE marker present): not recomputed; use --force to redo it", out)
-        return out
+        if main:  # under the lock: a swap a kill interrupted is finished, and the folder judged again
+            plan, locks = open_run(out, cfg.to_dict(), cfg.fingerprint(), model_hash, force)
+            for lock in reversed(locks):
+                lock.release()
+        if plan.state == "done" and not plan.swap:
+            logger.info("run directory %s is finished (DONE marker present): not recomputed; use --force (force=True in Python) to redo it",
+                        out)
+            return out
     from incremental.train.config import resolve_device
 
     device = resolve_device(cfg.device)
@@ -94,35 +99,23 @@ def run(cfg: RunConfig, *, force: bool = False, model_factory: ModelFactory | No
         raise UserError(f"config field 'class_order': {len(cfg.class_order)} classes given, "
                         f"{raw.source} has {raw.train.num_classes}")
     order = class_order(raw.train.num_classes, seed=cfg.order_seed, order=cfg.class_order)
-    factory = _model_factory(cfg, model_factory)
+    factory = _model_factory(cfg, model_factory, raw.train.shape)
     _check_model(factory, cfg, raw.train.shape, sizes[0])
     logger.info("data: %s (%d train / %d test images, %d classes, shape %s) loaded in %.1f s; model %s on %s",
                 raw.source, len(raw.train), len(raw.test), raw.train.num_classes,
                 "x".join(map(str, raw.train.shape)), load_seconds, cfg.model, device)
     locks: list[RunLock] = []
     try:
-        if main:
-            out.mkdir(parents=True, exist_ok=True)
-            locks.append(RunLock(out).acquire())  # a forced run holds the old run's lock too
-            if plan.swap:
-                plan.work.parent.mkdir(parents=True, exist_ok=True)
-                prepare_work(plan)
-                locks.append(RunLock(plan.work).acquire())
-            else:
-                prepare_work(plan)
-            removed = clean_stale_temporaries(plan.work)
-            if removed:
-                logger.info("removed %d temporary file(s) left by an interrupted write in %s", removed, plan.work)
+        if main:  # the lock first, then the folder judged again and prepared (another process may have used it)
+            plan, locks = open_run(out, cfg.to_dict(), cfg.fingerprint(), model_hash, force)
         distributed.barrier()
         if plan.state != "done":
             _execute(cfg, plan.work, out, plan.state, raw, order, factory, device, info, main, load_seconds,
                      model_hash)
         if main:
-            for lock in reversed(locks[1:]):
-                lock.release()
-            finish_swap(plan)
+            finish_swap(plan, locks)
     finally:
-        for lock in locks:
+        for lock in reversed(locks):
             lock.release()
     distributed.barrier()
     logger.info("run complete: %s", out / "results.json")
@@ -156,8 +149,8 @@ def _execute(cfg: RunConfig, work: Path, out: Path, state: str, raw, order, fact
         distributed.barrier()
         n_cands = 0
         if cfg.share == "auto":
-            n_cands = n_points if cfg.calibration.candidates == "all" else len(set(cfg.calibration.candidates) | {0})
-            n_cands *= (len(sizes) - 1) if cfg.calibration.per_task else 1
+            n_cands = n_points if cfg.search.candidates == "all" else len(set(cfg.search.candidates) | {0})
+            n_cands *= (len(sizes) - 1) if cfg.search.per_task else 1
         total = 2 + n_cands + len(cfg.strategies) * (len(sizes) - 1)
         with tqdm(total=total, desc=f"seed {seed}", unit="phase", disable=not show) as bar:
             result = run_seed(cfg, seed, folder, raw, order, factory, device, main, bar)

@@ -2,7 +2,7 @@
 
 A trial is sized in optimizer steps (:func:`incremental.search.sharing_point.trial_epochs`); a reference at chance retrains
 every trial longer or stops the run with one line (:class:`incremental.search.sharing_point.SearchFailed`). The oracle
-(``calibration.oracle``) trains a full branch at every candidate on the whole task and reports the search's
+(``search.oracle``) trains a full branch at every candidate on the whole task and reports the search's
 regret (:func:`incremental.search.oracle.oracle_report`); it is an analysis, charged to no strategy.
 """
 
@@ -52,26 +52,31 @@ class SearchPhases:
                                    points[k]["after"])
             return {"mode": "fixed", "requested": cfg.share, "share": k, **points[k], "search": None,
                     "shares": {t: k for t in range(1, self.T)}, "per_task": None, "oracle": None}
-        cands = list(range(n_blocks + 1)) if cfg.calibration.candidates == "all" else list(cfg.calibration.candidates)
+        cands = list(range(n_blocks + 1)) if cfg.search.candidates == "all" else list(cfg.search.candidates)
         bad = [k for k in cands if k > n_blocks]
         if bad:
-            raise UserError(f"config field 'calibration.candidates': sharing point {bad[0]} out of range "
+            raise UserError(f"config field 'search.candidates': sharing point {bad[0]} out of range "
                             f"0..{n_blocks} for {cfg.model}")
         shares = sorted(set(cands) | {0})
         searches = {t: self._search_task(t, shares, points, bar) for t in sorted(d.search_train)}
         chosen = {t: searches[t]["chosen"] if t in searches else searches[1]["chosen"] for t in range(1, self.T)}
         k = chosen[1]
-        oracle = self._oracle(shares, k, bar) if cfg.calibration.oracle else None
+        oracle = self._oracle(shares, k, bar) if cfg.search.oracle else None
         logger.info("seed %d: sharing point k=%d (after %s, fraction %.2f) chosen", self.seed, k, points[k]["after"],
                     points[k]["fraction"])
         return {"mode": "auto", "requested": "auto", "share": k, **points[k], "search": searches[1],
-                "shares": chosen, "per_task": searches if cfg.calibration.per_task else None, "oracle": oracle}
+                "shares": chosen, "per_task": searches if cfg.search.per_task else None, "oracle": oracle}
 
     def _search_task(self, task: int, shares: list[int], points: dict[int, Any], bar: tqdm) -> dict[str, Any]:
         cfg, d = self.cfg, self.data
         new_classes = len(d.classes[task])
         s_train, s_val = d.search_train[task], d.search_val[task]
-        epochs = trial_epochs(cfg.calibration.epochs, len(s_train), cfg.branch.batch, cfg.calibration.min_steps)
+        epochs = trial_epochs(cfg.search.epochs, len(s_train), cfg.branch.batch, cfg.search.min_steps)
+        if epochs > cfg.search.epochs:
+            steps = -(-len(s_train) // cfg.branch.batch)
+            logger.info("seed %d: sharing-point search (task %d): trials lengthened from %d to %d epochs: %d images "
+                        "in batches of %d give %d optimizer steps per epoch, under search.min_steps = %d", self.seed,
+                        task, cfg.search.epochs, epochs, len(s_train), cfg.branch.batch, steps, cfg.search.min_steps)
         grown = GrownNet(copy.deepcopy(self.base), d.classes[0])
         grown.freeze_base()
         records: dict[str, dict[str, Any]] = {}
@@ -84,7 +89,7 @@ class SearchPhases:
 
             def run(k: int) -> float:
                 name = f"search-k{k}{suffix}" + ("" if mult == 1 else "-long")
-                rec = self._record(name)
+                rec = self._record(name, "search")
                 if rec is None:
                     logger.info("seed %d: sharing-point search (task %d): trial branch at k=%d (%d images, "
                                 "%d epochs)", self.seed, task, k, len(s_train), tcfg.epochs)
@@ -92,7 +97,7 @@ class SearchPhases:
                     t0 = time.perf_counter()
                     acc = trial(k)
                     rec = {"share": k, "accuracy": acc, "seconds": time.perf_counter() - t0, "epochs": tcfg.epochs}
-                    self._save_record(name, rec)
+                    rec = self._save_record(name, rec)
                 if mult == 1:
                     bar.update(1)
                 records[name] = rec
@@ -109,17 +114,17 @@ class SearchPhases:
         full = self.costs.curve(shares, samples=len(d.train[task]), epochs=cfg.branch.epochs, batch=cfg.branch.batch,
                                 optimizer=cfg.branch.optimizer, num_classes=new_classes,
                                 cache_prefix=self._cache_prefix(), weight_decay=cfg.branch.weight_decay)
-        search = search_sharing_point(trainer(1), shares, cfg.calibration.tolerance, classes=new_classes,
+        search = search_sharing_point(trainer(1), shares, cfg.search.tolerance, classes=new_classes,
                                       val_samples=len(s_val), longer=trainer(LONGER),
-                                      stop_early=not cfg.calibration.full_curve)
-        used = epochs * (LONGER if search.longer else 1)
+                                      stop_early=not cfg.search.full_curve)
+        tag = "-long" if search.longer else ""
+        used = records[f"search-k0{suffix}{tag}"]["epochs"]  # as the trials ran (recorded), not recomputed
         trial_costs = costs_for(used, "trial_")
         cost_cols = {k: {"after": points[k]["after"], "fraction": points[k]["fraction"],
                          "fraction_params": points[k]["fraction_params"], "fraction_macs": points[k]["fraction_macs"],
                          **full[k], **trial_costs[k]} for k in shares}
         for col in cost_cols[0]:
             search.curve[col] = [cost_cols[int(k)][col] for k in search.curve["share"]]
-        tag = "-long" if search.longer else ""
         search.curve["seconds"] = [records[f"search-k{int(k)}{suffix}{tag}"]["seconds"] for k in search.curve["share"]]
         runs = [(name, rec) for name, rec in records.items()]
         trial_cost = [self.costs.training(share=rec["share"], samples=len(s_train), epochs=rec["epochs"],
@@ -132,6 +137,7 @@ class SearchPhases:
         if search.warning:
             logger.warning("seed %d: sharing-point search (task %d): %s", self.seed, task, search.warning)
         return {**search.to_dict(), "task": task, "samples": len(s_train), "val_samples": len(s_val), "epochs": used,
+                "epochs_requested": cfg.search.epochs,
                 "cost": sum_costs(trial_cost), "seconds": sum(rec["seconds"] for _, rec in runs)}
 
     def _oracle(self, shares: list[int], chosen: int, bar: tqdm) -> dict[str, Any]:
@@ -142,7 +148,7 @@ class SearchPhases:
         acc: dict[int, float] = {}
         for k in shares:
             name = f"oracle-k{k}"
-            rec = self._record(name)
+            rec = self._record(name, "oracle")
             if rec is None:
                 grown = GrownNet(copy.deepcopy(self.base), d.classes[0])
                 torch.manual_seed(derive_seed(self.seed, "init", 1))
@@ -155,11 +161,11 @@ class SearchPhases:
                                                  self.device)
                 rec = {"share": k, "accuracy": float((logits.argmax(1) == labels).double().mean()),
                        "seconds": time.perf_counter() - t0}
-                self._save_record(name, rec)
+                rec = self._save_record(name, rec)
             acc[k] = rec["accuracy"]
             self.timing.append(timing_row(f"oracle branch k={k}", rec["seconds"], phase=name))
         energy = {k: self.costs.training(share=k, samples=len(d.train[1]), epochs=cfg.branch.epochs,
                                          batch=cfg.branch.batch, optimizer=cfg.branch.optimizer,
                                          num_classes=len(d.classes[1]), cache_prefix=self._cache_prefix(),
                                          weight_decay=cfg.branch.weight_decay > 0)["energy_pj"] for k in shares}
-        return oracle_report(acc, chosen, cfg.calibration.tolerance, energy)
+        return oracle_report(acc, chosen, cfg.search.tolerance, energy)

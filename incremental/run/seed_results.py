@@ -12,25 +12,38 @@ from incremental.evaluation.rows import KINDS
 __all__ = ["SummaryMixin"]
 
 
+def _mean(values: list[float] | None) -> float | None:
+    """The mean of a row of per-task accuracies (the average accuracy of that row)."""
+    return float(sum(values) / len(values)) if values else None
+
+
 class SummaryMixin:
     """Mixin of :class:`incremental.run.phases.SeedRun`: per-strategy and per-seed result records."""
 
-    def _statistics_cost(self, method: str, share: int, stats: dict[str, Any] | None) -> dict[str, float]:
-        """Modelled cost of fitting ``method``'s statistics for one task (:meth:`CostModel.statistics`)."""
+    def _statistics_cost(self, method: str, share: int | None, stats: dict[str, Any] | None, total_classes: int,
+                         numbers_before: int) -> dict[str, float]:
+        """Modelled cost of fitting ``method``'s statistics for one task (:meth:`CostModel.statistics`): the passes
+        the method reads (training images, held-out images), its arithmetic, and its float32 numbers written —
+        the new ones, or all of them read and written again when the method rewrites its statistics."""
         cls = METHODS[method]
         if stats is None or not (cls.uses_training_pass or cls.uses_heldout_pass):
-            return self.costs.statistics(share=share, samples=0, batch=self.cfg.eval_batch, macs=0.0, words=0)
-        samples = stats["heldout_samples"] + (stats["train_samples"] if cls.uses_training_pass else 0)
-        m = cls(covariance=self.cfg.agnostic.covariance)
+            return self.costs.statistics(share=share, samples=0, batch=self.cfg.eval_batch, macs=0.0, numbers=0)
+        samples = ((stats["train_samples"] if cls.uses_training_pass else 0)
+                   + (stats["heldout_samples"] if cls.uses_heldout_pass else 0))
+        m = cls(covariance=self.cfg.agnostic.covariance, expansion=self.cfg.agnostic.expansion)
         dims = {space: int(stats.get(f"{space}_dims", 0)) for space in ("own", "common", "trunk")}
-        macs = m.arithmetic_macs(stats["train_samples"], dims, stats["classes"])
-        return self.costs.statistics(share=share, samples=samples, batch=self.cfg.eval_batch, macs=macs, words=0)
+        macs = m.arithmetic_macs(stats["train_samples"], dims, stats["classes"], total_classes)
+        after = int(stats["words"][method])
+        moved = after + numbers_before if cls.rewrites_statistics else after - numbers_before
+        return self.costs.statistics(share=share, samples=samples, batch=self.cfg.eval_batch, macs=macs,
+                                     numbers=moved, bits=cls.number_bits)
 
     def _agnostic_result(self, name: str, records: dict[int, dict[str, Any]]) -> dict[str, Any]:
         base_row = self._base_eval_row
         last = records[self.T - 1]
         methods = list(last["evaluation"]["agnostic"])
         grown = bool(last["branch"])
+        sizes = [len(c) for c in self.data.classes]
         out: dict[str, Any] = {}
         for m in methods:
             mat = AccuracyMatrix(self.T, kind=f"agnostic:{m}")
@@ -38,17 +51,48 @@ class SummaryMixin:
             for t in range(1, self.T):
                 mat.record_row(t, records[t]["evaluation"]["agnostic"][m])
             d = mat.to_dict()
-            words = int(last["agnostic"]["words"][m]) if grown and last.get("agnostic") else 0
-            tasks = [(0, self.costs.num_blocks, self._base_stats)] if grown else []
-            tasks += [(t, records[t]["share"], records[t].get("agnostic")) for t in range(1, self.T)]
-            cost = sum_costs(self._statistics_cost(m, share, st) for _, share, st in tasks) if grown else None
-            if cost is not None:
-                cost["storage_bytes"] = words * self.costs.word_bytes
-                cost["energy_pj"] += words * self.costs.table.level_pj("dram")
+            numbers = int(last["agnostic"]["words"][m]) if grown and last.get("agnostic") else 0
+            cost = None
+            if grown:
+                steps = [(None, self._base_stats)] + [(records[t]["share"], records[t].get("agnostic"))
+                                                      for t in range(1, self.T)]
+                parts, before = [], 0
+                for t, (share, st) in enumerate(steps):
+                    parts.append(self._statistics_cost(m, share, st, sum(sizes[: t + 1]), before))
+                    before = int(st["words"][m]) if st else before
+                cost = sum_costs(parts)
+                cost["storage_bytes"] = numbers * METHODS[m].number_bits / 8
+            val = last.get("validation")
             out[m] = {"accuracy": d["average_accuracy"], "forgetting": d["forgetting"],
                       "backward_transfer": d["backward_transfer"], "matrix": d["matrix"],
-                      "per_task_final": mat.R[-1].tolist(), "stored_words": words,
-                      "storage_bytes": words * self.costs.word_bytes, "cost": cost}
+                      "per_task_final": mat.R[-1].tolist(), "stored_words": numbers,
+                      "storage_bytes": numbers * METHODS[m].number_bits / 8, "cost": cost,
+                      "validation_accuracy": _mean(val["agnostic"].get(m)) if val else None}
+        return out
+
+    def _calibration_cost(self, records: dict[int, dict[str, Any]]) -> dict[str, float] | None:
+        """Output calibration's forward passes over every task's held-out images (grown strategies, when on)."""
+        if not records[self.T - 1]["branch"] or not self.cfg.output_calibration.enabled:
+            return None
+        held = self.data.sizes["heldout"]
+        passes = [self.costs.forward_pass(None, held[0], self.cfg.eval_batch)]
+        passes += [self.costs.forward_pass(records[t]["share"], held[t], self.cfg.eval_batch) for t in range(1, self.T)]
+        return sum_costs(passes)
+
+    def _queries(self, name: str, records: dict[int, dict[str, Any]], method: str) -> list[dict[str, float]]:
+        """Modelled energy of one task-agnostic query after every task (the base, each branch, the scoring)."""
+        grown = bool(records[self.T - 1]["branch"])
+        sizes = [len(c) for c in self.data.classes]
+        out = []
+        for t in range(self.T):
+            if not grown:  # one network: its inference (single networks score with their own classifier)
+                out.append({"task": t, **self.costs.query([], 0.0)})
+                continue
+            stats = self._base_stats if t == 0 else records[t].get("agnostic")
+            dims = {space: int((stats or {}).get(f"{space}_dims", 0)) for space in ("own", "common", "trunk")}
+            macs = METHODS[method](covariance=self.cfg.agnostic.covariance,
+                                    expansion=self.cfg.agnostic.expansion).query_macs(dims, sum(sizes[: t + 1]), t + 1)
+            out.append({"task": t, **self.costs.query([records[j]["share"] for j in range(1, t + 1)], macs)})
         return out
 
     def _strategy_result(self, name: str, records: dict[int, dict[str, Any]]) -> dict[str, Any]:
@@ -101,13 +145,14 @@ class SummaryMixin:
         agnostic = self._agnostic_result(name, records)
         method = cfg.agnostic.method if cfg.agnostic.method in agnostic else "raw-logits"
         statistics = agnostic[method]["cost"]
+        calibration = self._calibration_cost(records)
         training = sum_costs(costs)
         overhead = None
         search = self._sharing_info["search"]
         if name == "partial-sharing" and search is not None:
             searches = self._sharing_info.get("per_task") or {1: search}
             overhead = sum_costs(s["cost"] for s in searches.values())
-        extras = [c for c in (overhead, statistics) if c]
+        extras = [c for c in (overhead, statistics, calibration) if c]
         total_energy = training["energy_pj"] + sum(c["energy_pj"] for c in extras)
         total_macs = training["macs"] + sum(c["macs"] for c in extras)
         last = records[self.T - 1]
@@ -128,10 +173,12 @@ class SummaryMixin:
             "old_tasks_unchanged": all(len(set(h)) == 1 for h in hashes.values()),
             "tasks": per_task,
             "cost": {
-                "training": training, "search": overhead, "statistics": statistics,
-                "energy_pj": total_energy, "macs": total_macs, **last["storage"],
-                "statistics_bytes": agnostic[method]["storage_bytes"],
+                "training": training, "search": overhead, "statistics": statistics, "calibration": calibration,
+                "energy_pj": total_energy, "macs": total_macs, "training_energy_pj": training["energy_pj"],
+                **last["storage"], "statistics_bytes": agnostic[method]["storage_bytes"],
             },
+            "inference": self._queries(name, records, method),
+            "validation": ({k: _mean(last["validation"][k]) for k in KINDS} if last.get("validation") else None),
             "measured_train_seconds": train_s,
             "measured_calibration_seconds": cal_s,
             "measured_statistics_seconds": stat_s,
@@ -139,7 +186,7 @@ class SummaryMixin:
             "modelled_train_energy_pj": training["energy_pj"],
         }
 
-    def _seed_result(self, base_rec, eval_rec, sharing, strategies) -> dict[str, Any]:
+    def _seed_result(self, base_rec, eval_rec, sharing, strategies, references=None) -> dict[str, Any]:
         return {
             "seed": self.seed,
             "sizes": self.data.sizes,
@@ -153,6 +200,7 @@ class SummaryMixin:
                 "cost": base_rec["cost"],
             },
             "sharing": sharing,
+            "references": references,
             "strategies": strategies,
             "timing": self.timing,
         }

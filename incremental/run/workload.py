@@ -12,7 +12,6 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from energymodel.errors import UserError
-from energymodel.models.blocks import as_block_net
 from incremental.data import (
     ImageArrays,
     TensorImageDataset,
@@ -65,6 +64,7 @@ class _SeedData:
     train: list[Dataset]  # per task, training part (local labels; augmented when configured)
     plain: list[Dataset]  # per task, the same training images without augmentation (statistics)
     heldout: list[Dataset | None]  # per task, output-calibration hold-out (None when disabled)
+    validation: list[Dataset | None]  # per task, validation split: never trained or fitted on (None when 0)
     test: list[Dataset]
     search_train: dict[int, Dataset]  # per searched task: the trial-training part of its subset
     search_val: dict[int, Dataset]
@@ -72,55 +72,73 @@ class _SeedData:
     input_shape: tuple[int, int, int]
 
 
+def _own_splits(cfg: RunConfig, images: ImageArrays, seed: int, task: int
+                ) -> tuple[ImageArrays, ImageArrays | None, ImageArrays | None]:
+    """``(training part, output-calibration hold-out, validation)`` of one task's training images.
+
+    The validation split is carved first (``validation_fraction``), then the hold-out from what is left; the
+    search draws its subset from the training part only. Each split is stratified and drawn from its own seed.
+    """
+    val = None
+    if cfg.validation_fraction > 0:
+        images, val = holdout_split(images, cfg.validation_fraction, seed=derive_seed(seed, "validation", task))
+    held = None
+    if cfg.output_calibration.enabled:
+        images, held = holdout_split(images, cfg.output_calibration.holdout_fraction,
+                                     seed=derive_seed(seed, "heldout", task))
+    return images, held, val
+
+
 def _prepare(cfg: RunConfig, raw: _RawData, seed: int, order: list[int]) -> _SeedData:
     train = subsample(raw.train, cfg.train_per_class, seed=derive_seed(seed, "train-subsample"))
-    test = subsample(raw.test, cfg.test_per_class, seed=0)  # the same test images for every seed
+    test = subsample(raw.test, cfg.test_per_class, seed=derive_seed(seed, "test-subsample"))  # drawn per seed
     tasks = make_tasks(train, test, cfg.task_sizes, order)
     aug = cifar_augment() if cfg.augment else None
-    out = _SeedData([], [], [], [], [], [], {}, {}, {"train": [], "heldout": [], "test": []}, train.shape)
+    out = _SeedData([], [], [], [], [], [], [], {}, {}, {"train": [], "heldout": [], "validation": [], "test": []},
+                    train.shape)
+    parts = []
     for task in tasks:
-        part, held = task.train, None
-        if cfg.output_calibration.enabled:
-            part, held = holdout_split(task.train, cfg.output_calibration.holdout_fraction,
-                                       seed=derive_seed(seed, "heldout", task.index))
+        part, held, val = _own_splits(cfg, task.train, seed, task.index)
+        parts.append(part)
         lm = task.label_map
         out.classes.append(list(task.classes))
         out.class_names.append(task.class_names)
         out.train.append(TensorImageDataset(part, raw.mean, raw.std, augment=aug, label_map=lm))
         out.plain.append(out.train[-1] if aug is None else TensorImageDataset(part, raw.mean, raw.std, label_map=lm))
         out.heldout.append(TensorImageDataset(held, raw.mean, raw.std, label_map=lm) if held is not None else None)
+        out.validation.append(TensorImageDataset(val, raw.mean, raw.std, label_map=lm) if val is not None else None)
         out.test.append(TensorImageDataset(task.test, raw.mean, raw.std, label_map=lm))
         out.sizes["train"].append(len(part))
         out.sizes["heldout"].append(len(held) if held is not None else 0)
+        out.sizes["validation"].append(len(val) if val is not None else 0)
         out.sizes["test"].append(len(task.test))
     if cfg.share == "auto":
-        searched = range(1, len(tasks)) if cfg.calibration.per_task else [1]
+        searched = range(1, len(tasks)) if cfg.search.per_task else [1]
         for t in searched:  # the search reads only the training part of the task it decides for
-            task = tasks[t]
-            part = task.train
-            if cfg.output_calibration.enabled:
-                part, _ = holdout_split(task.train, cfg.output_calibration.holdout_fraction,
-                                        seed=derive_seed(seed, "heldout", t))
             extra = () if t == 1 else (t,)
-            sub = subsample(part, cfg.calibration.subset_per_class, seed=derive_seed(seed, "search-subset", *extra))
-            s_train, s_val = holdout_split(sub, cfg.calibration.val_fraction, seed=derive_seed(seed, "search-val", *extra))
-            out.search_train[t] = TensorImageDataset(s_train, raw.mean, raw.std, augment=aug, label_map=task.label_map)
-            out.search_val[t] = TensorImageDataset(s_val, raw.mean, raw.std, label_map=task.label_map)
+            sub = subsample(parts[t], cfg.search.subset_per_class, seed=derive_seed(seed, "search-subset", *extra))
+            s_train, s_val = holdout_split(sub, cfg.search.val_fraction, seed=derive_seed(seed, "search-val", *extra))
+            lm = tasks[t].label_map
+            out.search_train[t] = TensorImageDataset(s_train, raw.mean, raw.std, augment=aug, label_map=lm)
+            out.search_val[t] = TensorImageDataset(s_val, raw.mean, raw.std, label_map=lm)
         out.sizes["search"] = [len(out.search_train[1]), len(out.search_val[1])]
     return out
 
 
 # ---------------------------------------------------------------------------- model
-def _model_factory(cfg: RunConfig, model_factory: ModelFactory | None) -> ModelFactory:
-    if model_factory is not None:
-        return lambda n: as_block_net(model_factory(n))
+def _model_factory(cfg: RunConfig, model_factory: ModelFactory | None, input_shape: Sequence[int]) -> ModelFactory:
+    """Networks of ``num_classes`` outputs as :class:`~energymodel.models.blocks.BlockNet`: declared, or viewed
+    through the sharing points found for ``input_shape`` (``cfg.blocks`` names them)."""
+    from energymodel.models.chain import block_view
     from energymodel.models.spec import resolve_model
 
+    shape = tuple(int(s) for s in input_shape)
+
     def build(n: int) -> nn.Module:
-        model = resolve_model(cfg.model, n).model
+        model = model_factory(n) if model_factory is not None else resolve_model(cfg.model, n).model
         try:
-            return as_block_net(model)
-        except ValueError as exc:
+            return block_view(model, shape, blocks=cfg.blocks)
+        except UserError as exc:
             raise UserError(f"model {cfg.model}: {exc}") from None
 
     return build

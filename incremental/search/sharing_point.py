@@ -52,10 +52,12 @@ class SearchFailed(UserError):
     """The sharing-point search cannot decide (its reference trial stayed at chance)."""
 
 
-def above_chance(accuracy: float, classes: int, samples: int, z: float = Z_CHANCE) -> bool:
-    """``accuracy >= p + z sqrt(p (1 - p) / samples)`` with ``p = 1 / classes`` (one-sided binomial test)."""
-    p = 1.0 / max(classes, 1)
-    if classes < 2:
+def above_chance(accuracy: float, classes: int, samples: int, z: float = Z_CHANCE, chance: float | None = None
+                 ) -> bool:
+    """``accuracy >= p + z sqrt(p (1 - p) / samples)`` with ``p = 1 / classes`` (one-sided binomial test), or
+    ``p = chance`` when given (e.g. the mean of ``1 / C_t`` over tasks of different sizes)."""
+    p = 1.0 / max(classes, 1) if chance is None else float(chance)
+    if p >= 1.0:
         return True
     return accuracy >= p + z * math.sqrt(p * (1 - p) / max(samples, 1))
 
@@ -192,8 +194,8 @@ def _failure(acc: float, classes: int, n: int, retried: bool) -> SearchFailed:
     what = f"even after training {LONGER}x longer " if retried else ""
     return SearchFailed(
         f"sharing-point search: the no-sharing reference (k=0) reached only {100 * acc:.1f}% {what}on {n} "
-        f"validation images of {classes} classes (chance {100 / classes:.1f}%): raise calibration.min_steps or "
-        "calibration.subset_per_class, or set share to a sharing point")
+        f"validation images of {classes} classes (chance {100 / classes:.1f}%): raise search.min_steps or "
+        "search.subset_per_class, or set share to a sharing point")
 
 
 def sharing_trial(grown: GrownNet, train_data: Dataset, val_data: Dataset, num_classes: int, cfg: TrainConfig,

@@ -87,7 +87,7 @@ class FitResult:
     ``losses`` and ``epoch_seconds`` cover the epochs run by this call (``start_epoch .. epochs - 1``).
     ``samples`` is the training-set size; ``steps`` the optimizer steps of this call on this rank.
     ``feature_seconds`` is the one-off feature pass (0 without caching). ``peak_rss_bytes`` is the process's
-    peak resident set size so far (``ru_maxrss``, a lifetime maximum); ``peak_cuda_bytes`` the peak CUDA
+    peak resident set size so far (``VmHWM``, a lifetime maximum); ``peak_cuda_bytes`` the peak CUDA
     allocation during this call (None without CUDA).
     """
 
@@ -140,7 +140,17 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far, in bytes (``getrusage``; KiB on Linux, bytes on macOS)."""
+    """Peak resident set size of this process so far, in bytes: the kernel's high-water mark of this process's
+    own memory (``VmHWM`` in ``/proc/self/status``) where there is one, else ``getrusage``'s ``ru_maxrss`` (KiB
+    on Linux, bytes on macOS). On Linux ``ru_maxrss`` keeps the maximum of the process it was forked from across
+    ``exec`` (a run started from a 1 GiB parent reports 1 GiB), so ``VmHWM`` comes first."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 

@@ -147,8 +147,9 @@ def fit(
     on_epoch_end:
         ``on_epoch_end(epoch, state)`` after each epoch (rank 0 only). ``epoch`` is the 0-based index of the
         finished epoch; ``state`` holds ``module`` (state dict), ``optimizer`` (state dict), ``epoch``,
-        ``next_epoch`` (pass as ``start_epoch`` to resume), ``epochs``, ``losses`` (this call's) and
-        ``seed``. Tensors are live references: save (e.g. :func:`~incremental.model.checkpoint.save_checkpoint`)
+        ``next_epoch`` (pass as ``start_epoch`` to resume), ``epochs``, ``losses`` (this call's), ``seed`` and
+        ``cache_mode`` (how this fit feeds the module: record it, since a resumed call with no epoch left builds
+        no cache and reports ``"off"``). Tensors are live references: save (e.g. :func:`~incremental.model.checkpoint.save_checkpoint`)
         or clone them before returning.
     start_epoch, optimizer_state:
         Resume: load the module's weights from the checkpoint first, then pass its ``next_epoch`` and
@@ -285,6 +286,7 @@ def fit(
                             "epochs": cfg.epochs,
                             "losses": list(losses),
                             "seed": cfg.seed,
+                            "cache_mode": cache.mode if cache is not None else "off",
                         })
                 distributed.barrier()
             optimizer.zero_grad(set_to_none=True)  # free the gradients; the weights are what matters now
