@@ -119,29 +119,20 @@ def test_bench_memory_tiny(tmp_path):
     assert "meas/pred" in proc.stdout
 
 
-# -- bench_zigzag's descriptions (pure Python: ZigZag itself is not needed here) --------------------------
-
-
-def _bench_zigzag():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_zigzag", BENCH / "bench_zigzag.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+# -- the ZigZag bridge's descriptions (pure Python: ZigZag itself is not needed here) -------------------------
 
 
 def test_strided_input_gradient_is_four_stride1_convolutions():
     from energymodel.count.gemm import GemmShape
+    from energymodel.referee.zigzag import parity_subconvs, workloads
 
-    bz = _bench_zigzag()
     # 3x3, stride 2, padding 1, 32 -> 16 rows: even dX rows take tap 1 only (16 rows x 1 tap, no padding);
     # odd rows take taps 0 and 2 (16 rows x 2 taps) and read one zero row past the end of dY
-    assert bz._parity_classes(16, 32, 3, 2, 1) == [(16, 1, 0, 0), (16, 2, 0, 1)]
+    assert parity_subconvs(16, 32, 3, 2, 1) == [(16, 1, 0, 0), (16, 2, 0, 1)]
     # 1x1, stride 2, no padding: odd rows get no gradient at all
-    assert bz._parity_classes(16, 32, 1, 2, 0) == [(16, 1, 0, 0), (16, 0, 0, 0)]
+    assert parity_subconvs(16, 32, 1, 2, 0) == [(16, 1, 0, 0), (16, 0, 0, 0)]
     shape = GemmShape(n=2, k=32, c=16, p=16, q=16, h=32, w=32, r=3, s=3, stride=(2, 2), padding=(1, 1))
-    subs = bz.workloads(shape, "backward_input", 32)
+    subs = workloads(shape, "backward_input", 32)
     assert len(subs) == 4
     macs = [math.prod(layer["loop_sizes"]) for layer in subs]
     # every forward MAC has one input-gradient MAC: (16·1 + 16·2)² kernel-row/col pairs = 48 · 48 = 16·3 · 16·3
@@ -151,18 +142,73 @@ def test_strided_input_gradient_is_four_stride1_convolutions():
 
 def test_zigzag_hardware_matches_the_energy_table():
     from energymodel.price.table import load_table
+    from energymodel.referee.zigzag import hardware, mapping, placements, workloads
 
-    bz = _bench_zigzag()
     t = load_table("45nm-fp16")  # memory energies per 32-bit access, 16-bit words: half of each
-    hw = bz.hardware(t, ["I2"], rf_words=32)
+    hw = hardware(t, ["I2"])
     mem = hw["memories"]
     assert list(mem) == ["rf_w", "rf_i", "rf_o", "sram", "dram"]  # lowest level first
     assert (mem["rf_w"]["r_cost"], mem["sram"]["w_cost"], mem["dram"]["r_cost"]) == (0.5, 2.5, 320.0)
     assert mem["rf_i"]["size"] == 32 * 16 and mem["sram"]["size"] == (1 << 20) * 8
     assert mem["dram"]["operands"] == ["I2"] and hw["operational_array"]["unit_energy"] == 1.5
     assert hw["operational_array"]["sizes"] == [16, 16]
-    assert "dram" not in bz.hardware(t, [])["memories"]
+    assert "dram" not in hardware(t, [])["memories"]
+    # the table's register files, per operand: eyeriss-relative's 12 / 224 / 24 words (16-bit)
+    eye = hardware(load_table("eyeriss-relative"), [])["memories"]
+    assert (eye["rf_i"]["size"], eye["rf_w"]["size"], eye["rf_o"]["size"]) == (12 * 16, 224 * 16, 24 * 16)
+    # the rows unroll the layer's K: in the input gradient's workloads (channels swapped) that is their C
+    from energymodel.count.gemm import GemmShape
 
+    shape = GemmShape(n=1, k=64, c=3, p=8, q=8, h=8, w=8, r=3, s=3, padding=(1, 1))
+    fwd = mapping(t, "forward", workloads(shape, "forward", 16)[0])[0]["spatial_mapping"]
+    bwd = mapping(t, "backward_input", workloads(shape, "backward_input", 16)[0])[0]["spatial_mapping"]
+    assert fwd == {"D1": ["K, 16"], "D2": ["C, 3"]} and bwd == {"D1": ["C, 16"], "D2": ["K, 3"]}
+    # placements: every free role both ways, those whose resident operands alone overfill the buffer dropped
+    assert placements(("dram", "dram", "free"), (10, 10, 10), 100) == [(False, False, False), (False, False, True)]
+    assert placements(("free", "sram", "free"), (60, 10, 60), 100) == [(False, True, False), (False, True, True),
+                                                                        (True, True, False)]
+
+
+
+# -- the ZigZag verdict on stored rows: it must fail when the model's SRAM or RF words are off by 2x ----------
+
+STORED = BENCH / "results" / "zigzag-cifar_resnet20-training-b1-1024k.json"
+
+
+def _scaled(rows: list[dict], key: str, factor: float) -> list[dict]:
+    import copy
+
+    out = copy.deepcopy(rows)
+    for r in out:
+        r["model"][key] *= factor
+    return out
+
+
+@pytest.mark.parametrize("key", ["sram_words", "rf_words"])
+@pytest.mark.parametrize("factor", [0.5, 2.0])
+def test_the_zigzag_verdict_fails_when_sram_or_rf_words_are_scaled(key: str, factor: float):
+    from energymodel.referee.zigzag import judge
+
+    stored = json.loads(STORED.read_text())
+    keys = ("layer", "phase", "stride", "model", "zigzag", "pj_per_word")
+    rows = [{k: r[k] for k in keys} for r in stored["rows"]]
+    again = judge(rows)
+    assert again["verdict"] == stored["verdict"] == "PASS"  # the stored run passes, and re-judging agrees
+    assert [r["verdict"] for r in again["rows"]] == [r["verdict"] for r in stored["rows"]]
+    scaled = judge(_scaled(rows, key, factor))
+    assert scaled["verdict"] == "FAIL"
+    # every row misses that quantity: its target is ±25 %, and no explanation excuses an SRAM or RF miss
+    assert all(r["verdict"] == "MISS" and key in r["misses"] for r in scaled["rows"] if r["model"][key])
+
+
+def test_the_zigzag_verdict_fails_on_a_missing_mapping():
+    from energymodel.referee.zigzag import judge
+
+    rows = [{k: r[k] for k in ("layer", "phase", "stride", "model", "zigzag", "pj_per_word")}
+            for r in json.loads(STORED.read_text())["rows"]]
+    rows[0]["zigzag"] = {"best": None, "placements": [{"on_chip": [], "no_mapping": "no valid loop ordering"}]}
+    out = judge(rows)
+    assert out["rows"][0]["verdict"] == "FAIL" and out["verdict"] == "FAIL"
 
 def _setting(setting: str, val: dict[str, float], test: dict[str, float], full: float, base: float) -> dict:
     ms = lambda v: {"mean": v, "std": None, "values": [v]}  # noqa: E731

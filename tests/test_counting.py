@@ -565,21 +565,41 @@ def _doc_example(tag: str) -> dict[str, float]:
     return out
 
 
-# the same figures, pinned here too, so that the code cannot drift together with the doc
-RF_PER_MAC = 3 * (1 + 1 / math.sqrt(32))  # 3.5303300858899
+# the same figures, pinned here too, so that the code cannot drift together with the doc; worked out by hand from
+# the loop nest of docs/cost-model.md section 6: M MACs per phase, order P,R,C,Q,K,S forward (F_in 3, F_wt 1,024,
+# st_wt 32, F_out 12) and K,R,P,Q,C,S for the weight gradient (F_in 12, st_in 4, F_out 3, F_wt 1,024)
+M_TRAIN, X_TRAIN, W_WORDS = 4_831_838_208, 8_388_608, 36_864
+
+
+def _forward_rf(m: float, y: float) -> float:
+    """in M + M/3; wt M/32 + M/1,024; out 2M + M/12 + (M/192 − |Y|)."""
+    return (m + m / 3) + (m / 32 + m / 1024) + (2 * m + m / 12 + (m / 192 - y))
+
+
+def _forward_sram(m: float, y: float, dram: tuple[float, float, float]) -> float:
+    """in M/48, wt M/1,024, out 2·M/192 − |Y|, plus the phase's DRAM words through the SRAM."""
+    return m / 48 + m / 1024 + (2 * m / 192 - y) + sum(dram)
+
+
+_BW_RF = (M_TRAIN / 4 + M_TRAIN / 12) + (M_TRAIN + M_TRAIN / 3) + (2 * M_TRAIN + M_TRAIN / 1024
+                                                                  + (M_TRAIN / 1024 - W_WORDS))
+_BW_SRAM = M_TRAIN / 192 + M_TRAIN / 48 + (2 * M_TRAIN / 1024 - W_WORDS) + 2 * X_TRAIN + W_WORDS
+_TRAIN_RF = 2 * _forward_rf(M_TRAIN, X_TRAIN) + _BW_RF + 3 * 73_728
+_TRAIN_SRAM = 2 * _forward_sram(M_TRAIN, X_TRAIN, (X_TRAIN, W_WORDS, X_TRAIN)) + _BW_SRAM
 WORKED_TRAINING = {
-    "macs_forward": 4_831_838_208, "macs_backward_input": 4_831_838_208, "macs_backward_weight": 4_831_838_208,
-    "add_ops": 36_864, "mult_ops": 36_864, "rf_accesses": 14_495_514_624 * RF_PER_MAC + 3 * 73_728,
-    "sram_accesses": 0, "dram_accesses": 6 * 8_388_608 + 6 * 36_864, "weight_accesses": 221_184,
-    "activation_accesses": 50_331_648, "storage_bytes": 147_456, "energy_compute_pj": 66_679_536_844.8,
-    "energy_rf_pj": 14_495_514_624 * RF_PER_MAC + 3 * 73_728, "energy_sram_pj": 0,
-    "energy_dram_pj": 32_353_812_480, "energy_pj": 66_679_536_844.8 + 51_174_172_571.564 + 32_353_812_480,
+    "macs_forward": M_TRAIN, "macs_backward_input": M_TRAIN, "macs_backward_weight": M_TRAIN,
+    "add_ops": 36_864, "mult_ops": 36_864, "rf_accesses": _TRAIN_RF, "sram_accesses": _TRAIN_SRAM,
+    "dram_accesses": 6 * X_TRAIN + 6 * W_WORDS, "storage_bytes": 147_456, "energy_compute_pj": 66_679_536_844.8,
+    "energy_rf_pj": _TRAIN_RF, "energy_sram_pj": 5 * _TRAIN_SRAM, "energy_dram_pj": 32_353_812_480,
+    "energy_pj": 66_679_536_844.8 + _TRAIN_RF + 5 * _TRAIN_SRAM + 32_353_812_480,
 }
+_INF_RF = _forward_rf(37_748_736, 65_536)
+_INF_SRAM = _forward_sram(37_748_736, 65_536, (0, W_WORDS, 0))  # input and output on chip, W from DRAM
 WORKED_INFERENCE = {
-    "macs_forward": 37_748_736, "rf_accesses": 37_748_736 * RF_PER_MAC, "sram_accesses": 131_072,
-    "dram_accesses": 36_864, "energy_compute_pj": 173_644_185.6, "energy_rf_pj": 37_748_736 * RF_PER_MAC,
-    "energy_sram_pj": 655_360, "energy_dram_pj": 23_592_960,
-    "energy_pj": 173_644_185.6 + 133_265_498.40512 + 655_360 + 23_592_960,
+    "macs_forward": 37_748_736, "rf_accesses": _INF_RF, "sram_accesses": _INF_SRAM,
+    "dram_accesses": 36_864, "energy_compute_pj": 173_644_185.6, "energy_rf_pj": _INF_RF,
+    "energy_sram_pj": 5 * _INF_SRAM, "energy_dram_pj": 23_592_960,
+    "energy_pj": 173_644_185.6 + _INF_RF + 5 * _INF_SRAM + 23_592_960,
 }
 
 

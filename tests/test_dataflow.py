@@ -115,25 +115,22 @@ def _flow(**kw):
     return dataclasses.replace(t, dataflow=dataclasses.replace(t.dataflow, **kw))
 
 
-def test_profile_keeps_the_input_on_chip_and_streams_the_output() -> None:
+def test_profile_prices_conv_layers_by_the_plan() -> None:
     # A 1x1 conv (4 -> 4, on chip or not) feeding the worked-example conv; inference batch 2. Buffer 8 KiB =
-    # 2,048 words; the weight state is 20 + 288 = 308 words, on chip, leaving 1,740 words: the 3x3 conv keeps
-    # X (512) and Y (1,024) whole (1,536 <= 1,740): SRAM 512 + 1,024 + weights 288, no DRAM
+    # 2,048 words; the weight state is 20 + 288 = 308 words, on chip, leaving 1,740 words: X1 (512) and Y (1,024)
+    # stay on chip together (1,536), so the 3x3 conv moves no DRAM word; the 1x1 conv reads the network input
+    # (512 words) from DRAM
     model = nn.Sequential(nn.Conv2d(4, 4, 1), nn.Conv2d(4, 8, 3, padding=1, bias=False))
-    at = profile(model, (4, 8, 8), batch=2, table=_flow(buffer_bytes=8192)).layers.iloc[1]
-    assert (at["sram_accesses"], at["dram_accesses"]) == (512 + 1024 + 288, 0)
-    # 6 KiB = 1,536 words, 1,228 after the weights: X and Y no longer fit together. Y whole (1,024) leaves
-    # 204 words, enough for an input tile of one channel of one sample (64): X streams once (512 DRAM words),
-    # cheaper than keeping X whole and streaming Y (1,024): SRAM 1,024 + 288, DRAM 512 (the old rule: all SRAM)
-    less = profile(model, (4, 8, 8), batch=2, table=_flow(buffer_bytes=6144)).layers.iloc[1]
-    assert (less["sram_accesses"], less["dram_accesses"]) == (1024 + 288, 512)
+    lay = profile(model, (4, 8, 8), batch=2, table=_flow(buffer_bytes=8192)).layers
+    assert lay["dram_accesses"].tolist() == [512, 0]
+    # tiling = false: the per-tensor size rule (a tensor on chip when it fits alone): X 512 + Y 1,024 + W 288 SRAM
     old = profile(model, (4, 8, 8), batch=2, table=_flow(buffer_bytes=6144, tiling=False)).layers.iloc[1]
     assert (old["sram_accesses"], old["dram_accesses"]) == (512 + 1024 + 288, 0)
 
 
 def test_no_tiling_fits_names_the_layer() -> None:
     model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1))
-    with pytest.raises(UserError, match=r"^layer 0: no tiling of its forward pass fits a buffer of 64 bytes"):
+    with pytest.raises(UserError, match=r"^layer 0: no tiling of its forward pass fits the 16 words of buffer left"):
         profile(model, (4, 8, 8), table=_flow(buffer_bytes=64))
 
 
@@ -160,5 +157,38 @@ def test_bad_dataflow_entries_are_one_line_errors(line: str, needle: str) -> Non
 def test_rf_words_sweep_value_must_be_positive() -> None:
     with pytest.raises(TableError, match="rf_words must be > 0"):
         load_table("45nm").with_values({"rf_words": 0})
-    assert load_table("45nm").with_values({"rf_words": 64}).dataflow.rf_words == 64
-    assert math.isclose(load_table("eyeriss-relative").dataflow.rf_words, 260)
+    assert load_table("45nm").with_values({"rf_words": 64}).dataflow.rf_per_operand == (64, 64, 64)
+    eyeriss = load_table("eyeriss-relative").dataflow
+    assert eyeriss.rf_per_operand == (12, 224, 24) and math.isclose(eyeriss.rf_words, 12)  # the smallest
+    assert (eyeriss.array_rows, eyeriss.array_cols, eyeriss.unroll) == (12, 14, ("K", "C"))
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("rf_words = { input = 1, weight = 2 }", "dataflow.rf_words: missing entry 'output'"),
+    ("rf_words = { input = 1, weight = 2, output = 0 }", "dataflow.rf_words.output must be > 0"),
+    ("rf_words = { inputs = 1 }", "dataflow.rf_words: unknown entry 'inputs'"),
+])
+def test_bad_register_files_are_one_line_errors(text: str, needle: str) -> None:
+    import tomllib
+
+    body = re.sub(r"^rf_words = .*$", text, _TABLE, flags=re.M)
+    with pytest.raises(TableError) as err:
+        parse_table(tomllib.loads(body), "t.toml")
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("rows = 0", "dataflow.array.rows must be an integer"),
+    ("rows = 2.5", "dataflow.array.rows must be an integer"),
+    ('unroll = ["K", "K"]', "dataflow.array.unroll must be"),
+    ('unroll = ["N", "C"]', "dataflow.array.unroll must be"),
+    ("depth = 4", "dataflow.array: unknown entry 'depth'"),
+])
+def test_bad_arrays_are_one_line_errors(text: str, needle: str) -> None:
+    import tomllib
+
+    key = text.split(" = ")[0]
+    body = re.sub(rf"^{key} = .*$", text, _TABLE, flags=re.M) if key != "depth" else _TABLE + text + "\n"
+    with pytest.raises(TableError) as err:
+        parse_table(tomllib.loads(body), "t.toml")
+    assert needle in str(err.value) and "\n" not in str(err.value)

@@ -218,6 +218,12 @@ def test_content_numbers_and_appendix(report):
     for name in data.layers["name"]:
         assert name in text
     assert "regular" in text and "retraining" in text
+    # the residency plan of the profiled step: a line per phase and every tensor with its writer
+    plan = data.residency
+    for phase in ("forward", "backward"):
+        sel = plan[plan["phase"] == phase]
+        assert f"{phase}: {int(sel['on_chip'].sum())} of {len(sel)} tensors on chip" in text
+    assert "Residency plan" in text and "written by" in text and "read by" in text
     # break-even of the first sweep is in the report
     be = data.sweeps[0]["breakeven"]
     assert len(be)

@@ -124,7 +124,7 @@ def wide_engine_results() -> dict:
 @pytest.fixture(scope="module")
 def full_report() -> str:
     sweeps = [SweepSpec(vary={"dram": np.array([1.0, 500.0, 2000.0]), "buffer_bytes": np.array([1e4, 1e5, 1e7])},
-                        target=2.5)]
+                        target=2.2)]  # a target some sharing point crosses (2.1-2.4x at share 3)
     recipe = Recipe(title="width check", model="smallcnn", input_shape=(1, 28, 28), classes=5, samples_new=100,
                     samples_old=100, epochs=1, batch=50, sweeps=sweeps)
     data = build_report(recipe, engine=engine_section_from_results(wide_engine_results()),

@@ -41,7 +41,7 @@ def prepared(net):
 def test_every_grid_point_equals_repricing_with_with_values(prepared):
     vary = {
         "dram": np.linspace(20, 2000, 4),
-        "buffer": np.geomspace(1e3, 1e8, 5),
+        "buffer": np.geomspace(2e4, 1e8, 5),  # a 16x16 array needs a tile of 16x16 weight kernels (>= 9,216 bytes)
         "bits": [8, 16, 32],
         "rf_accesses_per_op": [1.0, 3.0],
         "mac": [0.5, 4.6],
@@ -75,9 +75,10 @@ def test_every_grid_point_equals_repricing_with_with_values(prepared):
 
 
 def test_buffer_size_moves_accesses_between_sram_and_dram(prepared):
-    # 256 bytes = 64 words: more than the smallest tile of a 3x3 conv (9 + 9 + 1 words), so every layer tiles
-    df = prepared.evaluate({"buffer_bytes": [256, 1e12]})
-    tiny = df[df["buffer_bytes"] == 256].set_index("share")
+    # 16 KiB = 4,096 words: more than the smallest tile of a 3x3 conv of >= 16 channels on the 16x16 array (16·16·9
+    # weights + 16·3·3 inputs + 16 outputs = 2,464 words), so every layer tiles
+    df = prepared.evaluate({"buffer_bytes": [16384, 1e12]})
+    tiny = df[df["buffer_bytes"] == 16384].set_index("share")
     huge = df[df["buffer_bytes"] == 10**12].set_index("share")
     assert (huge["dram_accesses"] < tiny["dram_accesses"]).all()
     assert (huge["energy_pj"] < tiny["energy_pj"]).all()

@@ -16,8 +16,9 @@ from energymodel.count.phases import OPTIMIZERS, Counts, count
 from energymodel.count.trace import trace
 from energymodel.defaults import WEIGHT_DECAY
 from energymodel.errors import EnergyModelWarning, UserError
+from energymodel.memory.residency import PLAN_COLUMNS, plan
 from energymodel.models.inputs import MAX_BATCH
-from energymodel.price.pricing import price_layers
+from energymodel.price.pricing import PHASE_COLUMNS, price_layers, price_phases
 from energymodel.price.table import LEVELS, EnergyTable, load_table
 
 __all__ = [
@@ -60,6 +61,21 @@ class Profile:
     settings: dict[str, Any] = field(default_factory=dict)
     #: the memory of the training step (:class:`~energymodel.count.footprint.Footprint`); ``None`` in inference
     memory: Any = None
+    #: one row per phase of every tiled conv/linear layer (:func:`energymodel.price.pricing.price_phases`)
+    phases: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PHASE_COLUMNS))
+
+    def residency(self) -> pd.DataFrame:
+        """The residency plan's tensors (:data:`energymodel.memory.residency.PLAN_COLUMNS`), with layer names;
+        empty without the tiled dataflow."""
+        flow = self.table.dataflow
+        if not (flow.tiling and flow.reuse == "ideal"):
+            return pd.DataFrame(columns=PLAN_COLUMNS)
+        rp = plan(self.counts, word_bits=self.table.word_bits, buffer_bytes=flow.buffer_bytes, array=flow.array())
+        names = self.counts.layers["name"].to_numpy()
+        out = rp.tensors.copy()
+        out["first"] = [names[i] for i in out["first"]]
+        out["last"] = [names[i] for i in out["last"]]
+        return out
 
     @property
     def unmodelled(self) -> list[str]:
@@ -72,6 +88,7 @@ class Profile:
             "settings": self.settings,
             "table": {"name": self.table.name, "source": self.table.source, "path": self.table.path},
             "layers": [{k: _plain(v) for k, v in row.items()} for row in layers],
+            "phases": [{k: _plain(v) for k, v in row.items()} for row in self.phases.to_dict(orient="records")],
             "totals": {k: _plain(v) for k, v in self.totals.items()},
             "unmodelled": self.unmodelled,
         }
@@ -205,10 +222,11 @@ def profile(
         "optimizer": optimizer if mode == "training" else None, "weight_decay": wd if mode == "training" else None,
         "table": tab.name, "word_bits": tab.word_bits, "buffer_bytes": tab.dataflow.buffer_bytes,
         "rf_accesses_per_op": tab.dataflow.rf_accesses_per_op, "reuse": tab.dataflow.reuse,
-        "rf_words": tab.dataflow.rf_words, "tiling": tab.dataflow.tiling,
+        "rf_words": list(tab.dataflow.rf_per_operand), "tiling": tab.dataflow.tiling,
+        "array": [tab.dataflow.array_rows, tab.dataflow.array_cols], "unroll": list(tab.dataflow.unroll),
     }
     return Profile(layers=layers, totals=totals_of(layers, counts, tab, memory), counts=counts, table=tab,
-                   settings=settings, memory=memory)
+                   settings=settings, memory=memory, phases=price_phases(counts, tab))
 
 
 def _batch_of(inputs: Any) -> int | None:

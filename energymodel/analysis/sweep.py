@@ -38,7 +38,8 @@ from energymodel.analysis.points import SharingPoint, sharing_points
 from energymodel.analysis.profile import as_table
 from energymodel.analysis.sharing import StrategyLedgers, strategy_ledgers
 from energymodel.errors import UserError
-from energymodel.memory.levels import rf_accesses, tiled_words
+from energymodel.memory.levels import rf_accesses
+from energymodel.memory.words import uses_plan
 from energymodel.models.inputs import describe
 from energymodel.price.ledger import Ledger
 from energymodel.price.pricing import FEATURES
@@ -74,11 +75,14 @@ _DATAFLOW_KEYS = ("word_bits", "dataflow.buffer_bytes", "dataflow.rf_accesses_pe
 
 @dataclass
 class _Spectrum:
-    """A ledger flattened for fast re-pricing: operations, and every word access with its deciding size.
+    """A ledger flattened for fast re-pricing.
 
-    Accesses of conv/linear layers priced by the tiled dataflow are not in the spectrum: their words
-    depend on the buffer through the tile search, and are added per ``(word_bits, buffer_bytes)`` group
-    (:func:`energymodel.memory.levels.tiled_words`, cached per layer shape).
+    Without the tiled dataflow (``tiling = false`` or ``reuse = "none"``) every access keeps the size rule: the
+    spectrum holds every word access with the size that decides its level, sorted, with prefix sums, so a buffer
+    size costs one binary search. With it, activations follow the residency plan and conv/linear phases their
+    tiling and loop nest, which depend on the buffer, the word width and the register files: the ledger's
+    features are computed once per distinct ``(word_bits, buffer_bytes, rf_accesses_per_op, rf_words)``
+    (:meth:`energymodel.price.ledger.Ledger.features`; plans and tile searches are cached).
     """
 
     ops: np.ndarray  # (4,) mac, add, mult, cmp
@@ -86,23 +90,23 @@ class _Spectrum:
     below: np.ndarray  # below[i] = words of the first i sizes
     above: np.ndarray  # above[i] = words of sizes i.. (to the end)
     extra_dram: float
-    tiled_terms: list = field(default_factory=list)  # (counts, times, mask) of terms with tiled layers
+    ledger: Ledger | None = None  # set when the tiled dataflow prices the ledger
+    table: EnergyTable | None = None
 
     @classmethod
     def of(cls, ledger: Ledger, table: EnergyTable) -> _Spectrum:
         base = ledger.features(table)  # operations do not depend on the dataflow
         flow = table.dataflow
+        if uses_plan(None, tiling=flow.tiling, reuse=flow.reuse):
+            empty = np.zeros(0)
+            return cls(base[:4].copy(), empty, np.zeros(1), np.zeros(1), float(ledger.extra_dram_words), ledger, table)
         col = "words_noreuse" if flow.reuse == "none" else "words"
-        tiling = flow.tiling and flow.reuse == "ideal"
-        sizes, words, tiled_terms = [], [], []
+        sizes, words = [], []
         for counts, times, mask in ledger.terms:
             acc = counts.accesses
             if not len(acc):
                 continue
             keep = mask[acc["layer"].to_numpy()]
-            if tiling and counts.tiled:
-                keep = keep & ~acc["tiled"].to_numpy(dtype=bool)
-                tiled_terms.append((counts, times, mask))
             sizes.append(acc["size_words"].to_numpy(dtype=float)[keep])
             words.append(acc[col].to_numpy(dtype=float)[keep] * times)
         s = np.concatenate(sizes) if sizes else np.zeros(0)
@@ -111,23 +115,27 @@ class _Spectrum:
         s, w = s[order], w[order]
         below = np.concatenate([[0.0], np.cumsum(w)])
         above = np.concatenate([np.cumsum(w[::-1])[::-1], [0.0]])
-        return cls(base[:4].copy(), s, below, above, float(ledger.extra_dram_words), tiled_terms)
-
-    def _tiled(self, word_bits: float, buffer_bytes: float) -> tuple[float, float]:
-        sram = dram = 0.0
-        for counts, times, mask in self.tiled_terms:
-            tw = tiled_words(counts, word_bits=word_bits, buffer_bytes=buffer_bytes)
-            sram += times * float(tw["sram"][mask].sum())
-            dram += times * float(tw["dram"][mask].sum())
-        return sram, dram
+        return cls(base[:4].copy(), s, below, above, float(ledger.extra_dram_words), None, table)
 
     def features(self, word_bits: np.ndarray, buffer_bytes: np.ndarray, rf_per_op: np.ndarray,
                  rf_words: np.ndarray) -> np.ndarray:
-        """``(G, 7)`` features for ``G`` dataflow settings (same rules as :func:`energymodel.price.pricing.feature_vector`)."""
+        """``(G, 7)`` features for ``G`` dataflow settings (same rules as :func:`energymodel.price.pricing.feature_vector`);
+        ``rf_words`` NaN: the table's own register files."""
         g = len(word_bits)
         out = np.empty((g, len(FEATURES)))
+        if self.ledger is not None and self.table is not None:
+            keys = np.stack([word_bits, buffer_bytes, rf_per_op, rf_words], axis=1)
+            uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+            rows = []
+            for wb, bb, rpo, rfw in uniq:
+                values = {"word_bits": wb, "buffer_bytes": bb, "rf_accesses_per_op": rpo}
+                if np.isfinite(rfw):
+                    values["rf_words"] = rfw
+                rows.append(self.ledger.features(self.table.with_values(values)))
+            return np.array(rows).reshape(-1, len(FEATURES))[inv.reshape(-1)]
         out[:, :4] = self.ops
-        out[:, 4] = rf_accesses(self.ops[0], self.ops[1:].sum(), rf_per_op, rf_words)
+        rf_min = np.where(np.isfinite(rf_words), rf_words, self.table.dataflow.rf_words if self.table else 32.0)
+        out[:, 4] = rf_accesses(self.ops[0], self.ops[1:].sum(), rf_per_op, rf_min)
         idx = np.empty(g, dtype=np.int64)
         for wb in np.unique(word_bits):
             sel = word_bits == wb
@@ -135,12 +143,6 @@ class _Spectrum:
             idx[sel] = np.searchsorted(scaled, buffer_bytes[sel], side="right")
         out[:, 5] = self.below[idx]
         out[:, 6] = self.above[idx] + self.extra_dram
-        if self.tiled_terms:
-            pairs = np.stack([word_bits, buffer_bytes], axis=1)
-            uniq, inv = np.unique(pairs, axis=0, return_inverse=True)
-            extra = np.array([self._tiled(float(wb), float(bb)) for wb, bb in uniq]).reshape(-1, 2)
-            out[:, 5] += extra[inv.reshape(-1), 0]
-            out[:, 6] += extra[inv.reshape(-1), 1]
         return out
 
 
@@ -181,6 +183,8 @@ class SweepLedgers:
         def value(key: str) -> np.ndarray:
             if key in cols:
                 return cols[key]
+            if key == "dataflow.rf_words":  # not varied: the table's own register files (NaN)
+                return np.full(n_points, np.nan)
             base = float(tab.word_bits) if key == "word_bits" else tab.get(key)
             return np.full(n_points, base)
 

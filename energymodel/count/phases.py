@@ -122,6 +122,10 @@ class Counts:
     tiled: list[TiledLayer] = field(default_factory=list)
     #: container modules of the trace: path -> (class name, per-sample output shape)
     modules: dict[str, tuple[str, tuple[int, ...] | None]] = field(default_factory=dict)
+    #: tensor number -> the tensor it is a view of (the output of a call that moves no data: flatten, reshape)
+    aliases: dict[int, int] = field(default_factory=dict)
+    #: residency plans already made for these counts, by dataflow (:mod:`energymodel.memory.residency`)
+    plans: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
 def _noreuse(gemm: bool, ideal: float, fetches: float) -> float:
@@ -143,7 +147,24 @@ def _loss_call(trace: Trace) -> Call:
         index=len(trace.calls), name="(loss)", kind="CrossEntropyLoss", module=None,
         input_shapes=[shape], output_shapes=[shape], input_requires_grad=trace.trainable_params > 0,
         params=0, trainable_params=0, train_form=True, first_call=True, op="cross_entropy",
+        input_numbers=(trace.output_number,), output_numbers=(-1,),
     )
+
+
+def _per_tensor(shapes: list[tuple[int, ...]], ids: tuple[int, ...], batch: int) -> list[tuple[float, int]]:
+    """``(words for the batch, tensor number)`` of each tensor of a call (-1 where the trace has no number)."""
+    ids = tuple(ids) + (-1,) * (len(shapes) - len(ids))
+    return [(float(batch * math.prod(s)), tid) for s, tid in zip(shapes, ids)]
+
+
+def _split(tensors: list[tuple[float, int]], noreuse_total: float) -> list[tuple[float, float, int]]:
+    """One access row per tensor: ``(words, words under no reuse, tensor)``; the no-reuse excess over the ideal
+    words (a MAC fetching its operand) goes to the first tensor, so that the rows add up to the call's totals. A
+    call without tensors keeps one empty row."""
+    if not tensors:
+        return [(0.0, noreuse_total, -1)]
+    total = sum(w for w, _ in tensors)
+    return [(w, w + (noreuse_total - total if j == 0 else 0.0), tid) for j, (w, tid) in enumerate(tensors)]
 
 
 def count(
@@ -163,8 +184,9 @@ def count(
     training = trace.mode == "training"
     B = batch
     rows: list[dict] = []
-    acc: list[tuple] = []  # (layer, operand, phase, words, words_noreuse, size_words or marker, tiled)
+    acc: list[tuple] = []  # (layer, operand, phase, words, noreuse, size or marker, tiled, tensor, write)
     tiled: list[TiledLayer] = []
+    aliases: dict[int, int] = {}
     unmodelled: list[str] = []
     calls = list(trace.calls)
     works: list[Work] = [work_for(c) for c in calls]
@@ -207,7 +229,6 @@ def count(
         n_in, n_out = B * c.in_words, B * c.out_words
         if w.moves_data:
             peak_act = max(peak_act, n_in + n_out)
-        in_size = INF if c.reads_model_input else n_in
         gemm_noreuse = w.gemm
         macs_f = fwd.mac
         shape = gemm_shape(c) if w.moves_data else None
@@ -216,12 +237,20 @@ def count(
             phases = (True, bool(in_rg), bool(train_w))
             tiled.append(TiledLayer(i, c.name, dataclasses.replace(shape, n=shape.n * B), phases, len(acc),
                                     params - math.prod(c.param_shapes["weight"])))
+        if not w.moves_data and c.input_numbers:
+            for tid in c.output_numbers:
+                aliases[tid] = c.input_numbers[0]
+        ins = _per_tensor(c.input_shapes, c.input_numbers, B)
+        outs = _per_tensor(c.output_shapes, c.output_numbers, B)
+        model_in = set(trace.input_numbers) if c.reads_model_input else set()
         if w.moves_data:
-            acc.append((i, "activation", "forward", n_in, _noreuse(gemm_noreuse, n_in, macs_f), in_size, t))
-            acc.append((i, "activation", "forward", n_out, n_out, n_out, t))
+            for words, nr, tid in _split(ins, _noreuse(gemm_noreuse, n_in, macs_f)):
+                acc.append((i, "activation", "forward", words, nr, INF if tid in model_in else words, t, tid, False))
+            for words, nr, tid in _split(outs, n_out):
+                acc.append((i, "activation", "forward", words, nr, words, t, tid, True))
             if params:
                 read = params if w.weight_words is None else min(B * w.weight_words, params)  # a lookup: its rows
-                acc.append((i, "weight", "forward", read, _noreuse(gemm_noreuse, read, macs_f), "W", t))
+                acc.append((i, "weight", "forward", read, _noreuse(gemm_noreuse, read, macs_f), "W", t, -1, False))
         saved = 0.0
         if training and w.moves_data:
             s_in = w.saved_for_input_grad if in_rg else 0.0
@@ -229,27 +258,30 @@ def count(
             saved = B * max(s_in, s_w)
             if saved:
                 read_nr = _noreuse(gemm_noreuse, saved, bwd_w.mac) if train_w else saved
-                acc.append((i, "saved", "forward", saved, saved, "S", t))
-                acc.append((i, "saved", "backward", saved, read_nr, "S", t))
+                acc.append((i, "saved", "forward", saved, saved, "S", t, -1, True))
+                acc.append((i, "saved", "backward", saved, read_nr, "S", t, -1, False))
             if in_rg:
-                acc.append((i, "activation_grad", "backward", n_out, _noreuse(gemm_noreuse, n_out, bwd_in.mac),
-                            n_out, t))
-                acc.append((i, "activation_grad", "backward", n_in, n_in, n_in, t))
+                for words, nr, tid in _split(outs, _noreuse(gemm_noreuse, n_out, bwd_in.mac)):
+                    acc.append((i, "activation_grad", "backward", words, nr, words, t, tid, False))
+                for words, nr, tid in _split(ins, n_in):
+                    acc.append((i, "activation_grad", "backward", words, nr, words, t, tid, True))
                 if params:
-                    acc.append((i, "weight", "backward", params, _noreuse(gemm_noreuse, params, bwd_in.mac), "W", t))
+                    acc.append((i, "weight", "backward", params, _noreuse(gemm_noreuse, params, bwd_in.mac), "W", t,
+                                -1, False))
             if train_w:
-                acc.append((i, "activation_grad", "backward", n_out, _noreuse(gemm_noreuse, n_out, bwd_w.mac),
-                            n_out, t))
-                acc.append((i, "weight_grad", "backward", c.trainable_params, c.trainable_params, "W", t))
+                for words, nr, tid in _split(outs, _noreuse(gemm_noreuse, n_out, bwd_w.mac)):
+                    acc.append((i, "activation_grad", "backward", words, nr, words, t, tid, False))
+                acc.append((i, "weight_grad", "backward", c.trainable_params, c.trainable_params, "W", t, -1, True))
                 if not first:
-                    acc.append((i, "weight_grad", "backward", c.trainable_params, c.trainable_params, "W", False))
+                    acc.append((i, "weight_grad", "backward", c.trainable_params, c.trainable_params, "W", False,
+                                -1, False))
         if train_w and first:
             tp = c.trainable_params
-            acc.append((i, "weight", "update", 2 * tp, 2 * tp, "W", False))  # read w, write w
-            acc.append((i, "weight_grad", "update", tp, tp, "W", False))  # read g
+            acc.append((i, "weight", "update", 2 * tp, 2 * tp, "W", False, -1, False))  # read w, write w
+            acc.append((i, "weight_grad", "update", tp, tp, "W", False, -1, False))  # read g
             extra = opt.reads + opt.writes - 3
             if extra:
-                acc.append((i, "optimizer_state", "update", extra * tp, extra * tp, "W", False))
+                acc.append((i, "optimizer_state", "update", extra * tp, extra * tp, "W", False, -1, False))
         rows.append(
             {
                 "name": c.name,
@@ -278,7 +310,8 @@ def count(
     layers = pd.DataFrame(rows)
     weight_state = total_params + (trainable_params * (1 + opt.state) if training else 0)
     saved_total = float(layers["saved_words"].sum()) if len(layers) else 0.0
-    acc_df = pd.DataFrame(acc, columns=["layer", "operand", "phase", "words", "words_noreuse", "size_words", "tiled"])
+    acc_df = pd.DataFrame(acc, columns=["layer", "operand", "phase", "words", "words_noreuse", "size_words", "tiled",
+                                        "tensor", "write"])
     acc_df["size_words"] = acc_df["size_words"].map(
         lambda s: float(weight_state) if s == "W" else (saved_total if s == "S" else float(s))
     )
@@ -303,6 +336,7 @@ def count(
         peak_activation_words=peak_act,
         unmodelled=unmodelled,
         tiled=tiled,
+        aliases=aliases,
         modules=dict(trace.modules),
     )
 

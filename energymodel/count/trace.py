@@ -86,6 +86,10 @@ class Call:
     input_ids: tuple[int, ...] = ()
     output_ids: tuple[int, ...] = ()
     output_bytes: tuple[int, ...] = ()
+    #: tensor numbers of the inputs (as ``input_shapes``) and outputs (as ``output_shapes``): -1 for a tensor the
+    #: trace did not see made (a parameter, a constant); numbers follow the order tensors appear (residency plans)
+    input_numbers: tuple[int, ...] = ()
+    output_numbers: tuple[int, ...] = ()
 
     @property
     def trainable(self) -> bool:
@@ -114,6 +118,9 @@ class Trace:
     output_shape: tuple[int, ...]
     #: every container module called: path -> (class name, per-sample output shape or None)
     modules: dict[str, tuple[str, tuple[int, ...] | None]] = field(default_factory=dict)
+    #: tensor number of the model's (first) output, and of its inputs (see :attr:`Call.input_numbers`)
+    output_number: int = -1
+    input_numbers: tuple[int, ...] = ()
 
 def frozen_names(model: nn.Module, frozen: Sequence[str]) -> set[str]:
     """Names of the modules lying under any of the ``frozen`` prefixes (a prefix is a module path).
@@ -177,6 +184,9 @@ class _Tracer:
         self.inputs: set[int] = set()
         self.reads_input: dict[int, bool] = {}
         self.names = {id(m): n for n, m in model.named_modules()}
+        self.numbers: dict[int, int] = {}  # id(tensor) -> tensor number (the latest tensor of that object)
+        self.keep: list[Tensor] = []  # tensors numbered, kept alive so that no id is reused during the trace
+        self.input_numbers: tuple[int, ...] = ()
         self.fused = 0
         self.device = torch.device("cpu")
         self.param_ids: set[int] = set()
@@ -199,7 +209,25 @@ class _Tracer:
             "input_grads": tuple(bool(t.requires_grad) for t in tensors),
             "input_bytes": tuple(t.element_size() for t in tensors),
             "input_ids": tuple(id(t) for t in tensors),
+            "input_numbers": self.number(tensors),
         }
+
+    def results(self, out) -> dict:
+        """What a call's tensor outputs are: ids, bytes per element and fresh tensor numbers."""
+        return {**outputs_of(out), "output_numbers": self.new_numbers(list(_tensors(out)))}
+
+    def number(self, tensors: list[Tensor]) -> tuple[int, ...]:
+        """The numbers of tensors already seen (-1 for one not seen)."""
+        return tuple(self.numbers.get(id(t), -1) for t in tensors)
+
+    def new_numbers(self, tensors: list[Tensor]) -> tuple[int, ...]:
+        """Fresh numbers for the outputs of a call (an in-place output is a new tensor too)."""
+        out = []
+        for t in tensors:
+            self.numbers[id(t)] = len(self.keep)
+            out.append(len(self.keep))
+            self.keep.append(t)
+        return tuple(out)
 
     # -- hooks ---------------------------------------------------------------------------------
     def pre_hook(self, module: nn.Module, args, kwargs) -> None:
@@ -241,7 +269,7 @@ class _Tracer:
                 first_call=count == 1,
                 param_shapes={k: tuple(p.shape) for k, p in module.named_parameters(recurse=False)},
                 reads_model_input=self.reads_input.pop(id(module), False),
-                **self.leaf_inputs.pop(id(module), {}), **outputs_of(output),
+                **self.leaf_inputs.pop(id(module), {}), **self.results(output),
             )
         )
 
@@ -268,7 +296,7 @@ class _Tracer:
                 op=op,
                 op_args=scalars,
                 reads_model_input=any(id(t) in self.inputs for t in _tensors(args)),
-                **self.operands(in_tensors), **outputs_of(out),
+                **self.operands(in_tensors), **self.results(out),
             )
         )
 
@@ -326,6 +354,7 @@ def _run(model: nn.Module, ex: ExampleInputs, frozen_set: set[str], mode: str, t
     tracer.inputs = {id(t) for t in ex.tensors()}
     tracer.device = device
     tracer.param_ids = {id(p) for p in model.parameters()}
+    tracer.input_numbers = tracer.new_numbers(list(ex.tensors()))
     handles = []
     for m in model.modules():
         handles.append(m.register_forward_pre_hook(tracer.pre_hook, with_kwargs=True))
@@ -393,6 +422,7 @@ def trace(
             except Exception as exc:  # the model rejects the input: a user error, one line
                 raise UserError(f"{type(model).__name__} rejects input {shape_text(ex)}: {one_line(exc)}{hint}") from None
     out_t = next(_tensors(out), None)
+    output_number = tracer.numbers.get(id(out_t), -1) if out_t is not None else -1
     _add_container_parameters(model, tracer, frozen_set, trainable, mode)
     traced(type(model).__name__)
     total = sum(p.numel() for p in model.parameters())
@@ -406,4 +436,6 @@ def trace(
         trainable_params=n_train,
         output_shape=tuple(out_t.shape[1:]) if out_t is not None else (),
         modules=dict(tracer.modules),
+        output_number=output_number,
+        input_numbers=tracer.input_numbers,
     )

@@ -2,36 +2,43 @@
 
 **Dataflow model** (which level serves an access), stated once here and in ``docs/cost-model.md``:
 
-1. *Register file.* A MAC makes ``a · (1 + 1/√rf_words)`` RF accesses and every other arithmetic operation
-   (add, mult, compare) ``a`` (``a = rf_accesses_per_op``, default 3: two operand reads and one result write;
-   ``rf_words`` default 32; see :func:`energymodel.memory.tiling.rf_per_mac`).
+1. *Register file.* In the tiled conv/linear layers the RF words come from the loop nest inside the PE array
+   (:mod:`energymodel.memory.loopnest`). Every other arithmetic operation (add, mult, compare) makes ``a``
+   RF accesses (``a = rf_accesses_per_op``, default 3: two operand reads and one result write), and a MAC
+   outside the tiled layers (functional matrix products, ``tiling = false``, ``reuse = "none"``)
+   ``a · (1 + 1/√r)`` with ``r`` the smallest register file (:func:`energymodel.memory.tiling.rf_per_mac`).
 2. *Weights, weight gradients, optimizer state* live on chip (SRAM) only when **all of them** fit in the
-   buffer: ``weight_state_words · word_bytes <= buffer_bytes``; otherwise every such access goes to DRAM
-   (they must persist across steps, so a layer cannot keep its weights on chip while the others stream).
-3. *Conv and linear layers* (``dataflow.tiling = true``, the default): each phase is tiled by
-   :mod:`energymodel.memory.tiling` — the input, weight and output tiles share the buffer (less the weight
-   state when it is on chip), an activation operand stays whole on chip only if it fits *together* with the
-   other operands' tiles, and the tiling with the fewest DRAM words is chosen. The saved input of the weight
-   gradient may stay on chip (a copy written in the forward pass) only when the whole saved set fits (rule 5);
-   otherwise the backward pass streams it from DRAM, where the forward pass wrote it if it had kept it on chip.
-4. *Other activations and activation gradients* (and conv/linear layers with ``tiling = false``): a tensor
-   is served from SRAM when the whole batch's tensor fits, ``B · |T| · word_bytes <= buffer_bytes``, else
-   from DRAM. The network input always comes from DRAM.
-5. *Activations saved for the backward pass* (written in forward, read in backward) are on chip only
-   when the whole saved set of the step fits in the buffer, else DRAM.
-6. With ``reuse = "ideal"`` each tensor word is read/written once per phase (a lower bound); with
-   ``reuse = "none"`` every MAC fetches both operands from their level (an upper bound; no tiling).
+   buffer, ``weight_state_words · word_bytes <= buffer_bytes``, and every layer still finds a tiling in what
+   they leave; otherwise every such access goes to DRAM (they must persist across steps, so a layer cannot keep
+   its weights on chip while the others stream).
+3. *Activations and activation gradients* follow one **residency plan** for the whole network
+   (:mod:`energymodel.memory.residency`): a tensor is either kept on chip from its write to its last read, taking
+   its words of the buffer all that time, or written to DRAM and read from DRAM by every reader. The network
+   input always comes from DRAM.
+4. *Conv and linear layers* (``dataflow.tiling = true``, the default): each phase is tiled by
+   :mod:`energymodel.memory.tiling` — its resident operands (as the plan says) whole in the buffer, the other
+   operands' tiles sharing what is left, the tiling with the fewest DRAM words chosen — and the loop nest
+   inside the array (:mod:`energymodel.memory.loopnest`) gives its SRAM and RF words.
+5. *Activations saved for the backward pass* are on chip only when the whole saved set of the step fits in
+   the buffer and every layer still finds a tiling in what is left (the weight state has the first claim),
+   else DRAM; on chip, they take their words of the buffer for the whole step.
+6. With ``reuse = "ideal"`` each word of a layer outside the tiled ones is read/written once per phase (a lower
+   bound); with ``reuse = "none"`` every MAC fetches both operands from their level (an upper bound; no tiling).
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 
-from energymodel.count.phases import Counts
+from energymodel.count.phases import Counts, TiledLayer
 from energymodel.errors import UserError
+from energymodel.memory.loopnest import Array, ArrayTraffic, array_traffic, unrolled
 from energymodel.memory.tiling import PhaseTraffic, phase_traffic, rf_per_mac
 
-__all__ = ["level_of", "tiled_words", "layer_phases", "rf_accesses"]
+__all__ = ["level_of", "rf_accesses", "PHASES", "PhaseWords", "phase_homes", "phase_words"]
 
 
 def level_of(size_words: np.ndarray, word_bits: float, buffer_bytes: float) -> np.ndarray:
@@ -41,79 +48,86 @@ def level_of(size_words: np.ndarray, word_bits: float, buffer_bytes: float) -> n
 
 
 def rf_accesses(mac, other, rf_accesses_per_op: float, rf_words: float):
-    """RF accesses: ``mac · a·(1 + 1/√rf_words) + other · a`` (``other`` = adds + mults + compares)."""
+    """RF accesses outside the tiled layers: ``mac · a·(1 + 1/√rf_words) + other · a`` (``other`` = adds +
+    mults + compares; ``rf_words`` the smallest register file)."""
     return mac * rf_per_mac(rf_accesses_per_op, rf_words) + other * rf_accesses_per_op
 
 
 #: (phase name, role written) of the three phases of a conv/linear layer
-_PHASES = (("forward", "out"), ("backward_input", "in"), ("backward_weight", "wt"))
+PHASES = (("forward", "out"), ("backward_input", "in"), ("backward_weight", "wt"))
 
 
-def layer_phases(counts: Counts, *, word_bits: float, buffer_bytes: float) -> dict[int, dict[str, PhaseTraffic]]:
-    """The tiling of every phase of every tiled conv/linear layer (:mod:`energymodel.memory.tiling`), by layer row.
+@dataclass(frozen=True)
+class PhaseWords:
+    """One phase of a tiled layer: its SRAM tiling (DRAM words) and its loop nest in the array (SRAM-side and RF
+    words), per role ``in, wt, out``. ``sram`` counts every SRAM access: the array's reads and partial sums, and
+    every DRAM word passing through (a fill from DRAM, a write to DRAM)."""
 
-    Raises :class:`~energymodel.errors.UserError` naming the layer when no tiling fits the buffer.
-    """
+    tiling: PhaseTraffic
+    array: ArrayTraffic
+
+    @property
+    def dram(self) -> tuple[float, float, float]:
+        return self.tiling.dram
+
+    @property
+    def sram(self) -> tuple[float, float, float]:
+        return tuple(a + d for a, d in zip(self.array.sram, self.tiling.dram))  # type: ignore[return-value]
+
+    @property
+    def rf(self) -> tuple[float, float, float]:
+        return self.array.rf
+
+    @property
+    def dram_words(self) -> float:
+        return float(sum(self.dram))
+
+    @property
+    def sram_words(self) -> float:
+        return float(sum(self.sram))
+
+    @property
+    def rf_words(self) -> float:
+        return float(sum(self.rf))
+
+    @property
+    def resident(self) -> tuple[bool, bool, bool]:
+        return self.tiling.resident
+
+
+def phase_homes(counts: Counts, tl: TiledLayer, phase: str, *, word_bits: float, buffer_bytes: float,
+                weights_on_chip: bool | None = None, saved_on_chip: bool | None = None) -> tuple[str, str, str]:
+    """What may hold each role (``in, wt, out``) of one phase, by the physical rules alone: ``"dram"`` (the
+    network input or a feature cache; weights or a saved input not on chip), ``"sram"`` (weights on chip, rule 2)
+    or ``"free"`` (an activation, or a saved input on chip: the residency plan decides). ``weights_on_chip`` /
+    ``saved_on_chip`` default to whether the weight state / the saved set fits the buffer."""
     word_bytes = word_bits / 8.0
-    buffer_words = buffer_bytes / word_bytes
-    weights_on_chip = counts.weight_state_words * word_bytes <= buffer_bytes
-    saved_fits = counts.saved_words * word_bytes <= buffer_bytes
-    avail = buffer_words - (counts.weight_state_words if weights_on_chip else 0.0)
+    if weights_on_chip is None:
+        weights_on_chip = counts.weight_state_words * word_bytes <= buffer_bytes
+    if saved_on_chip is None:
+        saved_on_chip = counts.saved_words * word_bytes <= buffer_bytes
     wt = "sram" if weights_on_chip else "dram"
-    sizes = counts.accesses["size_words"].to_numpy()
-    out: dict[int, dict[str, PhaseTraffic]] = {}
-    for tl in counts.tiled:
-        x_home = "dram" if not np.isfinite(sizes[tl.input_row]) else "free"
-        res: dict[str, PhaseTraffic] = {}
-        for (phase, written), runs in zip(_PHASES, tl.phases):
-            if not runs:
-                continue
-            if phase == "forward":
-                homes = (x_home, wt, "free")
-            elif phase == "backward_input":
-                homes = ("free", wt, "free")
-            else:
-                homes = ("free" if saved_fits else "dram", wt, "free")
-            pt = phase_traffic(tl.shape, written, homes, float(avail))
-            if pt is None:
-                raise UserError(
-                    f"layer {tl.name}: no tiling of its {phase.replace('_', ' ')} pass fits a buffer of "
-                    f"{buffer_bytes:g} bytes (dataflow.buffer_bytes)"
-                )
-            res[phase] = pt
-        out[tl.layer] = res
-    return out
+    if phase == "forward":
+        x_in = np.isfinite(counts.accesses["size_words"].iat[tl.input_row])
+        return ("free" if x_in else "dram", wt, "free")
+    if phase == "backward_input":
+        return ("free", wt, "free")
+    return ("free" if saved_on_chip else "dram", wt, "free")
 
 
-def tiled_words(counts: Counts, *, word_bits: float, buffer_bytes: float) -> dict[str, np.ndarray]:
-    """Per-layer words of the tiled conv/linear layers: ``sram``, ``dram``, ``weight``, ``activation``
-    (arrays over ``counts.layers`` rows, zero for the other layers).
+def phase_words(tl: TiledLayer, written: str, homes: tuple[str, str, str], avail_words: float,
+                array: Array, phase: str = "") -> PhaseWords:
+    """The SRAM tiling of one phase in ``avail_words`` of buffer and the loop nest of its array.
 
-    Each phase adds its roles' words (``in``/``out`` are activations or their gradients, ``wt`` the weight or
-    its gradient) plus the bias words at the weights' level. The saved input (its read is the weight
-    gradient's ``in`` words) costs one SRAM write in the forward pass when the weight gradient keeps it on
-    chip, else one DRAM write when the forward tiling kept the input on chip (a streamed input is in DRAM
-    already).
+    Raises :class:`~energymodel.errors.UserError` naming the layer when no tiling fits.
     """
-    n = len(counts.layers)
-    out = {k: np.zeros(n) for k in ("sram", "dram", "weight", "activation")}
-    if not counts.tiled:
-        return out
-    word_bytes = word_bits / 8.0
-    w_level = "sram" if counts.weight_state_words * word_bytes <= buffer_bytes else "dram"
-    phases = layer_phases(counts, word_bits=word_bits, buffer_bytes=buffer_bytes)
-    for tl in counts.tiled:
-        i = tl.layer
-        for pt in phases[i].values():
-            out["sram"][i] += pt.sram_words
-            out["dram"][i] += pt.dram_words
-            out["weight"][i] += pt.dram[1] + pt.sram[1] + tl.bias_words
-            out["activation"][i] += pt.dram[0] + pt.sram[0] + pt.dram[2] + pt.sram[2]
-            out[w_level][i] += tl.bias_words
-        if "backward_weight" in phases[i]:
-            fwd_kept, bwd_kept = phases[i]["forward"].resident[0], phases[i]["backward_weight"].resident[0]
-            x_words = float(tl.shape.words()[0])
-            if fwd_kept or bwd_kept:
-                out["sram" if bwd_kept else "dram"][i] += x_words
-                out["activation"][i] += x_words
-    return out
+    shape = tl.shape
+    pt = phase_traffic(shape, written, homes, float(avail_words), array.lanes)
+    if pt is None:
+        raise UserError(f"layer {tl.name}: no tiling of its {phase.replace('_', ' ') or 'phase'} pass fits the "
+                        f"{max(avail_words, 0):g} words of buffer left to it (dataflow.buffer_bytes)")
+    (u_k, k1), (u_c, c1) = unrolled(shape.k, array.lanes[0]), unrolled(shape.c, array.lanes[1])
+    b, k, c, p, q = pt.tile
+    trips = {"N": math.ceil(shape.n / b) * math.ceil(shape.p / p) * math.ceil(shape.q / q),
+             "K": math.ceil(k1 / round(k / u_k)), "C": math.ceil(c1 / round(c / u_c))}
+    return PhaseWords(pt, array_traffic(shape, written, pt.tile, pt.innermost, trips[pt.innermost], array))

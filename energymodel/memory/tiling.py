@@ -55,8 +55,9 @@ from functools import lru_cache
 import numpy as np
 
 from energymodel.count.gemm import GemmShape
+from energymodel.memory.loopnest import touched, unrolled
 
-__all__ = ["PhaseTraffic", "ROLES", "HOMES", "phase_traffic", "candidates", "rf_per_mac"]
+__all__ = ["PhaseTraffic", "ROLES", "HOMES", "phase_traffic", "candidates", "rf_per_mac", "touched"]
 
 #: operand roles of one phase, in this order everywhere
 ROLES = ("in", "wt", "out")
@@ -87,7 +88,7 @@ class PhaseTraffic:
 
     dram: tuple[float, float, float]
     sram: tuple[float, float, float]
-    tile: tuple[int, int, int, int, int]  # b, k, c, p, q
+    tile: tuple[int, float, float, int, int]  # b, k, c, p, q
     innermost: str  # loop group kept innermost: "N" (NPQ), "K" or "C"
     resident: tuple[bool, bool, bool]
 
@@ -111,12 +112,18 @@ def _halo_sum(length: int, tile: np.ndarray, size_in: int, kernel: int, stride: 
     """(input rows one tile holds, input rows read summed over all ``⌈length/tile⌉`` tiles).
 
     A tile of output rows ``[o, o+L)`` reads input rows ``[o·stride − pad, (o+L−1)·stride − pad + reach)``
-    (``reach = (kernel−1)·dil + 1``) clipped to the ``size_in`` real rows (padding is not read); the tile
-    buffer holds ``min(size_in, (L−1)·stride + reach)`` rows.
+    (``reach = (kernel−1)·dil + 1``) clipped to the ``size_in`` real rows (padding is not read) — or, when the
+    stride skips rows (``stride > reach``), each output row's own window, clipped; the tile buffer holds
+    ``min(size_in, touched(L))`` rows (:func:`touched`).
     """
     reach = (kernel - 1) * dil + 1
-    one = np.minimum(size_in, (tile - 1) * stride + reach)
+    one = np.minimum(size_in, touched(tile, kernel, stride, dil))
     total = np.empty(tile.shape, dtype=np.int64)
+    if stride > reach:  # disjoint windows: every output row reads its own clipped window
+        o = np.arange(length)
+        own = np.maximum(np.minimum(o * stride - pad + reach, size_in) - np.maximum(o * stride - pad, 0), 0)
+        total.flat[:] = int(own.sum())
+        return one, total
     for i, t in enumerate(tile.flat):
         start = np.arange(0, length, int(t))
         end = np.minimum(start + int(t), length)
@@ -128,16 +135,20 @@ def _halo_sum(length: int, tile: np.ndarray, size_in: int, kernel: int, stride: 
 
 @lru_cache(maxsize=4096)
 def phase_traffic(shape: GemmShape, written: str, homes: tuple[str, str, str],
-                  buffer_words: float) -> PhaseTraffic | None:
+                  buffer_words: float, lanes: tuple[int, int] = (1, 1)) -> PhaseTraffic | None:
     """The tiling of one phase with the fewest DRAM words, or ``None`` when no tiling fits the buffer.
 
     ``written``: the role the phase writes (``"out"`` forward, ``"in"`` backward to the input, ``"wt"``
-    backward to the weights); ``homes``: ``"dram"``, ``"sram"`` or ``"free"`` for each of :data:`ROLES`.
+    backward to the weights); ``homes``: ``"dram"``, ``"sram"`` or ``"free"`` for each of :data:`ROLES`;
+    ``lanes``: PEs of the array along ``K`` and ``C`` — a tile holds a whole number of array steps, ``k = u_K·k1``
+    and ``c = u_C·c1`` (:func:`energymodel.memory.loopnest.unrolled`). Ties in DRAM words go to the tiling that
+    keeps fewer words whole on chip, then to the largest tile.
     """
     g = shape.groups
+    (u_k, k1), (u_c, c1) = unrolled(shape.k, lanes[0]), unrolled(shape.c, lanes[1])
     b = candidates(shape.n)[:, None, None, None, None]
-    k = candidates(shape.k)[None, :, None, None, None]
-    c = candidates(shape.c)[None, None, :, None, None]
+    k = (u_k * candidates(k1))[None, :, None, None, None]
+    c = (u_c * candidates(c1))[None, None, :, None, None]
     p = candidates(shape.p)[None, None, None, :, None]
     q = candidates(shape.q)[None, None, None, None, :]
     hp, rows = _halo_sum(shape.p, p, shape.h, shape.r, shape.stride[0], shape.dilation[0], shape.padding[0])
@@ -153,10 +164,11 @@ def phase_traffic(shape: GemmShape, written: str, homes: tuple[str, str, str],
         "out": float(g * shape.n * shape.k * shape.p * shape.q),
     }
     trips = {"N": (-(-shape.n // b)) * (-(-shape.p // p)) * (-(-shape.q // q)),
-             "K": -(-shape.k // k), "C": -(-shape.c // c)}
+             "K": np.ceil(k1 / np.round(k / u_k)), "C": np.ceil(c1 / np.round(c / u_c))}
+    volume = (b * k * c * p * q).astype(float)
     full = dict(zip(ROLES, (float(v) for v in shape.words())))
     free = [i for i, h in enumerate(homes) if h == "free"]
-    best: tuple[float, float, PhaseTraffic] | None = None
+    best: tuple[float, float, float, PhaseTraffic] | None = None
     for choice in range(1 << len(free)):
         resident = [h == "sram" for h in homes]
         for j, i in enumerate(free):
@@ -179,15 +191,16 @@ def phase_traffic(shape: GemmShape, written: str, homes: tuple[str, str, str],
                 parts.append(words)
                 dram = dram + words
             total = np.where(fits, np.broadcast_to(dram, fits.shape), np.inf)
-            at = int(np.argmin(total))
-            val = float(total.flat[at])
+            val = float(total.min())
             if not math.isfinite(val):
                 continue
-            key = (val, sum(sram))
-            if best is None or key < best[:2]:
+            tie = np.where(total == val, np.broadcast_to(volume, fits.shape), -1.0)
+            at = int(np.argmax(tie))
+            key = (val, sum(sram), -float(tie.flat[at]))
+            if best is None or key < best[:3]:
                 idx = np.unravel_index(at, fits.shape)
                 per_role = tuple(float(np.broadcast_to(x, fits.shape)[idx]) for x in parts)
-                tile = (int(b.flat[idx[0]]), int(k.flat[idx[1]]), int(c.flat[idx[2]]), int(p.flat[idx[3]]),
+                tile = (int(b.flat[idx[0]]), float(k.flat[idx[1]]), float(c.flat[idx[2]]), int(p.flat[idx[3]]),
                         int(q.flat[idx[4]]))
-                best = (val, sum(sram), PhaseTraffic(per_role, sram, tile, inner, tuple(resident)))
-    return None if best is None else best[2]
+                best = (val, sum(sram), key[2], PhaseTraffic(per_role, sram, tile, inner, tuple(resident)))
+    return None if best is None else best[3]

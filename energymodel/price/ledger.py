@@ -40,7 +40,7 @@ class Ledger:
         for counts, times, mask in self.terms:
             total += times * feature_vector(counts, word_bits=table.word_bits, buffer_bytes=flow.buffer_bytes,
                                             rf_accesses_per_op=flow.rf_accesses_per_op, reuse=flow.reuse, layers=mask,
-                                            rf_words=flow.rf_words, tiling=flow.tiling)
+                                            array=flow.array(), tiling=flow.tiling)
         total[FEATURES.index("dram")] += self.extra_dram_words
         return total
 

@@ -16,10 +16,18 @@ A table file (see ``energymodel/price/tables/45nm.toml``)::
     source = "..."
     [dataflow]
     buffer_bytes = 1048576        # on-chip buffer (SRAM) capacity
-    rf_accesses_per_op = 3        # register-file accesses per arithmetic operation at the ALU
-    rf_words = 32                 # register-file words per PE (> 0): MACs make a·(1 + 1/√rf_words) RF accesses
+    rf_accesses_per_op = 3        # register-file accesses per arithmetic operation other than a tiled MAC
+    rf_words = 32                 # words of each PE's input, weight and output register file (> 0), or
+                                  # rf_words = { input = 12, weight = 224, output = 24 }
+    sram_weight = 5               # optional: the mapper's cost of an SRAM word in RF words (default: the
+                                  # table's SRAM / RF energy per word)
     tiling = true                 # conv/linear layers by the tiled dataflow (false: the per-tensor size rule)
     reuse = "ideal"               # "ideal" (each word once per phase) or "none" (every MAC operand fetched)
+    [dataflow.array]              # the PE array of the tiled dataflow
+    rows = 16                     # integers >= 1
+    cols = 16
+    unroll = ["K", "C"]           # what the rows and the columns unroll: the layer's output (K) and input (C)
+                                  # channels, or ["C", "K"]
 
 The energy of one access to a word of ``word_bits`` bits at a level is ``pj * word_bits / bits`` (linear
 in access width). A missing, unknown, negative, NaN, infinite, too large (> 1e15) or mistyped entry is refused with a
@@ -37,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from energymodel.errors import TableError, one_line
+from energymodel.memory.loopnest import Array
 
 __all__ = [
     "Entry", "MemoryLevel", "Dataflow", "EnergyTable", "load_table", "builtin_tables", "OPERATIONS", "LEVELS",
@@ -46,6 +55,8 @@ __all__ = [
 OPERATIONS = ("mac", "add", "mult", "cmp")
 LEVELS = ("rf", "sram", "dram")
 REUSE = ("ideal", "none")
+#: the register files of a PE, in the order of ``Dataflow.rf_per_operand``
+RF_OPERANDS = ("input", "weight", "output")
 _TOP_STR = ("name", "description", "technology", "datatype", "source")
 
 
@@ -77,10 +88,27 @@ class Dataflow:
     buffer_bytes: int = 1 << 20
     rf_accesses_per_op: float = 3.0
     reuse: str = "ideal"
-    #: register-file words per PE; decides RF accesses per MAC (:func:`energymodel.memory.tiling.rf_per_mac`)
-    rf_words: float = 32.0
+    #: words of each PE's input, weight and output register file (:mod:`energymodel.memory.loopnest`)
+    rf_per_operand: tuple[float, float, float] = (32.0, 32.0, 32.0)
     #: price conv/linear layers by the tiled dataflow (:mod:`energymodel.memory.tiling`)
     tiling: bool = True
+    #: the PE array: rows x cols, and what the rows and the columns unroll (``("K", "C")`` or ``("C", "K")``)
+    array_rows: int = 16
+    array_cols: int = 16
+    unroll: tuple[str, str] = ("K", "C")
+    #: the mapper's cost of one SRAM word in RF words: ``dataflow.sram_weight``, or the table's SRAM / RF energy per
+    #: word when it is loaded (a sweep of energies keeps it: it re-prices the same mapping)
+    sram_weight: float = 5.0
+
+    @property
+    def rf_words(self) -> float:
+        """The smallest register file: MACs outside the tiled layers make ``a·(1 + 1/√rf_words)`` RF accesses
+        (:func:`energymodel.memory.tiling.rf_per_mac`)."""
+        return float(min(self.rf_per_operand))
+
+    def array(self) -> Array:
+        """The PE array and its register files, for :mod:`energymodel.memory.loopnest`."""
+        return Array(self.array_rows, self.array_cols, self.unroll, self.rf_per_operand, self.sram_weight)
 
 
 @dataclass(frozen=True)
@@ -140,7 +168,8 @@ class EnergyTable:
                 if name == "buffer_bytes":
                     flow = dataclasses.replace(flow, buffer_bytes=int(_number(value, label)))
                 elif name == "rf_words":
-                    flow = dataclasses.replace(flow, rf_words=_positive(value, label))
+                    v = _positive(value, label)
+                    flow = dataclasses.replace(flow, rf_per_operand=(v, v, v))
                 else:
                     flow = dataclasses.replace(flow, rf_accesses_per_op=_number(value, label))
             else:
@@ -162,7 +191,7 @@ class EnergyTable:
             "source": self.source,
             "operations": {k: {"pj": v.pj, "source": v.source} for k, v in self.operations.items()},
             "memory": {k: {"pj": v.pj, "bits": v.bits, "source": v.source} for k, v in self.memory.items()},
-            "dataflow": dataclasses.asdict(self.dataflow),
+            "dataflow": {**dataclasses.asdict(self.dataflow), "rf_words": self.dataflow.rf_words},
             "path": self.path,
         }
 
@@ -265,6 +294,35 @@ def _positive(value: Any, label: str) -> float:
     return v
 
 
+def _rf_words(value: Any, label: str) -> tuple[float, float, float]:
+    """``rf_words``: one size for the three register files, or ``{input, weight, output}``."""
+    if isinstance(value, dict):
+        _only(value, RF_OPERANDS, label)
+        for key in RF_OPERANDS:
+            if key not in value:
+                raise TableError(f"{label}: missing entry {key!r}")
+        return tuple(_positive(value[k], f"{label}.{k}") for k in RF_OPERANDS)  # type: ignore[return-value]
+    v = _positive(value, label)
+    return (v, v, v)
+
+
+def _array(value: Any, label: str) -> tuple[int, int, tuple[str, str]]:
+    """``[dataflow.array]``: ``rows``, ``cols`` (integers >= 1) and ``unroll`` (``["K", "C"]`` or ``["C", "K"]``)."""
+    if not isinstance(value, dict):
+        raise TableError(f"{label} must be a table, got {type(value).__name__}")
+    _only(value, ("rows", "cols", "unroll"), label)
+    sizes = []
+    for key in ("rows", "cols"):
+        v = value.get(key, 16)
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1 << 20:
+            raise TableError(f"{label}.{key} must be an integer 1..{1 << 20}, got {v!r}")
+        sizes.append(v)
+    unroll = value.get("unroll", ["K", "C"])
+    if not isinstance(unroll, list) or sorted(map(str, unroll)) != ["C", "K"]:
+        raise TableError(f"{label}.unroll must be [\"K\", \"C\"] or [\"C\", \"K\"], got {unroll!r}")
+    return sizes[0], sizes[1], (str(unroll[0]), str(unroll[1]))
+
+
 def _string(value: Any, label: str) -> str:
     if not isinstance(value, str):
         raise TableError(f"{label} must be a string, got {type(value).__name__} {value!r}")
@@ -334,7 +392,8 @@ def parse_table(data: dict[str, Any], where: str = "<table>") -> EnergyTable:
     flow = Dataflow()
     if "dataflow" in data:
         fl = _section(data, "dataflow", where)
-        _only(fl, ("buffer_bytes", "rf_accesses_per_op", "rf_words", "tiling", "reuse"), f"{where}: dataflow")
+        _only(fl, ("buffer_bytes", "rf_accesses_per_op", "rf_words", "tiling", "reuse", "array", "sram_weight"),
+              f"{where}: dataflow")
         buf = fl.get("buffer_bytes", flow.buffer_bytes)
         if isinstance(buf, bool) or not isinstance(buf, int) or not 0 <= buf <= MAX_VALUE:
             raise TableError(f"{where}: dataflow.buffer_bytes must be an integer 0..{MAX_VALUE:g}, got {buf!r}")
@@ -342,11 +401,17 @@ def parse_table(data: dict[str, Any], where: str = "<table>") -> EnergyTable:
         reuse = _string(fl.get("reuse", flow.reuse), f"{where}: dataflow.reuse")
         if reuse not in REUSE:
             raise TableError(f"{where}: dataflow.reuse must be one of {', '.join(REUSE)}, got {reuse!r}")
-        rf_words = _positive(fl.get("rf_words", flow.rf_words), f"{where}: dataflow.rf_words")
+        rf_words = _rf_words(fl.get("rf_words", 32.0), f"{where}: dataflow.rf_words")
         tiling = fl.get("tiling", flow.tiling)
         if not isinstance(tiling, bool):
             raise TableError(f"{where}: dataflow.tiling must be true or false, got {tiling!r}")
-        flow = Dataflow(buf, rf, reuse, rf_words, tiling)
+        rows, cols, unroll = _array(fl["array"] if "array" in fl else {}, f"{where}: dataflow.array")
+        flow = Dataflow(buf, rf, reuse, rf_words, tiling, rows, cols, unroll)
+        if "sram_weight" in fl:
+            flow = dataclasses.replace(flow, sram_weight=_number(fl["sram_weight"], f"{where}: dataflow.sram_weight"))
+    if "dataflow" not in data or "sram_weight" not in data["dataflow"]:
+        rf_pj = mem["rf"].per_word(wb)
+        flow = dataclasses.replace(flow, sram_weight=mem["sram"].per_word(wb) / rf_pj if rf_pj > 0 else 1.0)
     return EnergyTable(
         name=strings["name"], description=strings["description"], technology=strings["technology"],
         voltage=voltage, datatype=strings["datatype"], word_bits=wb, source=strings["source"],

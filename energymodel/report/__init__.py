@@ -72,6 +72,7 @@ def render_report(data: ReportData) -> str:
     if setup["groups"] or setup["table"]:
         sections.append(("setup", "Setup"))
     layers = views.layers_view(data.layers, word_bits) if data.layers is not None and len(data.layers) else None
+    residency = views.residency_view(data.residency)
     if layers:
         sections.append(("layers", "Per-layer costs"))
     compare = views.compare_view(data.compare, word_bits) if data.compare is not None and len(data.compare) else None
@@ -90,7 +91,8 @@ def render_report(data: ReportData) -> str:
     headline = engine_views.headline(data.engine, data.compare)
     return _template().render(
         title=data.title, description=data.description, headline=headline, sections=sections, setup=setup,
-        layers=layers, compare=compare, sweeps=sweeps, engine=engine, measured=measured, appendix=formulas(),
+        layers=layers, residency=residency, compare=compare, sweeps=sweeps, engine=engine, measured=measured,
+        appendix=formulas(),
     )
 
 

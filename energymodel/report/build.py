@@ -102,4 +102,4 @@ def build_report(recipe: Recipe, *, engine: dict | None = None, measured: dict |
         "generated": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
     return ReportData(title=recipe.title, description=recipe.description, setup=setup, layers=prof.layers,
-                      compare=cmp, sweeps=sweeps, engine=engine, measured=measured)
+                      compare=cmp, sweeps=sweeps, engine=engine, measured=measured, residency=prof.residency())

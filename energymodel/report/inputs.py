@@ -37,7 +37,7 @@ class ReportData:
     :func:`energymodel.analysis.sharing.compare`'s frame; ``sweeps``: dicts with ``frame`` (a sweep frame),
     ``breakeven`` (its :func:`~energymodel.analysis.sweep.breakeven`), ``spec`` (key -> grid text), ``target``,
     ``against``, ``title``; ``engine``: :func:`engine_section_from_results`; ``measured``:
-    :func:`measured_section`.
+    :func:`measured_section`; ``residency``: which activations of the profiled step stay on chip.
     """
 
     title: str
@@ -48,6 +48,8 @@ class ReportData:
     engine: dict[str, Any] | None = None
     measured: dict[str, Any] | None = None
     description: str = ""
+    #: the residency plan of the profiled step (:meth:`energymodel.analysis.profile.Profile.residency`)
+    residency: pd.DataFrame | None = None
 
 
 # -- inputs: engine results and measured timings ----------------------------------------------------

@@ -68,13 +68,17 @@ def setup_view(setup: dict[str, Any]) -> dict[str, Any]:
                              {"pj": fmt_num, "pj_per_word": fmt_num, "bits": fmt_num}),
             "dataflow": [("on-chip buffer (SRAM)", fmt_bytes(flow.get("buffer_bytes"))),
                          ("RF accesses per non-MAC operation", fmt_num(flow.get("rf_accesses_per_op"))),
-                         ("register file per PE", f"{fmt_num(flow.get('rf_words', 32))} words "
-                          "(a MAC makes a·(1 + 1/√words) RF accesses)"),
+                         ("PE array", f"{flow.get('array_rows', 16)} × {flow.get('array_cols', 16)}, rows unroll "
+                          f"{(flow.get('unroll') or ['K', 'C'])[0]}, columns {(flow.get('unroll') or ['K', 'C'])[1]}"),
+                         ("register files per PE", " / ".join(fmt_num(v) for v in flow.get("rf_per_operand",
+                                                                                            [32, 32, 32]))
+                          + " words (input / weight / output)"),
                          ("reuse", str(flow.get("reuse", ""))),
-                         ("rule", "conv/linear layers: per phase the loop tiling whose input, weight and output "
-                                  "tiles fit the buffer together with the fewest DRAM words (tiled dataflow); "
-                                  "other layers: a tensor on chip if the whole batch's tensor fits; network input "
-                                  "from DRAM (see docs/cost-model.md)" if flow.get("tiling", True) else
+                         ("rule", "one residency plan for the whole network: an activation stays on chip from "
+                                  "its write to its last read or goes to DRAM for every reader; conv/linear layers: "
+                                  "per phase the SRAM tiling with the fewest DRAM words and the loop nest inside "
+                                  "the array (SRAM re-reads, RF refills); network input from DRAM (see "
+                                  "docs/cost-model.md)" if flow.get("tiling", True) else
                                   "weights + gradients + optimizer state on chip only if all fit; an activation "
                                   "tensor on chip if the whole batch's tensor fits; network input from DRAM")],
         }
@@ -132,6 +136,28 @@ def layers_view(layers: pd.DataFrame, word_bits: int = 32) -> dict[str, Any]:
     return {"table": table(rows + [totals], cols), "details": table(rows + [totals], detail_cols),
             "plot": svg(_plot("layer_energy_plot", layers)), "total_energy": fmt_energy(totals.get("energy_pj")),
             "n": len(layers), "words": words}
+
+
+#: the residency plan: one row per tensor of a phase
+_PLAN_COLUMNS = [("phase", "phase"), ("writer", "written by"), ("readers", "read by"), ("words", "words"),
+                 ("where", "kept")]
+
+
+def residency_view(plan: pd.DataFrame | None) -> dict[str, Any] | None:
+    """The residency plan of the profiled step: per phase, which tensors stay on chip (a summary line) and every
+    tensor with its writer, readers, size and level."""
+    if plan is None or not len(plan):
+        return None
+    frame = plan.copy()
+    frame["where"] = [("DRAM (input / cache)" if forced else "on chip" if on else "DRAM")
+                      for on, forced in zip(frame["on_chip"], frame["forced"])]
+    frame["writer"] = frame["writer"].replace("", "—")
+    summary = []
+    for phase, sel in frame.groupby("phase", sort=False):
+        on = sel[sel["on_chip"].astype(bool)]
+        summary.append(f"{phase}: {len(on)} of {len(sel)} tensors on chip ({fmt_num(float(on['words'].sum()))} of "
+                       f"{fmt_num(float(sel['words'].sum()))} words)")
+    return {"table": table(records(frame), _PLAN_COLUMNS, {"words": fmt_num}), "summary": summary}
 
 
 # -- the sharing-fraction comparison ----------------------------------------------------------------------

@@ -1,0 +1,353 @@
+"""ZigZag (KU Leuven's accelerator cost model, ``pip install -e '.[zigzag]'``) as the referee of the tiled dataflow.
+
+For one phase of a conv/linear layer this describes to ZigZag the hardware of an energy table — the PE array of
+``[dataflow.array]`` (its rows unroll the layer's ``K``, its columns ``C``) at the table's MAC energy; per PE an
+input, a weight and an output register file of the table's ``rf_words`` at its RF energy; one SRAM of
+``buffer_bytes`` shared by every operand at its SRAM energy; DRAM — every port one word wide, so ZigZag's
+access counts are words — and the phase as ZigZag workloads:
+
+- forward: the layer as it is;
+- backward to the input: convolutions of ``dY`` over ``dX`` (kernel flipped, channels swapped), one per
+  parity class of a strided layer (:func:`energymodel.memory.loopnest.parity_classes`);
+- backward to the weights: ``dW[k][c][fy][fx] += dY[b][k][oy][ox] · X[b][c][iy][ix]``.
+
+**ZigZag places every operand itself**: each operand the model may keep whole on chip is tried with the SRAM and
+with DRAM as its top level (:func:`placements`), every combination is searched by ZigZag's LOMA (minimal
+energy, ``lpf`` loop prime factors), and the cheapest is ZigZag's answer. Only physical facts are imposed, the
+same as on the model: the network input and a streamed saved input live in DRAM, weights whose state does not
+fit the buffer live in DRAM. A placement whose resident operands alone exceed the buffer is not run; one ZigZag
+cannot map is recorded as such; a phase with no mapped placement at all is an error of the comparison, never a
+dropped row. ZigZag is imported only inside :func:`run_zigzag`; nothing else here needs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+from energymodel.count.gemm import GemmShape
+from energymodel.memory.loopnest import ROLES
+from energymodel.price.table import EnergyTable
+
+__all__ = ["ROLE_TO_ZZ", "hardware", "mapping", "workloads", "placements", "array_step", "run_zigzag", "referee_phase",
+           "parity_subconvs", "TOLERANCES", "TOTAL_TOLERANCE", "judge", "judge_row"]
+
+#: the model's roles (in, wt, out) -> ZigZag's layer operands, per phase
+ROLE_TO_ZZ = {
+    "forward": {"in": "I", "wt": "W", "out": "O"},
+    "backward_input": {"in": "O", "wt": "W", "out": "I"},
+    "backward_weight": {"in": "I", "wt": "O", "out": "W"},
+}
+#: ZigZag layer operand -> memory operand (register file): I -> input RF, W -> weight RF, O -> output RF
+ZZ_MEM_OP = {"I": "I1", "W": "I2", "O": "O"}
+_RF_NAMES = {"I1": "rf_i", "I2": "rf_w", "O": "rf_o"}
+
+
+def _port(name: str, kind: str, allocation: list[str], bits: int) -> dict[str, Any]:
+    return {"name": name, "type": kind, "bandwidth_min": bits, "bandwidth_max": bits, "allocation": allocation}
+
+
+def hardware(table: EnergyTable, dram_operands: list[str]) -> dict[str, Any]:
+    """ZigZag accelerator matching ``table``; ``dram_operands`` (memory operands ``I1``, ``I2``, ``O``) have DRAM as
+    their top level, the others the SRAM. Energies per access of one word (``table.word_bits``)."""
+    bits = table.word_bits
+    flow = table.dataflow
+    rf, sram, dram = (table.level_pj(lv) for lv in ("rf", "sram", "dram"))
+    mem: dict[str, Any] = {}
+    for op, size in zip(("I2", "I1"), (flow.rf_per_operand[1], flow.rf_per_operand[0])):
+        mem[_RF_NAMES[op]] = {"size": int(size) * bits, "r_cost": rf, "w_cost": rf, "area": 0, "latency": 1,
+                              "operands": [op], "ports": [_port("r_port_1", "read", [f"{op}, tl"], bits),
+                                                          _port("w_port_1", "write", [f"{op}, fh"], bits)],
+                              "served_dimensions": []}
+    mem["rf_o"] = {"size": int(flow.rf_per_operand[2]) * bits, "r_cost": rf, "w_cost": rf, "area": 0,
+                   "latency": 1, "operands": ["O"],
+                   "ports": [_port("r_port_1", "read", ["O, tl"], bits), _port("r_port_2", "read", ["O, th"], bits),
+                             _port("w_port_1", "write", ["O, fh"], bits), _port("w_port_2", "write", ["O, fl"], bits)],
+                   "served_dimensions": []}
+    mem["sram"] = {"size": int(flow.buffer_bytes) * 8, "r_cost": sram, "w_cost": sram, "area": 0,
+                   "latency": 1, "operands": ["I1", "I2", "O"],
+                   "ports": [_port("r_port_1", "read", ["I1, tl", "I2, tl", "O, tl", "O, th"], bits),
+                             _port("w_port_1", "write", ["I1, fh", "I2, fh", "O, fh", "O, fl"], bits)],
+                   "served_dimensions": ["D1", "D2"]}
+    if dram_operands:
+        alloc: list[str] = []
+        for op in dram_operands:
+            alloc += [f"{op}, fh", f"{op}, tl"] + (["O, fl", "O, th"] if op == "O" else [])
+        mem["dram"] = {"size": 10**13, "r_cost": dram, "w_cost": dram, "area": 0, "latency": 1,
+                       "operands": list(dram_operands), "ports": [_port("rw_port_1", "read_write", alloc, bits)],
+                       "served_dimensions": ["D1", "D2"]}
+    return {"name": f"matched-{table.name}", "memories": mem,
+            "operational_array": {"unit_energy": table.op_pj("mac"), "unit_area": 1, "dimensions": ["D1", "D2"],
+                                  "sizes": [flow.array_rows, flow.array_cols]}}
+
+
+def mapping(table: EnergyTable, phase: str, layer: dict[str, Any]) -> list[dict[str, Any]]:
+    """The spatial unrolling of ``[dataflow.array]`` in ``layer``'s own dimension names: the layer's ``K`` and ``C``
+    (swapped in the input gradient's workloads, whose output channels are the layer's ``C``), at most the
+    array's size and the loop's length."""
+    flow = table.dataflow
+    names = {"K": "C", "C": "K"} if phase == "backward_input" else {"K": "K", "C": "C"}
+    sizes = dict(zip(layer["loop_dims"], layer["loop_sizes"]))
+    spatial = {}
+    for axis, dim, lanes in zip(("D1", "D2"), flow.unroll, (flow.array_rows, flow.array_cols)):
+        zz_dim = names[dim]
+        spatial[axis] = [f"{zz_dim}, {min(lanes, sizes[zz_dim])}"]
+    return [{"name": "default", "spatial_mapping": spatial, "memory_operand_links": {"O": "O", "W": "I2", "I": "I1"}}]
+
+
+def _layer(equation: str, dims: dict[str, int], relations: list[str], pr: tuple[int, int],
+           padding: list[list[int]], bits: int) -> dict[str, Any]:
+    return {"id": 0, "name": "L", "operator_type": "Conv", "equation": equation, "dimension_relations": relations,
+            "loop_dims": list(dims), "loop_sizes": list(dims.values()),
+            "operand_precision": {"I": bits, "W": bits, "O": bits, "O_final": bits},
+            "operand_source": {"I": 0, "W": 0}, "pr_loop_dims": ["IX", "IY"], "pr_loop_sizes": [pr[1], pr[0]],
+            "padding": padding}
+
+
+def parity_subconvs(out_len: int, in_len: int, kernel: int, stride: int, pad: int) -> list[tuple[int, int, int, int]]:
+    """Sub-convolutions of a strided input gradient along one axis: ``(rows, taps, pad_lo, pad_hi)`` per parity
+    class of the ``dX`` rows (``taps = 0``: the class gets no gradient), with the zero rows each reads past the
+    ends of ``dY``."""
+    out = []
+    for a in range(stride):
+        size = len(range(a, in_len, stride))
+        f0 = (a + pad) % stride
+        taps = len(range(f0, kernel, stride))
+        if taps == 0 or size == 0:
+            out.append((size, 0, 0, 0))
+            continue
+        c0 = (a + pad - f0) // stride
+        lo = taps - 1 - c0
+        hi = max(0, size - 1 + taps - 1 - lo - (out_len - 1))
+        out.append((size, taps, max(lo, 0), hi))
+    return out
+
+
+def workloads(shape: GemmShape, phase: str, bits: int) -> list[dict[str, Any]]:
+    """ZigZag layer descriptions of one phase of a conv/linear layer (per group; several for a strided input
+    gradient). Linear layers are 1x1 convolutions on 1x1 maps."""
+    n, k, c, p, q, h, w, r, s = shape.n, shape.k, shape.c, shape.p, shape.q, shape.h, shape.w, shape.r, shape.s
+    (sy, sx), (dy, dx), (py, px) = shape.stride, shape.dilation, shape.padding
+    if phase == "forward":
+        return [_layer("O[b][k][oy][ox]+=W[k][c][fy][fx]*I[b][c][iy][ix]",
+                       {"B": n, "K": k, "C": c, "OY": p, "OX": q, "FY": r, "FX": s},
+                       [f"ix={sx}*ox+{dx}*fx", f"iy={sy}*oy+{dy}*fy"], (h, w), [[px, px], [py, py]], bits)]
+    if phase == "backward_weight":
+        return [_layer("O[k][c][fy][fx]+=W[b][k][oy][ox]*I[b][c][iy][ix]",
+                       {"K": k, "C": c, "FY": r, "FX": s, "B": n, "OY": p, "OX": q},
+                       [f"ix={sx}*ox+{dx}*fx", f"iy={sy}*oy+{dy}*fy"], (h, w), [[px, px], [py, py]], bits)]
+    if (dy, dx) != (1, 1):
+        raise ValueError("dilated input gradients are not described")
+    out = []
+    for oy, ty, ly, hy in parity_subconvs(p, h, r, sy, py):
+        for ox, tx, lx, hx in parity_subconvs(q, w, s, sx, px):
+            if ty and tx and oy and ox:
+                out.append(_layer("O[b][k][oy][ox]+=W[k][c][fy][fx]*I[b][c][iy][ix]",
+                                  {"B": n, "K": c, "C": k, "OY": oy, "OX": ox, "FY": ty, "FX": tx},
+                                  ["ix=1*ox+1*fx", "iy=1*oy+1*fy"], (p, q), [[lx, hx], [ly, hy]], bits))
+    return out
+
+
+def placements(homes: tuple[str, str, str], words: tuple[float, float, float], buffer_words: float,
+               step: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> list[tuple[bool, bool, bool]]:
+    """Every placement (resident or not, per role ``in, wt, out``) that the roles' ``homes`` allow (``"dram"``:
+    streamed, ``"sram"``: resident, ``"free"``: both tried) whose resident operands fit the buffer beside one
+    array step of each streamed operand (``step``: words per role of the smallest tile any mapping holds)."""
+    choices = [(h == "sram",) if h != "free" else (False, True) for h in homes]
+    out = []
+    for combo in product(*choices):
+        need = sum(w if res else s for w, s, res in zip(words, step, combo))
+        if need <= buffer_words:
+            out.append(tuple(combo))
+    return out
+
+
+def array_step(table: EnergyTable, shape: GemmShape) -> tuple[float, float, float]:
+    """Words per role (``in, wt, out``) of one step of the array: ``u_C`` inputs, ``u_K·u_C`` weights, ``u_K``
+    outputs (one kernel tap, one position) — the least any mapping keeps in the SRAM of an operand it streams."""
+    from energymodel.memory.loopnest import unrolled
+
+    lanes = table.dataflow.array().lanes
+    u_k, u_c = unrolled(shape.k, lanes[0])[0], unrolled(shape.c, lanes[1])[0]
+    return (u_c, u_k * u_c, u_k)
+
+
+def _levels(cme) -> dict[str, float]:
+    """Words read + written at each level (rf, sram, dram), all operands, from one ZigZag evaluation."""
+    out = {"rf": 0.0, "sram": 0.0, "dram": 0.0}
+    hierarchy = cme.accelerator.memory_hierarchy
+    for op, accesses in cme.memory_word_access.items():
+        mem_op = cme.memory_operand_links.layer_to_mem_op(op)
+        for level, acc in zip(hierarchy.get_memory_levels(mem_op=mem_op), accesses):
+            key = "rf" if level.name.startswith("rf") else level.name
+            out[key] += float(sum(acc.data.values()))
+    return out
+
+
+def run_zigzag(layer: dict[str, Any], hw: dict[str, Any], spatial: list[dict[str, Any]], lpf: int,
+               cache: dict[str, Any]) -> dict[str, Any]:
+    """ZigZag's minimal-energy mapping of one workload on ``hw`` (LOMA, ``lpf`` loop prime factors): energy (pJ),
+    MAC energy, words per level and the temporal mapping; ``{"no_mapping": ...}`` when LOMA finds none.
+    Cached in ``cache`` by (workload, hardware, mapping, lpf); any other failure raises."""
+    import yaml
+    from zigzag.api import get_hardware_performance_zigzag
+    from zigzag.opt.loma.engine import NoValidLoopOrderingFoundException
+
+    key = hashlib.sha1(json.dumps([layer, hw, spatial, lpf], sort_keys=True).encode()).hexdigest()
+    if key in cache:
+        return cache[key]
+    with tempfile.TemporaryDirectory() as tmp:
+        hw_path, map_path = Path(tmp) / "hw.yaml", Path(tmp) / "map.yaml"
+        hw_path.write_text(yaml.safe_dump(hw, sort_keys=False))
+        map_path.write_text(yaml.safe_dump(spatial, sort_keys=False))
+        t0 = time.perf_counter()
+        try:
+            _, _, cmes = get_hardware_performance_zigzag(
+                [layer], str(hw_path), str(map_path), opt="energy", dump_folder=str(Path(tmp) / "out"),
+                loma_show_progress_bar=False, lpf_limit=lpf)
+        except NoValidLoopOrderingFoundException as exc:
+            res: dict[str, Any] = {"no_mapping": str(exc).splitlines()[0][:200]}
+        else:
+            cme = cmes[0][1][0][0]
+            res = {"energy_pj": float(cme.energy_total), "mac_energy_pj": float(cme.mac_energy),
+                   "macs": float(cme.layer.total_mac_count), **{f"{k}_words": v for k, v in _levels(cme).items()},
+                   "temporal_mapping": str(cme.mapping.temporal_mapping)}
+        res["seconds"] = round(time.perf_counter() - t0, 2)
+    cache[key] = res
+    return res
+
+
+def referee_phase(table: EnergyTable, shape: GemmShape, phase: str, homes: tuple[str, str, str], lpf: int,
+                  cache: dict[str, Any], save=None, only: tuple[bool, bool, bool] | None = None) -> dict[str, Any]:
+    """ZigZag's answer for one phase: every allowed placement (:func:`placements`) run, the cheapest taken.
+
+    Returns ``{"best": placement result or None, "placements": [...]}``; each placement result has the resident
+    roles, ZigZag's summed energy and words over the phase's workloads, or why it has none. ``save`` (optional)
+    is called after every ZigZag run (to write the cache); ``only``: run this placement alone."""
+    roles_zz = ROLE_TO_ZZ[phase]
+    buffer_words = table.dataflow.buffer_bytes / table.word_bytes
+    layers = workloads(shape, phase, table.word_bits)
+    tried = []
+    for resident in placements(homes, tuple(float(w) for w in shape.words()), buffer_words,
+                               array_step(table, shape)):
+        if only is not None and resident != only:
+            continue
+        dram_ops = sorted(ZZ_MEM_OP[roles_zz[r]] for r, res in zip(ROLES, resident) if not res)
+        hw = hardware(table, dram_ops)
+        total = {"energy_pj": 0.0, "mac_energy_pj": 0.0, "macs": 0.0, "rf_words": 0.0, "sram_words": 0.0,
+                 "dram_words": 0.0, "seconds": 0.0}
+        failed = None
+        for layer in layers:
+            res = run_zigzag(layer, hw, mapping(table, phase, layer), lpf, cache)
+            if save is not None:
+                save()
+            if "no_mapping" in res:
+                failed = res["no_mapping"]
+                break
+            for key in total:
+                total[key] += res[key]
+        tried.append({"on_chip": [r for r, res in zip(ROLES, resident) if res],
+                      **({"no_mapping": failed} if failed else total)})
+    mapped = [t for t in tried if "no_mapping" not in t]
+    best = min(mapped, key=lambda t: t["energy_pj"]) if mapped else None
+    return {"best": best, "placements": tried}
+
+
+# -- the comparison --------------------------------------------------------------------------------------------
+
+#: targets per layer-phase (relative, model / ZigZag − 1) and for totals
+TOLERANCES = {"energy_pj": 0.10, "dram_words": 0.10, "sram_words": 0.25, "rf_words": 0.25}
+TOTAL_TOLERANCE = 0.05
+QUANTITIES = tuple(TOLERANCES)
+#: row verdicts, the accepted ones first
+VERDICTS = ("PASS", "PLACEMENT", "BUFFER", "EXPLAINED", "MISS", "FAIL")
+#: targets of a phase's totals: energy within ±5 %, every level within its per-layer target
+_TOTAL_TARGETS = {**TOLERANCES, "energy_pj": TOTAL_TOLERANCE}
+
+
+def _ratios(model: dict[str, float], zz: dict[str, float]) -> dict[str, float | None]:
+    return {k: (model[k] / zz[k] if zz.get(k) else (1.0 if not model[k] else None)) for k in QUANTITIES}
+
+
+def _within(ratios: dict[str, float | None], keys=QUANTITIES) -> list[str]:
+    """The quantities outside their target."""
+    return [k for k in keys if ratios[k] is None or abs(ratios[k] - 1) > TOLERANCES[k]]
+
+
+def judge_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The verdict of one layer-phase (a row with ``model``, ``zigzag`` (``best``, ``placements``), ``phase``,
+    ``stride``): ``PASS`` (every quantity within target against ZigZag's best), ``PLACEMENT`` (the model's placement
+    differs — the residency plan decides for the whole network, ZigZag for this layer alone — and every quantity
+    is within target against ZigZag at the model's placement), ``BUFFER`` (the residency plan keeps other tensors
+    on chip during the phase; within target against ZigZag run at the model's placement with the SRAM the plan
+    leaves, ``zigzag.at_plan_buffer``), ``EXPLAINED`` (a documented limit of ZigZag's
+    description: a strided input gradient as sub-convolutions that each read ``dY`` from DRAM; every quantity is
+    within target once those extra DRAM words, and their passage through the SRAM, are charged to the model too:
+    ``pj_per_word`` of the row prices them), ``MISS`` or ``FAIL`` (ZigZag mapped no placement)."""
+    best = row["zigzag"]["best"]
+    out = {"ratio": None, "misses": [], "verdict": "FAIL", "reason": "ZigZag mapped no placement"}
+    if best is None:
+        return out
+    ratios = _ratios(row["model"], best)
+    misses = _within(ratios)
+    out.update(ratio=ratios, misses=misses, verdict="PASS", reason="")
+    if not misses:
+        return out
+    shared = row["zigzag"].get("at_plan_buffer")
+    if shared is not None and shared.get("best") is not None and not _within(_ratios(row["model"], shared["best"])):
+        out.update(verdict="BUFFER", reason=f"the plan keeps other tensors on chip during this phase, leaving it "
+                   f"{row['model']['buffer_words']:,.0f} words; ZigZag (this layer alone) had the whole buffer; "
+                   "within target against ZigZag with the same SRAM and placement",
+                   ratio_at_plan_buffer=_ratios(row["model"], shared["best"]))
+        return out
+    mine = sorted(row["model"]["on_chip"])
+    same = [p for p in row["zigzag"]["placements"] if sorted(p["on_chip"]) == mine and "no_mapping" not in p]
+    if sorted(best["on_chip"]) != mine and same:
+        at_mine = _ratios(row["model"], same[0])
+        if not _within(at_mine):
+            out.update(verdict="PLACEMENT", reason=f"ZigZag alone keeps {'+'.join(best['on_chip']) or 'nothing'} "
+                       f"on chip; the network's plan {'+'.join(mine) or 'nothing'} (within target there)",
+                       ratio_at_model_placement=at_mine)
+            return out
+    strided = row["phase"] == "backward_input" and max(row.get("stride", (1, 1))) > 1
+    if strided and "out" not in best["on_chip"] and best["dram_words"] > row["model"]["dram_words"]:
+        # ZigZag's extra DRAM words are dY re-read by each sub-convolution; each also passes through the SRAM.
+        # Charged to the model too, every quantity must then be within target.
+        extra = best["dram_words"] - row["model"]["dram_words"]
+        prices = row.get("pj_per_word", {"sram": 0.0, "dram": 0.0})
+        charged = {**row["model"], "dram_words": row["model"]["dram_words"] + extra,
+                   "sram_words": row["model"]["sram_words"] + extra,
+                   "energy_pj": row["model"]["energy_pj"] + extra * (prices["sram"] + prices["dram"])}
+        if not _within(_ratios(charged, best)):
+            out.update(verdict="EXPLAINED", reason=f"strided input gradient: ZigZag's sub-convolutions read dY "
+                       f"from DRAM {best['dram_words'] / max(row['model']['dram_words'], 1):.2f}x as often; "
+                       "within target with those words charged to the model too")
+            return out
+    out.update(verdict="MISS", reason="outside target: " + ", ".join(misses))
+    return out
+
+
+def judge(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Verdicts of every row and of the totals per phase (over the rows ZigZag mapped): total energy within ±5 %,
+    total words of each level within that level's per-layer target; overall ``PASS`` only when every row is
+    ``PASS``, ``PLACEMENT``, ``BUFFER`` or ``EXPLAINED`` and every total is within target."""
+    judged = [{**r, **judge_row(r)} for r in rows]
+    totals: dict[str, Any] = {}
+    for phase in dict.fromkeys(r["phase"] for r in judged):
+        sel = [r for r in judged if r["phase"] == phase]
+        ok = [r for r in sel if r["zigzag"]["best"] is not None]
+        tot = {k: (sum(r["model"][k] for r in ok), sum(r["zigzag"]["best"][k] for r in ok)) for k in QUANTITIES}
+        ratio = {k: (m / z if z else None) for k, (m, z) in tot.items()}
+        counts = {v: sum(1 for r in sel if r["verdict"] == v) for v in VERDICTS}
+        totals[phase] = {"layers": len(sel), **counts, "model": {k: m for k, (m, _) in tot.items()},
+                         "zigzag": {k: z for k, (_, z) in tot.items()}, "ratio": ratio,
+                         "misses": [k for k in QUANTITIES if ratio[k] is None
+                                    or abs(ratio[k] - 1) > _TOTAL_TARGETS[k]]}
+    rows_ok = all(r["verdict"] in VERDICTS[:4] for r in judged)
+    totals_ok = all(not t["misses"] for t in totals.values())
+    return {"rows": judged, "totals": totals, "verdict": "PASS" if rows_ok and totals_ok else "FAIL"}
