@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         settings.update(name="grow-two-tasks-tiny", train_per_class=30, test_per_class=15)
         for section in ("base", "branch", "search"):
             settings[section]["epochs"] = 2
+        # 30 images a class: a 256-wide random expansion for the analytic heads (the default 2048 solves
+        # 2048 x 2048 systems per task and strategy, most of a smoke test's minutes)
+        settings["agnostic"] = {"expansion": 256}
     cfg = RunConfig.from_dict(settings, source="grow_two_tasks.py")
     try:
         folder = run(cfg, force=args.force, data=data)
