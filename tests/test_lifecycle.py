@@ -11,7 +11,7 @@ import torch
 
 from incremental.agnostic.analytic import AnalyticHead, expansion, gcv_lambda
 from incremental.agnostic.methods import task_ensemble
-from incremental.evaluation.headline import amortisation
+from incremental.evaluation.headline import amortisation, attribution
 from incremental.evaluation.references import JOINT_PENALTIES, TrunkSplit, base_only, joint_classifier
 
 
@@ -136,3 +136,17 @@ def test_the_former_calibration_section_is_read_with_a_warning(tmp_path) -> None
     with warnings.catch_warnings(), pytest.raises(UserError, match=r"both \[calibration\] and \[search\]"):
         warnings.simplefilter("ignore")
         load_config(both)
+
+
+def test_attribution_by_hand() -> None:
+    """Base network alone 0.85 on n = 2,500 test images: two standard errors are 2 sqrt(0.85 x 0.15 / 2500) =
+    0.01428. Partial sharing at 0.864 (+1.4 points) is within them; at 0.865 (+1.5) it is clearly above."""
+    h = {"method": "analytic-head", "test_images": 2500,
+         "references": {"base_only": {"analytic-head": 0.85}}, "class_il": {"partial-sharing": {"mean": 0.864}}}
+    assert "not clearly above the base network alone (86.4 % vs 85.0 %" in attribution(h)
+    assert "branches add Task-IL, not Class-IL" in attribution(h)
+    h["class_il"]["partial-sharing"]["mean"] = 0.865
+    assert attribution(h) == ("Partial sharing's branches add 1.5 points of Class-IL over the base network alone "
+                              "(86.5 % vs 85.0 %).")
+    h["references"] = None  # no reference, no claim either way
+    assert attribution(h) is None

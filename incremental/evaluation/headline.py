@@ -152,6 +152,26 @@ def _times(x: float | None) -> str:
     return f"{x:.3g}x less" if x >= 1 else f"{1 / x:.3g}x MORE"
 
 
+def attribution(h: dict[str, Any]) -> str | None:
+    """What partial sharing's branches add to Class-IL over the base network alone (the base-only reference of
+    the headline method, else of the analytic head). Clearly above means by more than two standard errors of a
+    proportion on the ``n`` test images, ``ps - base > 2 sqrt(base (1 - base) / n)``; otherwise the sentence says
+    the branches add Task-IL, not Class-IL. None without the reference."""
+    base_refs = (h.get("references") or {}).get("base_only") or {}
+    base = base_refs.get(h["method"], base_refs.get("analytic-head"))
+    ps = (h["class_il"].get("partial-sharing") or {}).get("mean")
+    n = h.get("test_images")
+    if base is None or ps is None or not n:
+        return None
+    margin = 2 * math.sqrt(max(base * (1 - base), 0.0) / n)
+    if ps - base > margin:
+        return (f"Partial sharing's branches add {100 * (ps - base):.1f} points of Class-IL over the base network "
+                f"alone ({100 * ps:.1f} % vs {100 * base:.1f} %).")
+    return (f"Partial sharing's Class-IL is not clearly above the base network alone ({100 * ps:.1f} % vs "
+            f"{100 * base:.1f} %, within two standard errors on {n} test images): its branches add Task-IL, "
+            "not Class-IL, here.")
+
+
 def _sentences(h: dict[str, Any]) -> list[str]:
     """The headline as sentences: the point, Class-IL, the total energy, training alone, amortisation, chance."""
     out = []
@@ -170,6 +190,9 @@ def _sentences(h: dict[str, Any]) -> list[str]:
         line += (f", joint classifier on the frozen trunk {100 * refs['joint_trunk']:.1f} %"
                  if refs.get("joint_trunk") is not None else "")
     out.append(line + f" (chance {100 * h['chance']['class_il']:.1f} %).")
+    what = attribution(h)
+    if what:
+        out.append(what)
     tot, rt = h["energy_pj"]["total"], h["ratio_total"]
     if "partial-sharing" in tot:
         line = (f"Whole lifecycle (training + search + statistics + calibration): partial sharing "
