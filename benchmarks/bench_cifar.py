@@ -87,12 +87,12 @@ def throughput(args: argparse.Namespace) -> dict:
     for rep in range(args.repeats + 1):  # the first round warms up and is dropped
         for name, run in configs.items():
             torch.manual_seed(rep)
-            seconds = run(build("cifar_resnet20", num_classes=5))
+            seconds = run(build("cifar_resnet20", num_classes=10))
             if rep:
                 times[name].append(seconds)
         for t in thread_counts:
             torch.set_num_threads(t)
-            seconds = _bare_epoch(build("cifar_resnet20", num_classes=5), data, args.batch, False)
+            seconds = _bare_epoch(build("cifar_resnet20", num_classes=10), data, args.batch, False)
             if rep:
                 thread_times[t].append(seconds)
         torch.set_num_threads(base_threads)
