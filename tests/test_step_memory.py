@@ -83,7 +83,7 @@ def _close(model, shape, batch, k=0, optimizer="momentum", tolerance=0.10):
     # counters of frozen batch norms), which the profiler does not see
     assert fp.resident == pytest.approx(measured["start_bytes"], rel=1e-3)
     ratio = fp.peak / measured["peak_bytes"]
-    assert 1 - tolerance <= ratio <= 1 + tolerance, (type(model).__name__, k, ratio)
+    assert abs(ratio - 1) <= tolerance, (type(model).__name__, k, ratio)
     return ratio
 
 
