@@ -6,7 +6,8 @@ beside the checkout — JPEG re-encodings, expect 2-3 points below the original 
 * ``--throughput``: training images per second of the engine's loop (:func:`incremental.train.loop.fit`, the
   run's data pipeline: uint8 images, per-sample crop + flip, normalisation) against a bare PyTorch loop on the
   same data, model, batch and optimizer (a ``DataLoader`` over the same dataset, ``loss.backward()``,
-  ``opt.step()``); the same with channels-last memory format and with one thread fewer or more. Each figure is
+  ``opt.step()``); the same with channels-last memory format (bare and ours), with one thread fewer or more, and
+  with ``--compile`` the bare channels-last loop under ``torch.compile`` (compile time reported). Each figure is
   the median of ``--repeats`` timed epochs of ``--samples`` images after one warm-up epoch, every
   configuration interleaved; the ratio ours / bare is the figure that matters (same machine, same minutes).
 * ``--run``: ``incremental run reports/cifar10-resnet20-run.toml`` on the **whole** training set, one seed,
@@ -64,12 +65,23 @@ def _bare_epoch(model: torch.nn.Module, data, batch: int, channels_last: bool) -
     return time.perf_counter() - t0
 
 
-def _our_epoch(model: torch.nn.Module, data, batch: int) -> float:
+def _our_epoch(model: torch.nn.Module, data, batch: int, memory_format: str = "contiguous") -> float:
     cfg = TrainConfig(epochs=1, batch_size=batch, lr=0.1, optimizer="momentum", device="cpu", progress=False,
-                      lr_schedule="none", seed=0)
+                      lr_schedule="none", seed=0, memory_format=memory_format)
     t0 = time.perf_counter()
     fit(model, data, cfg)
     return time.perf_counter() - t0
+
+
+def _compiled(data, batch: int, repeats: int) -> dict:
+    """``torch.compile`` on the bare channels-last loop: the first epoch (compilation included), then the
+    median of ``repeats`` epochs on the same compiled model (a new model would compile again)."""
+    torch.manual_seed(0)
+    model = torch.compile(build("cifar_resnet20", num_classes=10).to(memory_format=torch.channels_last))
+    first = _bare_epoch(model, data, batch, True)
+    rest = [_bare_epoch(model, data, batch, True) for _ in range(repeats)]
+    return {"first_epoch_seconds": first, "seconds": rest, "images_per_second": len(data) / statistics.median(rest),
+            "compile_seconds": first - statistics.median(rest)}
 
 
 def throughput(args: argparse.Namespace) -> dict:
@@ -80,6 +92,7 @@ def throughput(args: argparse.Namespace) -> dict:
         "bare": lambda m: _bare_epoch(m, data, args.batch, False),
         "ours": lambda m: _our_epoch(m, data, args.batch),
         "bare, channels-last": lambda m: _bare_epoch(m.to(memory_format=torch.channels_last), data, args.batch, True),
+        "ours, channels-last": lambda m: _our_epoch(m, data, args.batch, "channels_last"),
     }
     times: dict[str, list[float]] = {k: [] for k in configs}
     thread_counts = sorted({max(1, base_threads - 1), base_threads, base_threads + 1})
@@ -97,12 +110,14 @@ def throughput(args: argparse.Namespace) -> dict:
                 thread_times[t].append(seconds)
         torch.set_num_threads(base_threads)
     rate = {k: n / statistics.median(v) for k, v in times.items()}
+    compiled = _compiled(data, args.batch, args.repeats) if args.compile else None
     return {"benchmark": "bench_cifar throughput", "machine": machine(), "images": n, "batch": args.batch,
             "repeats": args.repeats, "threads": base_threads, "images_per_second": rate,
             "ours_over_bare": rate["ours"] / rate["bare"],
             "channels_last_over_bare": rate["bare, channels-last"] / rate["bare"],
+            "ours_channels_last_over_bare": rate["ours, channels-last"] / rate["bare"],
             "threads_images_per_second": {str(t): n / statistics.median(v) for t, v in thread_times.items()},
-            "seconds": times}
+            "compiled": compiled, "seconds": times}
 
 
 def full_run(args: argparse.Namespace) -> dict:
@@ -140,6 +155,7 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=2560, help="throughput: images per timed epoch")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--compile", action="store_true", help="throughput: also time torch.compile (needs a C compiler)")
     ap.add_argument("--epochs", type=int, default=15, help="run: epochs of the base network and every branch")
     ap.add_argument("--oracle-points", default="", help="run: candidate points, e.g. 0,4,8,10 (oracle at each)")
     ap.add_argument("--out", default=str(ROOT / "out" / "bench"))

@@ -31,6 +31,9 @@ CACHE_CHOICES = ("auto", "on", "off")
 LR_SCHEDULES = ("cosine", "none")
 
 
+MEMORY_FORMATS = ("contiguous", "channels_last")
+
+
 @dataclass
 class TrainConfig:
     """Hyper-parameters and runtime options of :func:`fit`.
@@ -39,6 +42,11 @@ class TrainConfig:
     ``lr_schedule``: ``"cosine"`` (per step, from ``lr`` towards 0 over ``epochs``) or ``"none"``.
     ``cache_features``: ``"auto"`` (cache when possible), ``"on"`` (error when impossible), ``"off"``.
     ``device``: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    ``memory_format``: ``"contiguous"`` (NCHW) or ``"channels_last"`` (NHWC): the layout of 4-d weights and
+    image batches *while training*. Channels-last is faster for convolutions on most CPUs and on GPUs with
+    tensor cores (1.29x on CIFAR ResNet-20, 2 CPU cores: ``benchmarks/results/cifar-throughput.json``); the
+    weights go back to the contiguous layout when the fit returns, so evaluation and checkpoints look the same
+    either way. The two layouts sum in different orders, so trained weights differ in the last bits.
     """
 
     epochs: int = 5
@@ -55,6 +63,7 @@ class TrainConfig:
     progress: bool = True
     cache_memory_limit_bytes: int = 2 * GIB
     cache_dir: str | None = None
+    memory_format: str = "contiguous"
 
     def validate(self) -> None:
         """Raise :class:`~energymodel.errors.UserError` naming the first bad field."""
@@ -63,6 +72,10 @@ class TrainConfig:
         if self.cache_features not in CACHE_CHOICES:
             raise UserError(
                 f"unknown cache_features {self.cache_features!r} (choose from {', '.join(CACHE_CHOICES)})"
+            )
+        if self.memory_format not in MEMORY_FORMATS:
+            raise UserError(
+                f"unknown memory_format {self.memory_format!r} (choose from {', '.join(MEMORY_FORMATS)})"
             )
         if self.lr_schedule not in LR_SCHEDULES:
             raise UserError(f"unknown lr_schedule {self.lr_schedule!r} (choose from {', '.join(LR_SCHEDULES)})")

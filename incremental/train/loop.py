@@ -36,6 +36,7 @@ computes the features of the whole dataset (simple, and the feature pass is a si
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -99,6 +100,31 @@ class _Range:
 
     def __len__(self) -> int:
         return self.n
+
+
+# ---------------------------------------------------------------------------- layout
+def _to_channels_last(modules: list[nn.Module]) -> list[Tensor]:
+    """Store every 4-d parameter and buffer of ``modules`` channels-last; return the tensors switched.
+
+    Assigns ``.data``, so the parameters keep their identity (optimizers and the caller's references stay
+    valid). :func:`_to_contiguous` undoes exactly these tensors and no others.
+    """
+    switched: dict[int, Tensor] = {}
+    for m in modules:
+        for t in itertools.chain(m.parameters(), m.buffers()):
+            if t.dim() == 4 and id(t) not in switched and not t.is_contiguous(memory_format=torch.channels_last):
+                t.data = t.data.contiguous(memory_format=torch.channels_last)
+                switched[id(t)] = t
+    return list(switched.values())
+
+
+def _to_contiguous(tensors: list[Tensor]) -> None:
+    for t in tensors:
+        t.data = t.data.contiguous()
+
+
+def _laid_out(x: Tensor, channels_last: bool) -> Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
 # ---------------------------------------------------------------------------- optimizer
@@ -189,10 +215,14 @@ def fit(
     epoch_seconds: list[float] = []
     steps = 0
     cache: _FeatureCache | None = None
+    channels_last = cfg.memory_format == "channels_last"
+    switched: list[Tensor] = []
     rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     try:
         with contextlib.ExitStack() as stack:
             stack.enter_context(torch.random.fork_rng(devices=rng_devices))
+            if channels_last:
+                switched = _to_channels_last([module] + ([prefix] if prefix is not None else []))
             if use_cache:
                 assert prefix is not None
                 torch.manual_seed(mix_seed(cfg.seed, 0x5EED, info.rank))
@@ -250,7 +280,8 @@ def fit(
                         y = y.to(device, non_blocking=True)
                         if prefix is not None:
                             with torch.no_grad():
-                                x = prefix(x)
+                                x = prefix(_laid_out(x, channels_last))
+                    x = _laid_out(x, channels_last)
                     lr = _lr_at(cfg, epoch * steps_per_epoch + step, total_steps)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
@@ -295,6 +326,7 @@ def fit(
             mode = cache.mode if cache is not None else "off"
             del cache
     finally:
+        _to_contiguous(switched)
         for m, training in modes:  # restore every submodule's own mode (containers may not reflect them)
             m.training = training
 
