@@ -1,0 +1,99 @@
+"""The model's own mapping of a conv/linear phase, handed to ZigZag to count: the referee's check of a miss.
+
+Where the model's words and ZigZag's best differ, two explanations are possible: the model counts its mapping
+wrong, or ZigZag's search (LOMA, which merges the loops' prime factors down to ``lpf``) never reached the model's
+mapping. :func:`model_ordering` writes the model's loop order and SRAM tiles as a complete ZigZag
+``temporal_ordering``; ZigZag then allocates those loops to its register files, SRAM and DRAM by its own rules and
+counts every level (:func:`at_model_mapping`). Agreement there, at an energy no higher than the best ZigZag found,
+is the ``SEARCH`` verdict of :func:`energymodel.referee.zigzag.judge_row`. ZigZag is imported only by
+:func:`energymodel.referee.zigzag.run_zigzag`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from energymodel.count.gemm import GemmShape
+from energymodel.memory.loopnest import ROLES, unrolled
+from energymodel.price.table import EnergyTable
+from energymodel.referee.zigzag import ROLE_TO_ZZ, ZZ_MEM_OP, hardware, mapping, run_zigzag, workloads
+
+__all__ = ["model_ordering", "followed", "at_model_mapping"]
+
+#: the model's loop names -> ZigZag's layer dimensions (every phase's workload uses these names)
+_ZZ_DIM = {"N": "B", "P": "OY", "Q": "OX", "K": "K", "C": "C", "R": "FY", "S": "FX"}
+_GROUPS = {"N": ("N", "P", "Q"), "K": ("K",), "C": ("C",)}
+
+
+def model_ordering(table: EnergyTable, shape: GemmShape, phase: str, tile: tuple[int, ...], innermost: str,
+                   loop_order: str) -> list[list[Any]] | None:
+    """The model's own mapping of one phase as a complete ZigZag ``temporal_ordering`` (innermost loop first).
+
+    Inside an SRAM tile ``(b, k, c, p, q)`` each PE runs the loops of ``loop_order`` (innermost first, loops of
+    extent 1 left out) at its per-PE extents ``b, p, q, k/u_K, c/u_C, R, S``; around them run the tile loops
+    ``N/b, P/p, Q/q, K/k, C/c``, the ``innermost`` group's first. The loops are named for the phase's ZigZag
+    workload (the input gradient's nest has the layer's ``C`` as its ``K``). ZigZag then assigns the loops to its
+    register files, SRAM and DRAM itself. ``None`` where the mapping cannot be written as ZigZag loops: a tile
+    that does not divide its dimension, an unrolling ZigZag's spatial mapping does not reproduce, a grouped conv,
+    or a strided input gradient (several sub-convolutions)."""
+    if shape.groups != 1 or (phase == "backward_input" and max(shape.stride) > 1):
+        return None
+    lanes = table.dataflow.array().lanes
+    u = {"K": unrolled(shape.k, lanes[0])[0], "C": unrolled(shape.c, lanes[1])[0]}
+    size = {"N": shape.n, "P": shape.p, "Q": shape.q, "K": shape.k, "C": shape.c, "R": shape.r, "S": shape.s}
+    b, k, c, p, q = (int(round(float(v))) for v in tile)
+    held = {"N": b, "P": p, "Q": q, "K": k, "C": c, "R": shape.r, "S": shape.s}
+    if phase == "backward_input":  # the nest over dX: its K is the layer's C and its C the layer's K
+        size.update(K=shape.c, C=shape.k, P=shape.h, Q=shape.w)
+        held.update(K=c, C=k, P=min(p, shape.h), Q=min(q, shape.w))
+        u = {"K": u["C"], "C": u["K"]}
+        innermost = {"N": "N", "K": "C", "C": "K"}[innermost]
+    zz_lanes = dict(zip(table.dataflow.unroll, (table.dataflow.array_rows, table.dataflow.array_cols)))
+    if phase == "backward_input":
+        zz_lanes = {"K": zz_lanes["C"], "C": zz_lanes["K"]}
+    inner, outer = {}, {}
+    for d in size:
+        lane = u.get(d, 1.0)
+        if d in u and min(zz_lanes[d], size[d]) != lane:
+            return None
+        per_pe, trips = held[d] / lane, size[d] / held[d]
+        if per_pe != int(per_pe) or trips != int(trips):
+            return None
+        inner[d], outer[d] = int(per_pe), int(trips)
+    if sorted(loop_order) != sorted(d for d in size if inner[d] > 1):
+        return None
+    order = [[_ZZ_DIM[d], inner[d]] for d in loop_order]
+    groups = [innermost] + [g for g in _GROUPS if g != innermost]
+    order += [[_ZZ_DIM[d], outer[d]] for g in groups for d in _GROUPS[g] if outer[d] > 1]
+    return order
+
+
+def followed(result: dict[str, Any], ordering: list[list[Any]]) -> bool:
+    """Whether ZigZag's temporal mapping (``result["temporal_mapping"]``, its ``O`` operand from the innermost
+    level out) runs exactly the loops of ``ordering``: ZigZag searches instead when a given ordering is incomplete."""
+    found = re.search(r"O: (\[.*?\]\])", str(result.get("temporal_mapping", "")))
+    loops = re.findall(r"\((\w+), (\d+)\)", found.group(1)) if found else []
+    return [(d, int(n)) for d, n in loops] == [(str(d), int(n)) for d, n in ordering]
+
+
+def at_model_mapping(table: EnergyTable, shape: GemmShape, phase: str, on_chip: list[str], ordering: list[list[Any]],
+                     lpf: int, cache: dict[str, Any], save=None) -> dict[str, Any] | None:
+    """ZigZag's count of the model's own mapping (``ordering``, :func:`model_ordering`) at the model's placement
+    ``on_chip`` on ``table`` (give it the buffer the plan leaves): energy and words per level summed over the
+    phase's workloads, or ``None`` when ZigZag did not follow the ordering or could not allocate it."""
+    roles_zz = ROLE_TO_ZZ[phase]
+    dram_ops = sorted(ZZ_MEM_OP[roles_zz[r]] for r in ROLES if r not in on_chip)
+    hw = hardware(table, dram_ops)
+    total = {"energy_pj": 0.0, "mac_energy_pj": 0.0, "macs": 0.0, "rf_words": 0.0, "sram_words": 0.0,
+             "dram_words": 0.0, "seconds": 0.0}
+    for layer in workloads(shape, phase, table.word_bits):
+        spatial = [{**mapping(table, phase, layer)[0], "temporal_ordering": ordering}]
+        res = run_zigzag(layer, hw, spatial, lpf, cache)
+        if save is not None:
+            save()
+        if "no_mapping" in res or not followed(res, ordering):
+            return None
+        for key in total:
+            total[key] += res[key]
+    return {"on_chip": list(on_chip), "ordering": ordering, **total}
