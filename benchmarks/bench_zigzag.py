@@ -103,7 +103,7 @@ def compare(model_name: str, input_shape: tuple[int, ...], *, mode: str, batch: 
             cache: dict[str, Any], save, log=print, only: list[str] | None = None) -> dict[str, Any]:
     """Every conv/linear layer x phase: the model's words and energy (from ``profile()``) beside ZigZag's, judged."""
     from energymodel.referee.zigzag import judge, referee_phase
-    from energymodel.referee.zigzag_mapping import at_model_mapping, model_ordering
+    from energymodel.referee.zigzag_mapping import at_model_mapping, model_ordering, padding_words
 
     prof = model_side(model_name, input_shape, mode=mode, batch=batch, table=table)
     zz = zigzag_side(model_name, input_shape, mode=mode, batch=batch, table=table, lpf=lpf, cache=cache, save=save,
@@ -147,6 +147,8 @@ def compare(model_name: str, input_shape: tuple[int, ...], *, mode: str, batch: 
         ordering = model_ordering(table, layers[r["layer"]].shape, r["phase"], tile, m["innermost"], m["loop_order"])
         if ordering is None:
             continue
+        row["model"]["padding_words"] = padding_words(layers[r["layer"]].shape, r["phase"], tile, m["innermost"],
+                                                      m["on_chip"])
         plan = table.with_values({"buffer_bytes": int(m["buffer_words"] * table.word_bytes)})
         row["zigzag"]["at_model_mapping"] = at_model_mapping(plan, layers[r["layer"]].shape, r["phase"],
                                                              m["on_chip"], ordering, lpf, cache, save)

@@ -243,6 +243,31 @@ def test_the_model_mapping_written_as_zigzag_loops():
     assert not followed({}, given)
 
 
+def test_the_zero_padding_zigzag_fetches_counted_by_hand():
+    from energymodel.count.gemm import GemmShape
+    from energymodel.referee.zigzag_mapping import padding_words
+
+    # layer2's 32-channel 16x16 conv, batch 16, tiles of 8x8 output positions: a tile's 3x3 window spans 10 input
+    # rows; clipped to the map the two tiles read 9 + 9 rows (ZigZag: 10 + 10). Per image and channel 20·20 − 18·18
+    shape = GemmShape(n=16, k=32, c=32, p=16, q=16, h=16, w=16, r=3, s=3, padding=(1, 1))
+    assert padding_words(shape, "forward", (1, 32, 32, 8, 8), "N", []) == 16 * 32 * (20 * 20 - 18 * 18) == 38912
+    # re-read for each of 2 tiles of K when K's loop is not innermost
+    assert padding_words(shape, "forward", (1, 16, 32, 8, 8), "N", []) == 2 * 38912
+    assert padding_words(shape, "forward", (1, 16, 32, 8, 8), "K", []) == 38912
+    # nothing when X is on chip, when one tile covers the map (ZigZag reads the map itself), or at stride 2
+    assert padding_words(shape, "forward", (1, 32, 32, 8, 8), "N", ["in"]) == 0
+    assert padding_words(shape, "forward", (1, 32, 32, 16, 16), "N", []) == 0
+    strided = GemmShape(n=1, k=64, c=32, p=8, q=8, h=16, w=16, r=3, s=3, stride=(2, 2), padding=(1, 1))
+    assert padding_words(strided, "forward", (1, 64, 32, 4, 8), "N", []) == 0
+    # and that is exactly what ZigZag counted beyond the model on the stored batch-16, 64 KiB forward row
+    stored = json.loads((BENCH / "results" / "zigzag-cifar_resnet20-training-b16-64k.json").read_text())
+    row = next(r for r in stored["rows"] if r["layer"] == "blocks.layer2_1.conv1" and r["phase"] == "forward")
+    ours = row["zigzag"]["at_model_mapping"]
+    assert row["model"]["tile"] == "1x32x32x8x8" and row["model"]["padding_words"] == 38912
+    assert ours["dram_words"] - row["model"]["dram_words"] == 38912
+    assert row["verdict"] == "SEARCH"
+
+
 SEARCHED = BENCH / "results" / "zigzag-cifar_resnet20-training-b16-256k.json"
 
 

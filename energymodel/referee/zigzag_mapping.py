@@ -19,7 +19,7 @@ from energymodel.memory.loopnest import ROLES, unrolled
 from energymodel.price.table import EnergyTable
 from energymodel.referee.zigzag import ROLE_TO_ZZ, ZZ_MEM_OP, hardware, mapping, run_zigzag, workloads
 
-__all__ = ["model_ordering", "followed", "at_model_mapping"]
+__all__ = ["model_ordering", "followed", "at_model_mapping", "padding_words"]
 
 #: the model's loop names -> ZigZag's layer dimensions (every phase's workload uses these names)
 _ZZ_DIM = {"N": "B", "P": "OY", "Q": "OX", "K": "K", "C": "C", "R": "FY", "S": "FX"}
@@ -97,3 +97,48 @@ def at_model_mapping(table: EnergyTable, shape: GemmShape, phase: str, on_chip: 
         for key in total:
             total[key] += res[key]
     return {"on_chip": list(on_chip), "ordering": ordering, **total}
+
+
+def _rows(length: int, tile: int, size_in: int, kernel: int, pad: int, clip: bool) -> int:
+    """Input rows read over the ``length / tile`` tiles of ``tile`` output rows (stride 1): each tile's window of
+    ``tile + kernel - 1`` rows, clipped to the ``size_in`` real rows when ``clip`` (the model: padding is not read)
+    or whole (ZigZag: the zero border is fetched with a tile); a single tile reads the ``size_in`` rows either way
+    (ZigZag knows the input's size)."""
+    if tile >= length:
+        return size_in
+    total = 0
+    for start in range(0, length, tile):
+        lo, hi = start - pad, start + tile - 1 - pad + kernel
+        total += (min(hi, size_in) - max(lo, 0)) if clip else hi - lo
+    return total
+
+
+def padding_words(shape: GemmShape, phase: str, tile: tuple[int, ...], innermost: str, on_chip: list[str]) -> float:
+    """DRAM words by which ZigZag's count of the model's mapping exceeds the model's for one reason: ZigZag
+    fetches each input tile with its zero-padding border, the model reads real rows only.
+
+    Forward and weight gradient read ``X`` with a halo: ``m · N·C · (Σ_t w_t − Σ_t w'_t)`` over the tiles, with
+    ``w_t`` a tile's ``(p + R − 1)·(q + S − 1)`` window whole and ``w'_t`` clipped to the map, ``m`` the tile
+    loops over ``K`` the tile is re-read for (1 when ``K``'s loop is innermost). The stride-1 input gradient
+    writes ``dX`` (the model charges its halo, ZigZag does not) and reads ``dY`` with a halo (ZigZag charges its
+    padding, the model does not). 0 for strided layers and operands kept on chip."""
+    if max(shape.stride) > 1 or max(shape.dilation) > 1 or shape.groups != 1:
+        return 0.0
+    b, k, c, p, q = (int(round(float(v))) for v in tile)
+    trips = {"N": 1, "K": -(-shape.k // k), "C": -(-shape.c // c)}
+    m = {role: 1 if innermost == group else trips[group] for role, group in (("in", "K"), ("out", "C"))}
+
+    def window(clip: bool, size_p: int, size_q: int) -> int:
+        return (_rows(shape.p, p, size_p, shape.r, shape.padding[0], clip)
+                * _rows(shape.q, q, size_q, shape.s, shape.padding[1], clip))
+
+    if phase in ("forward", "backward_weight"):
+        if "in" in on_chip:
+            return 0.0
+        return float(m["in"] * shape.n * shape.c * (window(False, shape.h, shape.w) - window(True, shape.h, shape.w)))
+    extra = 0.0
+    if "in" not in on_chip:  # dX, written: the model's halo rows, ZigZag's plain map
+        extra += (2 * m["in"] - 1) * shape.n * shape.c * (shape.h * shape.w - window(True, shape.h, shape.w))
+    if "out" not in on_chip:  # dY, read: ZigZag's padded windows over dX tiles, the model's plain map
+        extra += m["out"] * shape.n * shape.k * (window(False, shape.p, shape.q) - shape.p * shape.q)
+    return float(extra)
