@@ -17,6 +17,8 @@ chosen sharing point, the oracle's choice, the run's headline, and the targets o
     python benchmarks/bench_agnostic.py                       # both settings, seeds 0,1,2 (CPU: tens of minutes)
     python benchmarks/bench_agnostic.py --settings 5+5 --seeds 0
     python benchmarks/bench_agnostic.py --settings cifar10-5+5 --data-root DIR   # CIFAR-10 ImageFolder, CPU-sized
+    python benchmarks/bench_agnostic.py --settings cifar10-5+5-full --from-run out/bench/cifar10-5p5-full
+                                        # summarise bench_cifar.py --run's folder (nothing re-run)
 """
 
 from __future__ import annotations
@@ -53,12 +55,17 @@ SETTINGS: dict[str, dict] = {
         "search.subset_per_class": "200", "search.epochs": "2", "search.oracle": "false",
         "strategies": "partial-sharing,regular-incremental,feature-extraction,full-retraining",
         "num_workers": "0"}},
+    # CIFAR-10 on the whole training set, one seed (benchmarks/bench_cifar.py --run): summarised from that run's
+    # folder with --from-run, never re-run here
+    "cifar10-5+5-full": {"config": ROOT / "reports" / "cifar10-resnet20-run.toml", "overrides": {}},
 }
 TARGETS = {"5+5": ("partial sharing Class-IL >= 84 % and above the base network alone",
                    lambda ps, full, base: ps >= 0.84 and ps > base),
            "2x5": ("partial sharing Class-IL >= 0.95 x full retraining and above the base network alone",
                    lambda ps, full, base: ps >= 0.95 * full and ps > base),
-           "cifar10-5+5": ("none (CPU-sized; reported as measured)", None)}
+           "cifar10-5+5": ("none (CPU-sized; reported as measured)", None),
+           "cifar10-5+5-full": ("partial sharing Class-IL above the base network alone",
+                                lambda ps, full, base: ps > base)}
 
 
 def _ms(values: list[float]) -> dict[str, float | None]:
@@ -90,6 +97,12 @@ def bench(setting: str, seeds: list[int], out: Path, data_root: str | None, reus
     t0 = time.perf_counter()
     results = load_results(run(cfg, force=not reuse))  # a finished run of older code is redone unless --reuse
     wall = time.perf_counter() - t0
+    return summarise(results, setting, seeds, wall, str(out / stem), covariance, expansion)
+
+
+def summarise(results: dict, setting: str, seeds: list[int], wall: float, run_dir: str, covariance: str = "task",
+              expansion: int = EXPANSION) -> dict:
+    """One setting's record (the ``agnostic-<setting>.json`` format) from a finished run's ``results.json``."""
     summ = results["summary"]["strategies"]
     methods = [m["method"] for m in results["report"]["agnostic_methods"]]
     rows = {}
@@ -110,7 +123,8 @@ def bench(setting: str, seeds: list[int], out: Path, data_root: str | None, reus
     label, check = TARGETS[setting]
     verdict = "-" if check is None else "PASS" if base is not None and check(ps, full, base) else "MISS"
     by_validation = best_on_validation([rows])
-    return {"setting": setting, "tasks": cfg.tasks, "overrides": spec["overrides"], "seeds": seeds,
+    return {"setting": setting, "tasks": results["config"].get("tasks"), "overrides": SETTINGS[setting]["overrides"],
+            "seeds": seeds,
             "machine": machine(), "expansion": expansion,
             "wall_seconds": wall, "default_method": results["report"]["agnostic_default"], "methods": methods,
             "best_on_validation": by_validation, "strategies": rows, "references": refs,
@@ -118,7 +132,7 @@ def bench(setting: str, seeds: list[int], out: Path, data_root: str | None, reus
             "chosen": [r["sharing"]["share"] for r in results["per_seed"]],
             "oracle": oracle, "target": {"what": label, "partial_sharing": ps, "full_retraining": full,
                                          "base_only": base, "verdict": verdict},
-            "covariance": covariance, "run_dir": str(out / stem)}
+            "covariance": covariance, "run_dir": run_dir}
 
 
 def lifecycle_by_method(results: dict) -> dict[str, dict[str, dict]]:
@@ -230,6 +244,8 @@ def main() -> int:
                     help="analytic heads' expansion widths to run, e.g. 1024,2048 (one run each; files -m<M>)")
     ap.add_argument("--reuse", action="store_true",
                     help="report a finished run folder as it is instead of redoing it (default: redo)")
+    ap.add_argument("--from-run", default=None, metavar="RUN_DIR",
+                    help="no run: summarise this finished run folder as the one setting of --settings")
     ap.add_argument("--choose", nargs="+", metavar="RESULT_JSON", default=None,
                     help="no run: pick the method with the best partial-sharing Class-IL on the validation splits, "
                          "averaged over these results files, judge each setting's target on it, and write "
@@ -241,6 +257,18 @@ def main() -> int:
         print(json.dumps(choice, indent=1))
         return 0
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.from_run:
+        setting = args.settings
+        if setting not in SETTINGS:
+            print(f"bench_agnostic: unknown setting {setting!r} (one of {', '.join(SETTINGS)})", file=sys.stderr)
+            return 2
+        results = load_results(Path(args.from_run))
+        res = summarise(results, setting, [int(x) for x in results.get("seeds", seeds)], float("nan"), args.from_run,
+                        results["config"].get("agnostic", {}).get("covariance", "task"))
+        write_text(Path(args.results) / f"{_stem(setting, res['covariance'])}.json",
+                   json.dumps(res, indent=1, default=str) + "\n")
+        print(table(res), flush=True)
+        return 0
     for setting in args.settings.split(","):
         for expansion in (int(m) for m in args.expansion.split(",")):
             res = bench(setting, seeds, Path(args.out), args.data_root, args.reuse, args.data_cache, args.covariance,

@@ -324,3 +324,16 @@ def test_the_default_is_chosen_on_validation_and_judged_on_test(tmp_path):
     assert got["validation_mean"] == pytest.approx({"a": 0.82, "b": 0.83})
     assert got["targets"]["5+5"]["verdict"] == "PASS" and got["targets"]["2x5"]["verdict"] == "MISS"
     assert got["targets"]["2x5"]["ratio_to_full"] == pytest.approx(0.80 / 0.86)
+
+
+def test_the_engine_default_is_the_method_the_stored_results_choose_on_validation():
+    """The default method is not a constant someone typed: re-choosing from the stored settings files (validation
+    splits only) gives ``DEFAULT_METHOD``, and the stored choice file says the same."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.bench_agnostic import choose
+    from incremental.agnostic import DEFAULT_METHOD
+
+    stored = json.loads((BENCH / "results" / "agnostic-choice.json").read_text())
+    again = choose([ROOT / f for f in stored["files"]])
+    assert again["chosen_on_validation"] == stored["chosen_on_validation"] == DEFAULT_METHOD
+    assert len(stored["files"]) >= 3  # both Fashion-MNIST settings and CIFAR-10

@@ -263,7 +263,7 @@ def test_report_section_has_exactly_the_report_keys(auto_run) -> None:
     assert [s["strategy"] for s in rep["strategies"]] == list(STRATEGIES)
     assert all(set(s) == STRATEGY_ROW_KEYS for s in rep["strategies"])
     assert len(rep["matrices"]) == 2 * len(STRATEGIES)
-    assert [m["method"] for m in rep["agnostic_methods"]] == METHODS and rep["agnostic_default"] == "analytic-head"
+    assert [m["method"] for m in rep["agnostic_methods"]] == METHODS and rep["agnostic_default"] == "analytic-ensemble"
     for m in rep["matrices"].values():
         assert m["tasks"] == ["task 0", "task 1"] and m["values"][0][1] is None
     assert [set(r) for r in rep["calibration_curve"]] == [{"share", "fraction", "accuracy", "energy_pj",
