@@ -44,14 +44,13 @@ def model_ordering(table: EnergyTable, shape: GemmShape, phase: str, tile: tuple
     size = {"N": shape.n, "P": shape.p, "Q": shape.q, "K": shape.k, "C": shape.c, "R": shape.r, "S": shape.s}
     b, k, c, p, q = (int(round(float(v))) for v in tile)
     held = {"N": b, "P": p, "Q": q, "K": k, "C": c, "R": shape.r, "S": shape.s}
+    zz_lanes = dict(zip(table.dataflow.unroll, (table.dataflow.array_rows, table.dataflow.array_cols)))
     if phase == "backward_input":  # the nest over dX: its K is the layer's C and its C the layer's K
         size.update(K=shape.c, C=shape.k, P=shape.h, Q=shape.w)
         held.update(K=c, C=k, P=min(p, shape.h), Q=min(q, shape.w))
         u = {"K": u["C"], "C": u["K"]}
-        innermost = {"N": "N", "K": "C", "C": "K"}[innermost]
-    zz_lanes = dict(zip(table.dataflow.unroll, (table.dataflow.array_rows, table.dataflow.array_cols)))
-    if phase == "backward_input":
         zz_lanes = {"K": zz_lanes["C"], "C": zz_lanes["K"]}
+        innermost = {"N": "N", "K": "C", "C": "K"}[innermost]
     inner, outer = {}, {}
     for d in size:
         lane = u.get(d, 1.0)
