@@ -260,9 +260,12 @@ def main(argv: list[str] | None = None) -> int:
                                 "totals": res["totals"], "file": paths[0].name})
     finally:
         save(force=True)
-    if summary and not args.only:
+    if summary and not args.only:  # merged into the settings already summarised (a new run replaces its own)
         name = f"zigzag-{args.model}-{args.mode}-summary" + (f"-lpf{args.lpf}" if args.lpf != 7 else "")
-        write_text(RESULTS / f"{name}.json", json.dumps(summary, indent=1) + "\n")
+        path = RESULTS / f"{name}.json"
+        done = {(s["batch"], s["buffer_bytes"]): s for s in (json.loads(path.read_text()) if path.is_file() else [])}
+        done.update({(s["batch"], s["buffer_bytes"]): s for s in summary})
+        write_text(path, json.dumps([done[k] for k in sorted(done)], indent=1) + "\n")
     return 0 if all(s["verdict"] == "PASS" for s in summary) else 1
 
 
