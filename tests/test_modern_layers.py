@@ -3,31 +3,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
+from example_models import PATH as MODELS  # noqa: E402
+from example_models import load as load_models  # noqa: E402
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import energymodel
 
-MODELS = Path(__file__).resolve().parents[1] / "examples" / "models_people_bring.py"
-
-
-def _models():
-    spec = importlib.util.spec_from_file_location("models_people_bring_rules", MODELS)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-M = _models()
+M = load_models()
 
 
 def row(prof, name: str):

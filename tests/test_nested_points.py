@@ -4,13 +4,13 @@ for code between blocks, and the engine growing a MobileNet-style and a transfor
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from example_models import PATH as MODELS  # noqa: E402
+from example_models import load as load_models  # noqa: E402
 
 import energymodel
 from energymodel.cli import main
@@ -18,18 +18,9 @@ from energymodel.errors import UserError
 from energymodel.models.chain import block_view
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ROOT / "examples" / "models_people_bring.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("models_people_bring", MODELS)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["models_people_bring"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-M = _load()
+M = load_models()
 
 
 def _same_function(model, view, x) -> None:

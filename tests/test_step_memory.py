@@ -3,13 +3,12 @@ the modelled peak against PyTorch's memory profiler on real steps, and the memor
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from example_models import load as load_models  # noqa: E402
 from torch import nn
 
 import energymodel
@@ -22,18 +21,9 @@ from energymodel.models.zoo import build
 from energymodel.referee.memory import measure_step_memory
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ROOT / "examples" / "models_people_bring.py"
 
 
-def _models():
-    spec = importlib.util.spec_from_file_location("models_people_bring_memory", MODELS)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-M = _models()
+M = load_models()
 
 
 def test_footprint_formulas_by_hand() -> None:
