@@ -103,7 +103,12 @@ def compare(model_name: str, input_shape: tuple[int, ...], *, mode: str, batch: 
             cache: dict[str, Any], save, log=print, only: list[str] | None = None) -> dict[str, Any]:
     """Every conv/linear layer x phase: the model's words and energy (from ``profile()``) beside ZigZag's, judged."""
     from energymodel.referee.zigzag import judge, referee_phase
-    from energymodel.referee.zigzag_mapping import at_model_mapping, model_ordering, padding_words
+    from energymodel.referee.zigzag_mapping import (
+        at_model_mapping,
+        model_allocation,
+        model_ordering,
+        padding_words,
+    )
 
     prof = model_side(model_name, input_shape, mode=mode, batch=batch, table=table)
     zz = zigzag_side(model_name, input_shape, mode=mode, batch=batch, table=table, lpf=lpf, cache=cache, save=save,
@@ -150,8 +155,9 @@ def compare(model_name: str, input_shape: tuple[int, ...], *, mode: str, batch: 
         row["model"]["padding_words"] = padding_words(layers[r["layer"]].shape, r["phase"], tile, m["innermost"],
                                                       m["on_chip"])
         plan = table.with_values({"buffer_bytes": int(m["buffer_words"] * table.word_bytes)})
+        held = model_allocation(table, layers[r["layer"]].shape, r["phase"], tile, m["loop_order"], ordering)
         row["zigzag"]["at_model_mapping"] = at_model_mapping(plan, layers[r["layer"]].shape, r["phase"],
-                                                             m["on_chip"], ordering, lpf, cache, save)
+                                                             m["on_chip"], ordering, lpf, cache, save, held)
         rechecked = True
     if rechecked:
         result = judge(rows)
@@ -254,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  total {phase:16s} energy {_fmt(t['ratio']['energy_pj'])} dram {_fmt(t['ratio']['dram_words'])}"
                           f" sram {_fmt(t['ratio']['sram_words'])} rf {_fmt(t['ratio']['rf_words'])}; {t['PASS']} pass, "
                           f"{t['PLACEMENT']} placement, {t['BUFFER']} buffer, {t['EXPLAINED']} explained, {t['SEARCH']} search, {t['MISS']} miss, {t['FAIL']} fail"
-                          f" of {t['layers']}")
+                          f" of {t['layers']}; against ZigZag's search alone energy {_fmt(t['ratio_to_search']['energy_pj'])}"
+                          f" dram {_fmt(t['ratio_to_search']['dram_words'])} sram {_fmt(t['ratio_to_search']['sram_words'])}")
                 print(f"  verdict {res['verdict']}; wrote {paths[0].name} ({res['seconds']} s)", flush=True)
                 summary.append({"batch": batch, "buffer_bytes": buffer, "verdict": res["verdict"],
                                 "totals": res["totals"], "file": paths[0].name})

@@ -56,7 +56,8 @@ import numpy as np
 
 from energymodel.count.gemm import GemmShape
 
-__all__ = ["Array", "ArrayTraffic", "RF_ROLES", "ROLES", "array_traffic", "loop_order", "parity_classes", "touched", "unrolled"]
+__all__ = ["Array", "ArrayTraffic", "Nest", "RF_ROLES", "ROLES", "array_traffic", "loop_order", "nests", "parity_classes",
+           "rf_prefix", "touched", "unrolled"]
 
 DIMS = ("N", "P", "Q", "K", "C", "R", "S")
 ROLES = ("in", "wt", "out")
@@ -252,15 +253,26 @@ def parity_classes(out_len: int, in_len: int, kernel: int, stride: int, pad: int
     return out
 
 
-def array_traffic(shape: GemmShape, written: str, tile: tuple[float, ...], innermost: str, trips: float,
-                  array: Array) -> ArrayTraffic:
-    """RF and array-side SRAM words of one phase of ``shape`` whose SRAM tile is ``tile = (b, k, c, p, q)`` and
-    whose innermost loop over tiles is ``innermost`` (``trips`` steps); words per role ``in, wt, out``.
+@dataclass(frozen=True)
+class Nest:
+    """One loop nest in conv form that a phase runs in the array: per-PE extents ``ext`` of ``N, P, Q, K1, C1,
+    R, S``; ``halo`` ``(stride, dilation, rows)`` of its ``in`` along ``P`` then ``Q``; RF words ``caps`` and
+    spatial fan-out ``spatial`` of its roles ``in, wt, out``; its MACs and written words."""
+
+    ext: tuple[int, ...]
+    halo: tuple[int, int, int, int, int, int]
+    caps: tuple[float, float, float]
+    spatial: tuple[float, float, float]
+    macs: float
+    written_words: float
+
+
+def nests(shape: GemmShape, written: str, tile: tuple[float, ...], array: Array) -> list[Nest]:
+    """The loop nests of one phase of ``shape`` whose SRAM tile is ``tile = (b, k, c, p, q)``.
 
     The forward pass and the weight gradient run the layer's own loop nest. The input gradient runs as
     convolutions over ``dX`` (one per :func:`parity_classes` pair of a strided layer): ``dY`` is their haloed
-    input (``in`` of the nest), ``dX`` their output, their output channels the layer's ``C``.
-    """
+    input (``in`` of the nest), ``dX`` their output, their output channels the layer's ``C``."""
     lanes = array.lanes
     (u_k, _), (u_c, _) = unrolled(shape.k, lanes[0]), unrolled(shape.c, lanes[1])
     b, k, c, p, q = tile
@@ -272,27 +284,54 @@ def array_traffic(shape: GemmShape, written: str, tile: tuple[float, ...], inner
         hp = min(shape.h, int(touched(p, shape.r, shape.stride[0], shape.dilation[0])))
         wq = min(shape.w, int(touched(q, shape.s, shape.stride[1], shape.dilation[1])))
         halo = (shape.stride[0], shape.dilation[0], hp, shape.stride[1], shape.dilation[1], wq)
-        ext = (b, p, q, k1, c1, shape.r, shape.s)
         words = dict(zip(ROLES, shape.words()))
-        return _nest(float(shape.macs), written, float(words[written]), ext, halo, caps, (u_k, 1.0, u_c),
-                     (innermost, int(trips)), array.sram_weight)
+        return [Nest((int(b), int(p), int(q), k1, c1, shape.r, shape.s), halo, caps, (u_k, 1.0, u_c),
+                     float(shape.macs), float(words[written]))]
     # the input gradient: nests whose "out" is dX (layer C), "in" is dY (layer K), reduction over layer K
     caps = tuple(float(array.rf_words[i]) for i in (0, 1, 2))  # input RF <- dY, weight RF <- W, output RF <- dX
-    outer = ({"N": "N", "K": "C", "C": "K"}[innermost], int(trips))
     dil = shape.dilation if shape.stride == (1, 1) else (1, 1)
-    total: ArrayTraffic | None = None
+    out = []
     for rows, taps_r in parity_classes(shape.p, shape.h, shape.r, shape.stride[0], shape.padding[0]):
         for cols, taps_s in parity_classes(shape.q, shape.w, shape.s, shape.stride[1], shape.padding[1]):
             if not (rows and cols and taps_r and taps_s):
                 continue
-            pr, qc = min(rows, p), min(cols, q)
+            pr, qc = int(min(rows, p)), int(min(cols, q))
             hp = min(shape.p, int(touched(pr, taps_r, 1, dil[0])))
             wq = min(shape.q, int(touched(qc, taps_s, 1, dil[1])))
-            ext = (b, pr, qc, c1, k1, taps_r, taps_s)
-            macs = float(g * shape.n * shape.k * shape.c * rows * cols * taps_r * taps_s)
-            part = _nest(macs, "out", float(g * shape.n * shape.c * rows * cols), ext,
-                         (1, dil[0], hp, 1, dil[1], wq), caps, (u_c, 1.0, u_k), outer, array.sram_weight)
-            total = part if total is None else _plus(total, part)
+            out.append(Nest((int(b), pr, qc, c1, k1, taps_r, taps_s), (1, dil[0], hp, 1, dil[1], wq), caps,
+                            (u_c, 1.0, u_k), float(g * shape.n * shape.k * shape.c * rows * cols * taps_r * taps_s),
+                            float(g * shape.n * shape.c * rows * cols)))
+    return out
+
+
+def rf_prefix(nest: Nest, order: str) -> dict[str, dict[str, int]]:
+    """What each role's register file holds under the loop ``order`` (innermost first, names of :data:`DIMS`):
+    per role ``in, wt, out`` the extent of every loop in its prefix, the loop at the cut split to its largest
+    divisor that fits (the rule the module docstring states; loops outside the prefix are left out)."""
+    loops = [DIMS.index(d) for d in order]
+    perm = np.arange(len(loops), dtype=np.int64).reshape(1, -1)
+    fp = _Footprint(nest.halo)
+    out = {}
+    for role, cap in zip(ROLES, nest.caps):
+        cur, _ = _prefixes(np.array(nest.ext, dtype=float), loops, perm, fp, role, cap)
+        out[role] = {DIMS[d]: int(cur[0, d]) for d in loops if cur[0, d] > 1}
+    return out
+
+
+def array_traffic(shape: GemmShape, written: str, tile: tuple[float, ...], innermost: str, trips: float,
+                  array: Array) -> ArrayTraffic:
+    """RF and array-side SRAM words of one phase of ``shape`` whose SRAM tile is ``tile = (b, k, c, p, q)`` and
+    whose innermost loop over tiles is ``innermost`` (``trips`` steps); words per role ``in, wt, out``, summed
+    over the phase's :func:`nests`."""
+    if written != "in":
+        n = nests(shape, written, tile, array)[0]
+        return _nest(n.macs, written, n.written_words, n.ext, n.halo, n.caps, n.spatial, (innermost, int(trips)),
+                     array.sram_weight)
+    outer = ({"N": "N", "K": "C", "C": "K"}[innermost], int(trips))
+    total: ArrayTraffic | None = None
+    for n in nests(shape, written, tile, array):
+        part = _nest(n.macs, "out", n.written_words, n.ext, n.halo, n.caps, n.spatial, outer, array.sram_weight)
+        total = part if total is None else _plus(total, part)
     if total is None:  # no input row gets a gradient (cannot happen for a real conv)
         return ArrayTraffic((0.0,) * 3, (0.0,) * 3, (1.0,) * 3, (1.0,) * 3, ())
     swap = (2, 1, 0)  # nest roles (dY, W, dX) -> layer roles (in = dX, wt = W, out = dY)

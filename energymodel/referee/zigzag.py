@@ -52,19 +52,22 @@ def _port(name: str, kind: str, allocation: list[str], bits: int) -> dict[str, A
     return {"name": name, "type": kind, "bandwidth_min": bits, "bandwidth_max": bits, "allocation": allocation}
 
 
-def hardware(table: EnergyTable, dram_operands: list[str]) -> dict[str, Any]:
+def hardware(table: EnergyTable, dram_operands: list[str], rf_words: dict[str, float] | None = None) -> dict[str, Any]:
     """ZigZag accelerator matching ``table``; ``dram_operands`` (memory operands ``I1``, ``I2``, ``O``) have DRAM as
-    their top level, the others the SRAM. Energies per access of one word (``table.word_bits``)."""
+    their top level, the others the SRAM. Energies per access of one word (``table.word_bits``). ``rf_words``
+    (optional, per memory operand) sizes register files below the table's, at the same energy per access."""
     bits = table.word_bits
     flow = table.dataflow
     rf, sram, dram = (table.level_pj(lv) for lv in ("rf", "sram", "dram"))
+    sizes = dict(zip(("I1", "I2", "O"), flow.rf_per_operand))
+    sizes.update({op: min(sizes[op], w) for op, w in (rf_words or {}).items()})
     mem: dict[str, Any] = {}
-    for op, size in zip(("I2", "I1"), (flow.rf_per_operand[1], flow.rf_per_operand[0])):
+    for op, size in (("I2", sizes["I2"]), ("I1", sizes["I1"])):
         mem[_RF_NAMES[op]] = {"size": int(size) * bits, "r_cost": rf, "w_cost": rf, "area": 0, "latency": 1,
                               "operands": [op], "ports": [_port("r_port_1", "read", [f"{op}, tl"], bits),
                                                           _port("w_port_1", "write", [f"{op}, fh"], bits)],
                               "served_dimensions": []}
-    mem["rf_o"] = {"size": int(flow.rf_per_operand[2]) * bits, "r_cost": rf, "w_cost": rf, "area": 0,
+    mem["rf_o"] = {"size": int(sizes["O"]) * bits, "r_cost": rf, "w_cost": rf, "area": 0,
                    "latency": 1, "operands": ["O"],
                    "ports": [_port("r_port_1", "read", ["O, tl"], bits), _port("r_port_2", "read", ["O, th"], bits),
                              _port("w_port_1", "write", ["O, fh"], bits), _port("w_port_2", "write", ["O, fl"], bits)],
@@ -276,6 +279,12 @@ def _ratios(model: dict[str, float], zz: dict[str, float]) -> dict[str, float | 
     return {k: (model[k] / zz[k] if zz.get(k) else (1.0 if not model[k] else None)) for k in QUANTITIES}
 
 
+def _pair(model: dict[str, Any], zz: dict[str, Any], against: str) -> dict[str, Any]:
+    """The two sides a row is judged on: the model's figures (as charged) and ZigZag's, named for what ZigZag ran."""
+    return {"against": against, "model": {k: float(model[k]) for k in QUANTITIES},
+            "zigzag": {k: float(zz[k]) for k in QUANTITIES}}
+
+
 def _within(ratios: dict[str, float | None], keys=QUANTITIES) -> list[str]:
     """The quantities outside their target."""
     return [k for k in keys if ratios[k] is None or abs(ratios[k] - 1) > TOLERANCES[k]]
@@ -301,7 +310,7 @@ def judge_row(row: dict[str, Any]) -> dict[str, Any]:
         return out
     ratios = _ratios(row["model"], best)
     misses = _within(ratios)
-    out.update(ratio=ratios, misses=misses, verdict="PASS", reason="")
+    out.update(ratio=ratios, misses=misses, verdict="PASS", reason="", judged=_pair(row["model"], best, "best"))
     if not misses:
         return out
     shared = row["zigzag"].get("at_plan_buffer")
@@ -309,7 +318,8 @@ def judge_row(row: dict[str, Any]) -> dict[str, Any]:
         out.update(verdict="BUFFER", reason=f"the plan keeps other tensors on chip during this phase, leaving it "
                    f"{row['model']['buffer_words']:,.0f} words; ZigZag (this layer alone) had the whole buffer; "
                    "within target against ZigZag with the same SRAM and placement",
-                   ratio_at_plan_buffer=_ratios(row["model"], shared["best"]))
+                   ratio_at_plan_buffer=_ratios(row["model"], shared["best"]),
+                   judged=_pair(row["model"], shared["best"], "plan buffer"))
         return out
     mine = sorted(row["model"]["on_chip"])
     same = [p for p in row["zigzag"]["placements"] if sorted(p["on_chip"]) == mine and "no_mapping" not in p]
@@ -318,7 +328,7 @@ def judge_row(row: dict[str, Any]) -> dict[str, Any]:
         if not _within(at_mine):
             out.update(verdict="PLACEMENT", reason=f"ZigZag alone keeps {'+'.join(best['on_chip']) or 'nothing'} "
                        f"on chip; the network's plan {'+'.join(mine) or 'nothing'} (within target there)",
-                       ratio_at_model_placement=at_mine)
+                       ratio_at_model_placement=at_mine, judged=_pair(row["model"], same[0], "model placement"))
             return out
     strided = row["phase"] == "backward_input" and max(row.get("stride", (1, 1))) > 1
     if strided and "out" not in best["on_chip"] and best["dram_words"] > row["model"]["dram_words"]:
@@ -332,7 +342,7 @@ def judge_row(row: dict[str, Any]) -> dict[str, Any]:
         if not _within(_ratios(charged, best)):
             out.update(verdict="EXPLAINED", reason=f"strided input gradient: ZigZag's sub-convolutions read dY "
                        f"from DRAM {best['dram_words'] / max(row['model']['dram_words'], 1):.2f}x as often; "
-                       "within target with those words charged to the model too")
+                       "within target with those words charged to the model too", judged=_pair(charged, best, "best"))
             return out
     ours = row["zigzag"].get("at_model_mapping")
     counted = row["model"]
@@ -349,7 +359,7 @@ def judge_row(row: dict[str, Any]) -> dict[str, Any]:
                    + (f" once the {pad:,.0f} words of zero padding it fetches with the input tiles are charged to "
                       "the model too" if pad else "")
                    + f", at {ours['energy_pj'] / best['energy_pj']:.3f} of the energy of the best it found",
-                   ratio_at_model_mapping=_ratios(counted, ours))
+                   ratio_at_model_mapping=_ratios(counted, ours), judged=_pair(counted, ours, "model mapping"))
         return out
     reason = "outside target: " + ", ".join(misses)
     if ours is not None:  # say what ZigZag made of the model's own mapping
@@ -362,19 +372,27 @@ def judge_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def judge(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Verdicts of every row and of the totals per phase (over the rows ZigZag mapped): total energy within ±5 %,
-    total words of each level within that level's per-layer target; overall ``PASS`` only when every row is
-    ``PASS``, ``PLACEMENT``, ``BUFFER`` or ``EXPLAINED`` and every total is within target."""
+    """Verdicts of every row and of the totals per phase (over the rows ZigZag mapped); overall ``PASS`` only when
+    every row is accepted (:data:`ACCEPTED`) and every total is within target: energy within ±5 %, the words of
+    each level within that level's per-layer target.
+
+    A total sums each row as it was judged (``judged``: the model's figures, as charged, against the ZigZag run
+    the verdict rests on — its best, its run at the model's placement or at the plan's buffer, its count of the
+    model's mapping where that is the cheapest mapping ZigZag knows). ``ratio_to_search`` is the same total
+    against ZigZag's own search alone, shown beside it."""
     judged = [{**r, **judge_row(r)} for r in rows]
     totals: dict[str, Any] = {}
     for phase in dict.fromkeys(r["phase"] for r in judged):
         sel = [r for r in judged if r["phase"] == phase]
         ok = [r for r in sel if r["zigzag"]["best"] is not None]
-        tot = {k: (sum(r["model"][k] for r in ok), sum(r["zigzag"]["best"][k] for r in ok)) for k in QUANTITIES}
+        tot = {k: (sum(r["judged"]["model"][k] for r in ok), sum(r["judged"]["zigzag"][k] for r in ok))
+               for k in QUANTITIES}
         ratio = {k: (m / z if z else None) for k, (m, z) in tot.items()}
+        raw = {k: (sum(r["model"][k] for r in ok), sum(r["zigzag"]["best"][k] for r in ok)) for k in QUANTITIES}
         counts = {v: sum(1 for r in sel if r["verdict"] == v) for v in VERDICTS}
         totals[phase] = {"layers": len(sel), **counts, "model": {k: m for k, (m, _) in tot.items()},
                          "zigzag": {k: z for k, (_, z) in tot.items()}, "ratio": ratio,
+                         "ratio_to_search": {k: (m / z if z else None) for k, (m, z) in raw.items()},
                          "misses": [k for k in QUANTITIES if ratio[k] is None
                                     or abs(ratio[k] - 1) > _TOTAL_TARGETS[k]]}
     rows_ok = all(r["verdict"] in ACCEPTED for r in judged)

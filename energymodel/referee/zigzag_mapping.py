@@ -11,15 +11,16 @@ is the ``SEARCH`` verdict of :func:`energymodel.referee.zigzag.judge_row`. ZigZa
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
 from energymodel.count.gemm import GemmShape
-from energymodel.memory.loopnest import ROLES, unrolled
+from energymodel.memory.loopnest import ROLES, nests, rf_prefix, unrolled
 from energymodel.price.table import EnergyTable
 from energymodel.referee.zigzag import ROLE_TO_ZZ, ZZ_MEM_OP, hardware, mapping, run_zigzag, workloads
 
-__all__ = ["model_ordering", "followed", "at_model_mapping", "padding_words"]
+__all__ = ["model_ordering", "model_allocation", "followed", "at_model_mapping", "padding_words"]
 
 #: the model's loop names -> ZigZag's layer dimensions (every phase's workload uses these names)
 _ZZ_DIM = {"N": "B", "P": "OY", "Q": "OX", "K": "K", "C": "C", "R": "FY", "S": "FX"}
@@ -32,7 +33,10 @@ def model_ordering(table: EnergyTable, shape: GemmShape, phase: str, tile: tuple
 
     Inside an SRAM tile ``(b, k, c, p, q)`` each PE runs the loops of ``loop_order`` (innermost first, loops of
     extent 1 left out) at its per-PE extents ``b, p, q, k/u_K, c/u_C, R, S``; around them run the tile loops
-    ``N/b, P/p, Q/q, K/k, C/c``, the ``innermost`` group's first. The loops are named for the phase's ZigZag
+    ``N/b, P/p, Q/q, K/k, C/c``, the ``innermost`` group's first. A loop at which a role's register file is
+    cut (:func:`energymodel.memory.loopnest.rf_prefix`: the model keeps the largest divisor that fits) is written
+    as its factors, so that ZigZag, filling each register file from the innermost loop out, can hold what the
+    model holds. The loops are named for the phase's ZigZag
     workload (the input gradient's nest has the layer's ``C`` as its ``K``). ZigZag then assigns the loops to its
     register files, SRAM and DRAM itself. ``None`` where the mapping cannot be written as ZigZag loops: a tile
     that does not divide its dimension, an unrolling ZigZag's spatial mapping does not reproduce, a grouped conv,
@@ -62,10 +66,25 @@ def model_ordering(table: EnergyTable, shape: GemmShape, phase: str, tile: tuple
         inner[d], outer[d] = int(per_pe), int(trips)
     if sorted(loop_order) != sorted(d for d in size if inner[d] > 1):
         return None
-    order = [[_ZZ_DIM[d], inner[d]] for d in loop_order]
+    written = {"forward": "out", "backward_weight": "wt", "backward_input": "in"}[phase]
+    nest = nests(shape, written, tile, table.dataflow.array())[0]
+    order = [[_ZZ_DIM[d], f] for d in loop_order for f in _split(inner[d], rf_prefix(nest, loop_order), d)]
     groups = [innermost] + [g for g in _GROUPS if g != innermost]
     order += [[_ZZ_DIM[d], outer[d]] for g in groups for d in _GROUPS[g] if outer[d] > 1]
     return order
+
+
+def _split(extent: int, prefix: dict[str, dict[str, int]], dim: str) -> list[int]:
+    """``dim``'s loop of ``extent`` as the factors at which the roles' register files cut it (innermost first):
+    cuts ``f1 | f2 | … | extent`` give ``[f1, f2/f1, …, extent/f_last]``; a cut that does not divide the next is
+    left out (ZigZag's loops cannot say it)."""
+    cuts = sorted({held[dim] for held in prefix.values() if 1 < held.get(dim, 1) < extent})
+    kept = [1]
+    for f in cuts:
+        if f % kept[-1] == 0 and extent % f == 0:
+            kept.append(f)
+    kept.append(extent)
+    return [b // a for a, b in zip(kept, kept[1:])]
 
 
 def followed(result: dict[str, Any], ordering: list[list[Any]]) -> bool:
@@ -76,14 +95,70 @@ def followed(result: dict[str, Any], ordering: list[list[Any]]) -> bool:
     return [(d, int(n)) for d, n in loops] == [(str(d), int(n)) for d, n in ordering]
 
 
+def _window(a: int, sa: int, b: int, sb: int, full: int) -> int:
+    """ZigZag's count of the input rows that ``a`` output rows (stride ``sa``) and ``b`` kernel rows (dilation
+    ``sb``) touch, clipped to the map's ``full`` rows: ``a·b − max(0, b − sa/g)·(a − sb/g)``, ``g = gcd(sa, sb)``."""
+    g = math.gcd(sa, sb)
+    return min(full, a * b - max(0, b - sa // g) * (a - sb // g))
+
+
+def model_allocation(table: EnergyTable, shape: GemmShape, phase: str, tile: tuple[int, ...], loop_order: str,
+                     ordering: list[list[Any]]) -> dict[str, tuple[float, int]]:
+    """What each register file holds under the model's mapping, for ZigZag: per ZigZag layer operand (``I``,
+    ``W``, ``O``) the words of the role's prefix (:func:`energymodel.memory.loopnest.rf_prefix`) in ZigZag's
+    footprint convention (:func:`_window` for the input's rows and columns) and how many of ``ordering``'s loops
+    that prefix is. ZigZag fills a register file with every loop that fits — ties in its allocator go to the
+    larger tile — so a register file the size of the table's may take a tile loop the model keeps in the SRAM;
+    sized to these words it holds what the model holds."""
+    written = {"forward": "out", "backward_weight": "wt", "backward_input": "in"}[phase]
+    nest = nests(shape, written, tile, table.dataflow.array())[0]
+    prefix = rf_prefix(nest, loop_order)
+    zz_of = ROLE_TO_ZZ["backward_weight" if phase == "backward_weight" else "forward"]  # the nest's roles
+    full = (shape.p, shape.q) if phase == "backward_input" else (shape.h, shape.w)
+    stride = (1, 1) if phase == "backward_input" else shape.stride
+    out = {}
+    for role, held in prefix.items():
+        e = {d: held.get(d, 1) for d in _ZZ_DIM}
+        if role == "wt":
+            words = e["K"] * e["C"] * e["R"] * e["S"]
+        elif role == "out":
+            words = e["N"] * e["K"] * e["P"] * e["Q"]
+        else:
+            words = (e["N"] * e["C"] * _window(e["P"], stride[0], e["R"], shape.dilation[0], full[0])
+                     * _window(e["Q"], stride[1], e["S"], shape.dilation[1], full[1]))
+        want = {_ZZ_DIM[d]: v for d, v in held.items()}
+        got: dict[str, int] = {}
+        m = 0
+        while got != want and m < len(ordering):
+            d, f = ordering[m]
+            got[d] = got.get(d, 1) * int(f)
+            m += 1
+        if got == want:
+            out[zz_of[role]] = (float(words), m)
+    return out
+
+
+def _rf_loops(result: dict[str, Any]) -> dict[str, list[tuple[str, int]]]:
+    """Per ZigZag layer operand, the loops its register file (the innermost level) holds in ``result``'s
+    temporal mapping."""
+    found = re.findall(r"(\w+): \[\[(.*?)\]", str(result.get("temporal_mapping", "")))
+    return {op: [(d, int(n)) for d, n in re.findall(r"\((\w+), (\d+)\)", loops)] for op, loops in found}
+
+
 def at_model_mapping(table: EnergyTable, shape: GemmShape, phase: str, on_chip: list[str], ordering: list[list[Any]],
-                     lpf: int, cache: dict[str, Any], save=None) -> dict[str, Any] | None:
+                     lpf: int, cache: dict[str, Any], save=None,
+                     held: dict[str, tuple[float, int]] | None = None) -> dict[str, Any] | None:
     """ZigZag's count of the model's own mapping (``ordering``, :func:`model_ordering`) at the model's placement
     ``on_chip`` on ``table`` (give it the buffer the plan leaves): energy and words per level summed over the
-    phase's workloads, or ``None`` when ZigZag did not follow the ordering or could not allocate it."""
+    phase's workloads, or ``None`` when ZigZag did not follow the ordering or could not allocate it.
+
+    ``held`` (:func:`model_allocation`): each register file sized to what the model's mapping holds in it, at the
+    table's energy per access; ZigZag must then hold exactly those loops in it (loops that add nothing to the
+    register file's footprint may follow), else ``None``."""
     roles_zz = ROLE_TO_ZZ[phase]
     dram_ops = sorted(ZZ_MEM_OP[roles_zz[r]] for r in ROLES if r not in on_chip)
-    hw = hardware(table, dram_ops)
+    caps = {ZZ_MEM_OP[op]: words for op, (words, _) in (held or {}).items()}
+    hw = hardware(table, dram_ops, caps or None)
     total = {"energy_pj": 0.0, "mac_energy_pj": 0.0, "macs": 0.0, "rf_words": 0.0, "sram_words": 0.0,
              "dram_words": 0.0, "seconds": 0.0}
     for layer in workloads(shape, phase, table.word_bits):
@@ -93,9 +168,12 @@ def at_model_mapping(table: EnergyTable, shape: GemmShape, phase: str, on_chip: 
             save()
         if "no_mapping" in res or not followed(res, ordering):
             return None
+        rf = _rf_loops(res)
+        if any(rf.get(op, [])[:m] != [(str(d), int(f)) for d, f in ordering[:m]] for op, (_, m) in (held or {}).items()):
+            return None
         for key in total:
             total[key] += res[key]
-    return {"on_chip": list(on_chip), "ordering": ordering, **total}
+    return {"on_chip": list(on_chip), "ordering": ordering, **({"rf_held": caps} if caps else {}), **total}
 
 
 def _rows(length: int, tile: int, size_in: int, kernel: int, pad: int, clip: bool) -> int:
