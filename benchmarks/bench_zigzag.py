@@ -102,7 +102,8 @@ def model_side(model_name: str, input_shape: tuple[int, ...], *, mode: str, batc
 def compare(model_name: str, input_shape: tuple[int, ...], *, mode: str, batch: int, table, lpf: int,
             cache: dict[str, Any], save, log=print, only: list[str] | None = None) -> dict[str, Any]:
     """Every conv/linear layer x phase: the model's words and energy (from ``profile()``) beside ZigZag's, judged."""
-    from energymodel.referee.zigzag import judge, referee_phase
+    from energymodel.referee.verdict import judge
+    from energymodel.referee.zigzag import referee_phase
     from energymodel.referee.zigzag_mapping import (
         at_model_mapping,
         model_allocation,
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                 for phase, t in res["totals"].items():
                     print(f"  total {phase:16s} energy {_fmt(t['ratio']['energy_pj'])} dram {_fmt(t['ratio']['dram_words'])}"
                           f" sram {_fmt(t['ratio']['sram_words'])} rf {_fmt(t['ratio']['rf_words'])}; {t['PASS']} pass, "
-                          f"{t['PLACEMENT']} placement, {t['BUFFER']} buffer, {t['EXPLAINED']} explained, {t['SEARCH']} search, {t['MISS']} miss, {t['FAIL']} fail"
+                          f"{t['PLACEMENT']} placement, {t['BUFFER']} buffer, {t['EXPLAINED']} explained, {t['SEARCH']} search, {t['SPACE']} space, {t['MISS']} miss, {t['FAIL']} fail"
                           f" of {t['layers']}; against ZigZag's search alone energy {_fmt(t['ratio_to_search']['energy_pj'])}"
                           f" dram {_fmt(t['ratio_to_search']['dram_words'])} sram {_fmt(t['ratio_to_search']['sram_words'])}")
                 print(f"  verdict {res['verdict']}; wrote {paths[0].name} ({res['seconds']} s)", flush=True)

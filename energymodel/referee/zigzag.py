@@ -34,8 +34,8 @@ from energymodel.count.gemm import GemmShape
 from energymodel.memory.loopnest import ROLES
 from energymodel.price.table import EnergyTable
 
-__all__ = ["ROLE_TO_ZZ", "hardware", "mapping", "workloads", "placements", "array_step", "run_zigzag", "referee_phase",
-           "parity_subconvs", "TOLERANCES", "TOTAL_TOLERANCE", "judge", "judge_row"]
+__all__ = ["ROLE_TO_ZZ", "ZZ_MEM_OP", "hardware", "mapping", "workloads", "placements", "array_step", "run_zigzag",
+           "referee_phase", "parity_subconvs"]
 
 #: the model's roles (in, wt, out) -> ZigZag's layer operands, per phase
 ROLE_TO_ZZ = {
@@ -180,29 +180,42 @@ def array_step(table: EnergyTable, shape: GemmShape) -> tuple[float, float, floa
     return (u_c, u_k * u_c, u_k)
 
 
-def _levels(cme) -> dict[str, float]:
-    """Words read + written at each level (rf, sram, dram), all operands, from one ZigZag evaluation."""
+def _levels(cme, elements: bool = False) -> dict[str, float]:
+    """Words read + written at each level (rf, sram, dram), all operands, from one ZigZag evaluation: its memory
+    word accesses (each transfer period's data rounded up to whole port words), or with ``elements`` the data
+    it moves, in words (``DATA_ELEM_MOVE_COUNT`` times each direction's precision over the word's bits)."""
+    from zigzag.mapping.data_movement import DataMoveAttr
+
     out = {"rf": 0.0, "sram": 0.0, "dram": 0.0}
     hierarchy = cme.accelerator.memory_hierarchy
+    bits = float(cme.layer.operand_precision[next(iter(cme.memory_word_access))])
     for op, accesses in cme.memory_word_access.items():
         mem_op = cme.memory_operand_links.layer_to_mem_op(op)
-        for level, acc in zip(hierarchy.get_memory_levels(mem_op=mem_op), accesses):
+        for i, (level, acc) in enumerate(zip(hierarchy.get_memory_levels(mem_op=mem_op), accesses)):
             key = "rf" if level.name.startswith("rf") else level.name
-            out[key] += float(sum(acc.data.values()))
+            if elements:
+                move = cme.mapping.unit_mem_data_movement[op][i]
+                count = move.get_attribute(DataMoveAttr.DATA_ELEM_MOVE_COUNT).data
+                prec = move.get_attribute(DataMoveAttr.DATA_PRECISION).data
+                out[key] += float(sum(count[d] * prec[d] for d in count)) / bits
+            else:
+                out[key] += float(sum(acc.data.values()))
     return out
 
 
 def run_zigzag(layer: dict[str, Any], hw: dict[str, Any], spatial: list[dict[str, Any]], lpf: int,
-               cache: dict[str, Any]) -> dict[str, Any]:
+               cache: dict[str, Any], elements: bool = False) -> dict[str, Any]:
     """ZigZag's minimal-energy mapping of one workload on ``hw`` (LOMA, ``lpf`` loop prime factors): energy (pJ),
-    MAC energy, words per level and the temporal mapping; ``{"no_mapping": ...}`` when LOMA finds none.
-    Cached in ``cache`` by (workload, hardware, mapping, lpf); any other failure raises."""
+    MAC energy, words per level, the words its data movement amounts to per level (``<level>_elements``, see
+    :func:`_levels`) and the temporal mapping; ``{"no_mapping": ...}`` when LOMA finds none. Cached in ``cache``
+    by (workload, hardware, mapping, lpf); a cached answer without the element counts is run again when
+    ``elements`` asks for them; any other failure raises."""
     import yaml
     from zigzag.api import get_hardware_performance_zigzag
     from zigzag.opt.loma.engine import NoValidLoopOrderingFoundException
 
     key = hashlib.sha1(json.dumps([layer, hw, spatial, lpf], sort_keys=True).encode()).hexdigest()
-    if key in cache:
+    if key in cache and (not elements or "no_mapping" in cache[key] or "dram_elements" in cache[key]):
         return cache[key]
     with tempfile.TemporaryDirectory() as tmp:
         hw_path, map_path = Path(tmp) / "hw.yaml", Path(tmp) / "map.yaml"
@@ -219,6 +232,7 @@ def run_zigzag(layer: dict[str, Any], hw: dict[str, Any], spatial: list[dict[str
             cme = cmes[0][1][0][0]
             res = {"energy_pj": float(cme.energy_total), "mac_energy_pj": float(cme.mac_energy),
                    "macs": float(cme.layer.total_mac_count), **{f"{k}_words": v for k, v in _levels(cme).items()},
+                   **{f"{k}_elements": v for k, v in _levels(cme, elements=True).items()},
                    "temporal_mapping": str(cme.mapping.temporal_mapping)}
         res["seconds"] = round(time.perf_counter() - t0, 2)
     cache[key] = res
@@ -245,6 +259,7 @@ def referee_phase(table: EnergyTable, shape: GemmShape, phase: str, homes: tuple
         total = {"energy_pj": 0.0, "mac_energy_pj": 0.0, "macs": 0.0, "rf_words": 0.0, "sram_words": 0.0,
                  "dram_words": 0.0, "seconds": 0.0}
         failed = None
+        temporal = []
         for layer in layers:
             res = run_zigzag(layer, hw, mapping(table, phase, layer), lpf, cache)
             if save is not None:
@@ -254,147 +269,9 @@ def referee_phase(table: EnergyTable, shape: GemmShape, phase: str, homes: tuple
                 break
             for key in total:
                 total[key] += res[key]
+            temporal.append(res.get("temporal_mapping", ""))
         tried.append({"on_chip": [r for r, res in zip(ROLES, resident) if res],
-                      **({"no_mapping": failed} if failed else total)})
+                      **({"no_mapping": failed} if failed else {**total, "temporal_mappings": temporal})})
     mapped = [t for t in tried if "no_mapping" not in t]
     best = min(mapped, key=lambda t: t["energy_pj"]) if mapped else None
     return {"best": best, "placements": tried}
-
-
-# -- the comparison --------------------------------------------------------------------------------------------
-
-#: targets per layer-phase (relative, model / ZigZag − 1) and for totals
-TOLERANCES = {"energy_pj": 0.10, "dram_words": 0.10, "sram_words": 0.25, "rf_words": 0.25}
-TOTAL_TOLERANCE = 0.05
-QUANTITIES = tuple(TOLERANCES)
-#: row verdicts, the accepted ones first
-VERDICTS = ("PASS", "PLACEMENT", "BUFFER", "EXPLAINED", "SEARCH", "MISS", "FAIL")
-#: the verdicts that count as agreement (a documented reason for every one but PASS)
-ACCEPTED = VERDICTS[:5]
-#: targets of a phase's totals: energy within ±5 %, every level within its per-layer target
-_TOTAL_TARGETS = {**TOLERANCES, "energy_pj": TOTAL_TOLERANCE}
-
-
-def _ratios(model: dict[str, float], zz: dict[str, float]) -> dict[str, float | None]:
-    return {k: (model[k] / zz[k] if zz.get(k) else (1.0 if not model[k] else None)) for k in QUANTITIES}
-
-
-def _pair(model: dict[str, Any], zz: dict[str, Any], against: str) -> dict[str, Any]:
-    """The two sides a row is judged on: the model's figures (as charged) and ZigZag's, named for what ZigZag ran."""
-    return {"against": against, "model": {k: float(model[k]) for k in QUANTITIES},
-            "zigzag": {k: float(zz[k]) for k in QUANTITIES}}
-
-
-def _within(ratios: dict[str, float | None], keys=QUANTITIES) -> list[str]:
-    """The quantities outside their target."""
-    return [k for k in keys if ratios[k] is None or abs(ratios[k] - 1) > TOLERANCES[k]]
-
-
-def judge_row(row: dict[str, Any]) -> dict[str, Any]:
-    """The verdict of one layer-phase (a row with ``model``, ``zigzag`` (``best``, ``placements``), ``phase``,
-    ``stride``): ``PASS`` (every quantity within target against ZigZag's best), ``PLACEMENT`` (the model's placement
-    differs — the residency plan decides for the whole network, ZigZag for this layer alone — and every quantity
-    is within target against ZigZag at the model's placement), ``BUFFER`` (the residency plan keeps other tensors
-    on chip during the phase; within target against ZigZag run at the model's placement with the SRAM the plan
-    leaves, ``zigzag.at_plan_buffer``), ``EXPLAINED`` (a documented limit of ZigZag's
-    description: a strided input gradient as sub-convolutions that each read ``dY`` from DRAM; every quantity is
-    within target once those extra DRAM words, and their passage through the SRAM, are charged to the model too:
-    ``pj_per_word`` of the row prices them), ``SEARCH`` (a documented limit of ZigZag's search: handed the model's
-    own loop order and tiles (:func:`energymodel.referee.zigzag_mapping.model_ordering`; ZigZag allocates them to its memories itself), ZigZag counts
-    every quantity within target and finds that mapping no dearer than the best its LOMA search returned,
-    ``zigzag.at_model_mapping``; the zero padding ZigZag fetches with each input tile, ``model.padding_words``
-    (:func:`energymodel.referee.zigzag_mapping.padding_words`), is charged to the model first), ``MISS`` or ``FAIL`` (ZigZag mapped no placement)."""
-    best = row["zigzag"]["best"]
-    out = {"ratio": None, "misses": [], "verdict": "FAIL", "reason": "ZigZag mapped no placement"}
-    if best is None:
-        return out
-    ratios = _ratios(row["model"], best)
-    misses = _within(ratios)
-    out.update(ratio=ratios, misses=misses, verdict="PASS", reason="", judged=_pair(row["model"], best, "best"))
-    if not misses:
-        return out
-    shared = row["zigzag"].get("at_plan_buffer")
-    if shared is not None and shared.get("best") is not None and not _within(_ratios(row["model"], shared["best"])):
-        out.update(verdict="BUFFER", reason=f"the plan keeps other tensors on chip during this phase, leaving it "
-                   f"{row['model']['buffer_words']:,.0f} words; ZigZag (this layer alone) had the whole buffer; "
-                   "within target against ZigZag with the same SRAM and placement",
-                   ratio_at_plan_buffer=_ratios(row["model"], shared["best"]),
-                   judged=_pair(row["model"], shared["best"], "plan buffer"))
-        return out
-    mine = sorted(row["model"]["on_chip"])
-    same = [p for p in row["zigzag"]["placements"] if sorted(p["on_chip"]) == mine and "no_mapping" not in p]
-    if sorted(best["on_chip"]) != mine and same:
-        at_mine = _ratios(row["model"], same[0])
-        if not _within(at_mine):
-            out.update(verdict="PLACEMENT", reason=f"ZigZag alone keeps {'+'.join(best['on_chip']) or 'nothing'} "
-                       f"on chip; the network's plan {'+'.join(mine) or 'nothing'} (within target there)",
-                       ratio_at_model_placement=at_mine, judged=_pair(row["model"], same[0], "model placement"))
-            return out
-    strided = row["phase"] == "backward_input" and max(row.get("stride", (1, 1))) > 1
-    if strided and "out" not in best["on_chip"] and best["dram_words"] > row["model"]["dram_words"]:
-        # ZigZag's extra DRAM words are dY re-read by each sub-convolution; each also passes through the SRAM.
-        # Charged to the model too, every quantity must then be within target.
-        extra = best["dram_words"] - row["model"]["dram_words"]
-        prices = row.get("pj_per_word", {"sram": 0.0, "dram": 0.0})
-        charged = {**row["model"], "dram_words": row["model"]["dram_words"] + extra,
-                   "sram_words": row["model"]["sram_words"] + extra,
-                   "energy_pj": row["model"]["energy_pj"] + extra * (prices["sram"] + prices["dram"])}
-        if not _within(_ratios(charged, best)):
-            out.update(verdict="EXPLAINED", reason=f"strided input gradient: ZigZag's sub-convolutions read dY "
-                       f"from DRAM {best['dram_words'] / max(row['model']['dram_words'], 1):.2f}x as often; "
-                       "within target with those words charged to the model too", judged=_pair(charged, best, "best"))
-            return out
-    ours = row["zigzag"].get("at_model_mapping")
-    counted = row["model"]
-    pad = float(row["model"].get("padding_words", 0.0))
-    if ours is not None and pad:  # ZigZag fetches each input tile with its zero border; charged to the model too
-        prices = row.get("pj_per_word", {"sram": 0.0, "dram": 0.0})
-        counted = {**counted, "dram_words": counted["dram_words"] + pad, "sram_words": counted["sram_words"] + pad,
-                   "energy_pj": counted["energy_pj"] + pad * (prices["sram"] + prices["dram"])}
-    if ours is not None and not _within(_ratios(counted, ours)) and ours["energy_pj"] <= best["energy_pj"] * (1 + 1e-9):
-        # ZigZag, handed the model's loop order and tiles (it allocates them to its memories itself), counts what
-        # the model counts, and finds that mapping at least as cheap as the best its own search returned
-        out.update(verdict="SEARCH", reason=f"ZigZag's search (lpf {row.get('lpf', '?')}) did not reach the model's "
-                   f"mapping; ZigZag counts that mapping within target"
-                   + (f" once the {pad:,.0f} words of zero padding it fetches with the input tiles are charged to "
-                      "the model too" if pad else "")
-                   + f", at {ours['energy_pj'] / best['energy_pj']:.3f} of the energy of the best it found",
-                   ratio_at_model_mapping=_ratios(counted, ours), judged=_pair(counted, ours, "model mapping"))
-        return out
-    reason = "outside target: " + ", ".join(misses)
-    if ours is not None:  # say what ZigZag made of the model's own mapping
-        off = _within(_ratios(counted, ours))
-        reason += (f"; ZigZag counts the model's own mapping {'outside target: ' + ', '.join(off) if off else 'within target'}"
-                   f", at {ours['energy_pj'] / best['energy_pj']:.4f} of the energy of its best")
-        out["ratio_at_model_mapping"] = _ratios(counted, ours)
-    out.update(verdict="MISS", reason=reason)
-    return out
-
-
-def judge(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Verdicts of every row and of the totals per phase (over the rows ZigZag mapped); overall ``PASS`` only when
-    every row is accepted (:data:`ACCEPTED`) and every total is within target: energy within ±5 %, the words of
-    each level within that level's per-layer target.
-
-    A total sums each row as it was judged (``judged``: the model's figures, as charged, against the ZigZag run
-    the verdict rests on — its best, its run at the model's placement or at the plan's buffer, its count of the
-    model's mapping where that is the cheapest mapping ZigZag knows). ``ratio_to_search`` is the same total
-    against ZigZag's own search alone, shown beside it."""
-    judged = [{**r, **judge_row(r)} for r in rows]
-    totals: dict[str, Any] = {}
-    for phase in dict.fromkeys(r["phase"] for r in judged):
-        sel = [r for r in judged if r["phase"] == phase]
-        ok = [r for r in sel if r["zigzag"]["best"] is not None]
-        tot = {k: (sum(r["judged"]["model"][k] for r in ok), sum(r["judged"]["zigzag"][k] for r in ok))
-               for k in QUANTITIES}
-        ratio = {k: (m / z if z else None) for k, (m, z) in tot.items()}
-        raw = {k: (sum(r["model"][k] for r in ok), sum(r["zigzag"]["best"][k] for r in ok)) for k in QUANTITIES}
-        counts = {v: sum(1 for r in sel if r["verdict"] == v) for v in VERDICTS}
-        totals[phase] = {"layers": len(sel), **counts, "model": {k: m for k, (m, _) in tot.items()},
-                         "zigzag": {k: z for k, (_, z) in tot.items()}, "ratio": ratio,
-                         "ratio_to_search": {k: (m / z if z else None) for k, (m, z) in raw.items()},
-                         "misses": [k for k in QUANTITIES if ratio[k] is None
-                                    or abs(ratio[k] - 1) > _TOTAL_TARGETS[k]]}
-    rows_ok = all(r["verdict"] in ACCEPTED for r in judged)
-    totals_ok = all(not t["misses"] for t in totals.values())
-    return {"rows": judged, "totals": totals, "verdict": "PASS" if rows_ok and totals_ok else "FAIL"}

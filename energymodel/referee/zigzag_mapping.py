@@ -5,7 +5,7 @@ wrong, or ZigZag's search (LOMA, which merges the loops' prime factors down to `
 mapping. :func:`model_ordering` writes the model's loop order and SRAM tiles as a complete ZigZag
 ``temporal_ordering``; ZigZag then allocates those loops to its register files, SRAM and DRAM by its own rules and
 counts every level (:func:`at_model_mapping`). Agreement there, at an energy no higher than the best ZigZag found,
-is the ``SEARCH`` verdict of :func:`energymodel.referee.zigzag.judge_row`. ZigZag is imported only by
+is the ``SEARCH`` verdict of :func:`energymodel.referee.verdict.judge_row`. ZigZag is imported only by
 :func:`energymodel.referee.zigzag.run_zigzag`.
 """
 
@@ -150,7 +150,8 @@ def at_model_mapping(table: EnergyTable, shape: GemmShape, phase: str, on_chip: 
                      held: dict[str, tuple[float, int]] | None = None) -> dict[str, Any] | None:
     """ZigZag's count of the model's own mapping (``ordering``, :func:`model_ordering`) at the model's placement
     ``on_chip`` on ``table`` (give it the buffer the plan leaves): energy and words per level summed over the
-    phase's workloads, or ``None`` when ZigZag did not follow the ordering or could not allocate it.
+    phase's workloads (and the words of data it moves, ``<level>_elements``), or ``None`` when ZigZag did not
+    follow the ordering or could not allocate it.
 
     ``held`` (:func:`model_allocation`): each register file sized to what the model's mapping holds in it, at the
     table's energy per access; ZigZag must then hold exactly those loops in it (loops that add nothing to the
@@ -160,10 +161,12 @@ def at_model_mapping(table: EnergyTable, shape: GemmShape, phase: str, on_chip: 
     caps = {ZZ_MEM_OP[op]: words for op, (words, _) in (held or {}).items()}
     hw = hardware(table, dram_ops, caps or None)
     total = {"energy_pj": 0.0, "mac_energy_pj": 0.0, "macs": 0.0, "rf_words": 0.0, "sram_words": 0.0,
-             "dram_words": 0.0, "seconds": 0.0}
+             "dram_words": 0.0, "rf_elements": 0.0, "sram_elements": 0.0, "dram_elements": 0.0, "seconds": 0.0}
+    temporal = []
     for layer in workloads(shape, phase, table.word_bits):
         spatial = [{**mapping(table, phase, layer)[0], "temporal_ordering": ordering}]
-        res = run_zigzag(layer, hw, spatial, lpf, cache)
+        res = run_zigzag(layer, hw, spatial, lpf, cache, elements=True)
+        temporal.append(res.get("temporal_mapping", ""))
         if save is not None:
             save()
         if "no_mapping" in res or not followed(res, ordering):
@@ -173,19 +176,21 @@ def at_model_mapping(table: EnergyTable, shape: GemmShape, phase: str, on_chip: 
             return None
         for key in total:
             total[key] += res[key]
-    return {"on_chip": list(on_chip), "ordering": ordering, **({"rf_held": caps} if caps else {}), **total}
+    return {"on_chip": list(on_chip), "ordering": ordering, **({"rf_held": caps} if caps else {}), **total,
+            "temporal_mappings": temporal}
 
 
-def _rows(length: int, tile: int, size_in: int, kernel: int, pad: int, clip: bool) -> int:
-    """Input rows read over the ``length / tile`` tiles of ``tile`` output rows (stride 1): each tile's window of
-    ``tile + kernel - 1`` rows, clipped to the ``size_in`` real rows when ``clip`` (the model: padding is not read)
-    or whole (ZigZag: the zero border is fetched with a tile); a single tile reads the ``size_in`` rows either way
-    (ZigZag knows the input's size)."""
+def _rows(length: int, tile: int, size_in: int, kernel: int, pad: int, clip: bool, stride: int = 1) -> int:
+    """Input rows read over the ``length / tile`` tiles of ``tile`` output rows: each tile's window of
+    ``(tile − 1)·stride + kernel`` rows, clipped to the ``size_in`` real rows when ``clip`` (the model: padding is
+    not read) or whole (ZigZag: the zero border is fetched with a tile); a single tile reads the ``size_in`` rows
+    either way (ZigZag knows the input's size)."""
     if tile >= length:
         return size_in
     total = 0
     for start in range(0, length, tile):
-        lo, hi = start - pad, start + tile - 1 - pad + kernel
+        lo = start * stride - pad
+        hi = lo + (min(tile, length - start) - 1) * stride + kernel
         total += (min(hi, size_in) - max(lo, 0)) if clip else hi - lo
     return total
 
@@ -195,19 +200,20 @@ def padding_words(shape: GemmShape, phase: str, tile: tuple[int, ...], innermost
     fetches each input tile with its zero-padding border, the model reads real rows only.
 
     Forward and weight gradient read ``X`` with a halo: ``m · N·C · (Σ_t w_t − Σ_t w'_t)`` over the tiles, with
-    ``w_t`` a tile's ``(p + R − 1)·(q + S − 1)`` window whole and ``w'_t`` clipped to the map, ``m`` the tile
-    loops over ``K`` the tile is re-read for (1 when ``K``'s loop is innermost). The stride-1 input gradient
-    writes ``dX`` (the model charges its halo, ZigZag does not) and reads ``dY`` with a halo (ZigZag charges its
-    padding, the model does not). 0 for strided layers and operands kept on chip."""
-    if max(shape.stride) > 1 or max(shape.dilation) > 1 or shape.groups != 1:
+    ``w_t`` a tile's ``((p − 1)·stride + R)·((q − 1)·stride + S)`` window whole and ``w'_t`` clipped to the map,
+    ``m`` the tile loops over ``K`` the tile is re-read for (1 when ``K``'s loop is innermost). The stride-1 input
+    gradient writes ``dX`` (the model charges its halo, ZigZag does not) and reads ``dY`` with a halo (ZigZag
+    charges its padding, the model does not). 0 for a strided input gradient (several sub-convolutions), dilated
+    or grouped convs, and operands kept on chip."""
+    if max(shape.dilation) > 1 or shape.groups != 1 or (phase == "backward_input" and max(shape.stride) > 1):
         return 0.0
     b, k, c, p, q = (int(round(float(v))) for v in tile)
     trips = {"N": 1, "K": -(-shape.k // k), "C": -(-shape.c // c)}
     m = {role: 1 if innermost == group else trips[group] for role, group in (("in", "K"), ("out", "C"))}
 
     def window(clip: bool, size_p: int, size_q: int) -> int:
-        return (_rows(shape.p, p, size_p, shape.r, shape.padding[0], clip)
-                * _rows(shape.q, q, size_q, shape.s, shape.padding[1], clip))
+        return (_rows(shape.p, p, size_p, shape.r, shape.padding[0], clip, shape.stride[0])
+                * _rows(shape.q, q, size_q, shape.s, shape.padding[1], clip, shape.stride[1]))
 
     if phase in ("forward", "backward_weight"):
         if "in" in on_chip:

@@ -1,0 +1,234 @@
+"""The referee's verdicts: the model's figures of one conv/linear layer-phase against ZigZag's, and of their totals.
+
+A row (from ``benchmarks/bench_zigzag.py``) holds the model's side (``profile()``'s per-phase row) and ZigZag's
+(:func:`energymodel.referee.zigzag.referee_phase`: every placement it tried and its best, and the checks run on a
+miss: ZigZag at the plan's buffer, ZigZag's count of the model's own mapping). Targets per layer-phase: energy and
+DRAM words within ±10 %, SRAM and RF words within ±25 %; totals per phase: energy within ±5 %, each level within
+its layer target. Every verdict but ``PASS`` names the documented reason that accepts the row, or says why none
+does (``MISS``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = ["TOLERANCES", "TOTAL_TOLERANCE", "VERDICTS", "ACCEPTED", "judge", "judge_row", "outside_model_space"]
+
+
+#: targets per layer-phase (relative, model / ZigZag − 1) and for totals
+TOLERANCES = {"energy_pj": 0.10, "dram_words": 0.10, "sram_words": 0.25, "rf_words": 0.25}
+TOTAL_TOLERANCE = 0.05
+QUANTITIES = tuple(TOLERANCES)
+#: row verdicts, the accepted ones first
+VERDICTS = ("PASS", "PLACEMENT", "BUFFER", "EXPLAINED", "SEARCH", "SPACE", "MISS", "FAIL")
+#: the verdicts that count as agreement (a documented reason for every one but PASS)
+ACCEPTED = VERDICTS[:6]
+_LEVELS = ("rf", "sram", "dram")
+#: targets of a phase's totals: energy within ±5 %, every level within its per-layer target
+_TOTAL_TARGETS = {**TOLERANCES, "energy_pj": TOTAL_TOLERANCE}
+
+
+def _ratios(model: dict[str, float], zz: dict[str, float]) -> dict[str, float | None]:
+    return {k: (model[k] / zz[k] if zz.get(k) else (1.0 if not model[k] else None)) for k in QUANTITIES}
+
+
+def _pair(model: dict[str, Any], zz: dict[str, Any], against: str) -> dict[str, Any]:
+    """The two sides a row is judged on: the model's figures (as charged) and ZigZag's, named for what ZigZag ran."""
+    return {"against": against, "model": {k: float(model[k]) for k in QUANTITIES},
+            "zigzag": {k: float(zz[k]) for k in QUANTITIES}}
+
+
+def _operand_levels(temporal_mapping: str) -> dict[str, list[list[str]]]:
+    """ZigZag's temporal mapping (``"{O: [[(K, 4), (OY, 8)], [], [(FX, 3)]], W: ...}"``) as the dimensions each
+    operand's memory levels loop over, innermost level first."""
+    out: dict[str, list[list[str]]] = {}
+    for op, body in re.findall(r"(\w+): \[(.*?\])\](?:,|\}|$)", temporal_mapping):
+        out[op] = [re.findall(r"\((\w+), \d+\)", level) for level in re.findall(r"\[(.*?)\]", body)]
+    return out
+
+
+#: the dimensions each ZigZag operand depends on, per phase (the workloads of :mod:`energymodel.referee.zigzag`)
+_RELEVANT = {
+    "forward": {"O": {"B", "K", "OY", "OX"}, "W": {"K", "C", "FY", "FX"}, "I": {"B", "C", "OY", "OX", "FY", "FX"}},
+    "backward_weight": {"O": {"K", "C", "FY", "FX"}, "W": {"B", "K", "OY", "OX"},
+                        "I": {"B", "C", "OY", "OX", "FY", "FX"}},
+}
+_RELEVANT["backward_input"] = _RELEVANT["forward"]
+
+
+def outside_model_space(phase: str, temporal_mappings: list[str]) -> str | None:
+    """Why a ZigZag mapping of a phase (one per workload) lies outside the model's mapping space, or ``None``.
+
+    The model's mappings (:mod:`energymodel.memory.tiling`) share one SRAM tile among all operands: in ZigZag's
+    terms one cut ``t`` of the loop order, below it the loops inside a tile, from it the tile loops, over ``N, P,
+    Q, K, C`` only (a tile holds every kernel tap). An operand fetched from DRAM has its DRAM level start at ``t``,
+    or later only past loops it does not depend on (the model keeps its tile across those). No such ``t``: ZigZag
+    splits the kernel window across DRAM tiles, or cuts the operands at different tile loops (its uneven
+    mappings)."""
+    relevant = _RELEVANT[phase]
+    for tm in temporal_mappings:
+        levels = _operand_levels(tm)
+        order = max(([d for lv in ls for d in lv] for ls in levels.values()), key=len, default=[])
+        dram = {op: len(ls[0]) + len(ls[1]) for op, ls in levels.items() if len(ls) == 3}
+        if not dram:
+            continue
+        if not any(not {"FY", "FX"} & set(order[t:])
+                   and all(not relevant[op] & set(order[t:d]) for op, d in dram.items() if d >= t)
+                   and all(d >= t for d in dram.values())
+                   for t in range(min(dram.values()) + 1)):
+            kernel = any({"FY", "FX"} & set(ls[-1]) for ls in levels.values() if len(ls) == 3)
+            return ("splits the kernel window across DRAM tiles" if kernel else
+                    "cuts the operands' SRAM tiles at different loops (an uneven mapping)")
+    return None
+
+
+def _charged(row: dict[str, Any], ours: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+    """The model's figures with ZigZag's two conventions charged to it, and those extra words per level:
+    the zero padding ZigZag fetches with each input tile (``model.padding_words``, through DRAM and SRAM), and its
+    rounding of each transfer period up to whole port words at the SRAM and DRAM (its word accesses less the words
+    of data it moves, both ZigZag's counts of the model's mapping ``ours``). The register files are compared on
+    ZigZag's word accesses as they are: there its element counts follow other conventions (an input read once
+    per stationary run), which its word accesses already apply."""
+    pad = float(row["model"].get("padding_words", 0.0))
+    extra = {"rf": 0.0, "sram": pad, "dram": pad}
+    for lv in ("sram", "dram"):
+        if f"{lv}_elements" in ours:
+            extra[lv] += max(0.0, ours[f"{lv}_words"] - ours[f"{lv}_elements"])
+    prices = row.get("pj_per_word", {})
+    model = row["model"]
+    counted = {**model, **{f"{lv}_words": model[f"{lv}_words"] + extra[lv] for lv in _LEVELS},
+               "energy_pj": model["energy_pj"] + sum(extra[lv] * prices.get(lv, 0.0) for lv in _LEVELS)}
+    return counted, extra
+
+
+def _within(ratios: dict[str, float | None], keys=QUANTITIES) -> list[str]:
+    """The quantities outside their target."""
+    return [k for k in keys if ratios[k] is None or abs(ratios[k] - 1) > TOLERANCES[k]]
+
+
+def judge_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The verdict of one layer-phase (a row with ``model``, ``zigzag`` (``best``, ``placements``), ``phase``,
+    ``stride``), the first that holds:
+
+    - ``PASS``: every quantity within target against ZigZag's best.
+    - ``BUFFER``: the residency plan keeps other tensors on chip during the phase; within target against ZigZag
+      run at the model's placement with the SRAM the plan leaves (``zigzag.at_plan_buffer``).
+    - ``PLACEMENT``: the model's placement differs (the residency plan decides for the whole network, ZigZag for
+      this layer alone); within target against ZigZag at the model's placement.
+    - ``EXPLAINED``: a strided input gradient, which ZigZag runs as sub-convolutions that each read ``dY`` from
+      DRAM; within target once those extra DRAM words, and their passage through the SRAM, are charged to the
+      model too (``pj_per_word`` of the row prices them).
+    - ``SEARCH``: a limit of ZigZag's search. Handed the model's own mapping
+      (:mod:`energymodel.referee.zigzag_mapping`, ``zigzag.at_model_mapping``), ZigZag counts every quantity within
+      target and finds that mapping no dearer than the best its LOMA search returned. Two conventions of ZigZag
+      are charged to the model first (:func:`_charged`): the zero padding it fetches with each input tile, and
+      its rounding of each transfer period up to whole port words.
+    - ``SPACE``: a limit of the model's mapping space. ZigZag counts the model's own mapping within target (as for
+      ``SEARCH``), and its cheaper best lies outside the model's mapping space (:func:`outside_model_space`: the
+      kernel window split across DRAM tiles, or operands cut at different tile loops); ZigZag prices the model's
+      mapping within the energy target of that best.
+    - ``MISS``, or ``FAIL`` when ZigZag mapped no placement."""
+    best = row["zigzag"]["best"]
+    out = {"ratio": None, "misses": [], "verdict": "FAIL", "reason": "ZigZag mapped no placement"}
+    if best is None:
+        return out
+    ratios = _ratios(row["model"], best)
+    misses = _within(ratios)
+    out.update(ratio=ratios, misses=misses, verdict="PASS", reason="", judged=_pair(row["model"], best, "best"))
+    if not misses:
+        return out
+    shared = row["zigzag"].get("at_plan_buffer")
+    if shared is not None and shared.get("best") is not None and not _within(_ratios(row["model"], shared["best"])):
+        out.update(verdict="BUFFER", reason=f"the plan keeps other tensors on chip during this phase, leaving it "
+                   f"{row['model']['buffer_words']:,.0f} words; ZigZag (this layer alone) had the whole buffer; "
+                   "within target against ZigZag with the same SRAM and placement",
+                   ratio_at_plan_buffer=_ratios(row["model"], shared["best"]),
+                   judged=_pair(row["model"], shared["best"], "plan buffer"))
+        return out
+    mine = sorted(row["model"]["on_chip"])
+    same = [p for p in row["zigzag"]["placements"] if sorted(p["on_chip"]) == mine and "no_mapping" not in p]
+    if sorted(best["on_chip"]) != mine and same:
+        at_mine = _ratios(row["model"], same[0])
+        if not _within(at_mine):
+            out.update(verdict="PLACEMENT", reason=f"ZigZag alone keeps {'+'.join(best['on_chip']) or 'nothing'} "
+                       f"on chip; the network's plan {'+'.join(mine) or 'nothing'} (within target there)",
+                       ratio_at_model_placement=at_mine, judged=_pair(row["model"], same[0], "model placement"))
+            return out
+    strided = row["phase"] == "backward_input" and max(row.get("stride", (1, 1))) > 1
+    if strided and "out" not in best["on_chip"] and best["dram_words"] > row["model"]["dram_words"]:
+        # ZigZag's extra DRAM words are dY re-read by each sub-convolution; each also passes through the SRAM.
+        # Charged to the model too, every quantity must then be within target.
+        extra = best["dram_words"] - row["model"]["dram_words"]
+        prices = row.get("pj_per_word", {"sram": 0.0, "dram": 0.0})
+        charged = {**row["model"], "dram_words": row["model"]["dram_words"] + extra,
+                   "sram_words": row["model"]["sram_words"] + extra,
+                   "energy_pj": row["model"]["energy_pj"] + extra * (prices["sram"] + prices["dram"])}
+        if not _within(_ratios(charged, best)):
+            out.update(verdict="EXPLAINED", reason=f"strided input gradient: ZigZag's sub-convolutions read dY "
+                       f"from DRAM {best['dram_words'] / max(row['model']['dram_words'], 1):.2f}x as often; "
+                       "within target with those words charged to the model too", judged=_pair(charged, best, "best"))
+            return out
+    ours = row["zigzag"].get("at_model_mapping")
+    counted, extra = (row["model"], {}) if ours is None else _charged(row, ours)
+    pad = float(row["model"].get("padding_words", 0.0))
+    rounding = sum(extra.values()) - 2 * pad if extra else 0.0
+    charged = ((f" once the {pad:,.0f} words of zero padding it fetches with the input tiles" if pad else "")
+               + (f"{' and' if pad else ' once'} the {rounding:,.0f} words its word accesses add to the data it moves"
+                  if rounding else "") + (" are charged to the model too" if pad or rounding else ""))
+    agrees = ours is not None and not _within(_ratios(counted, ours))
+    if agrees and ours["energy_pj"] <= best["energy_pj"] * (1 + 1e-9):
+        # ZigZag, handed the model's loop order and tiles (it allocates them to its memories itself), counts what
+        # the model counts, and finds that mapping at least as cheap as the best its own search returned
+        out.update(verdict="SEARCH", reason=f"ZigZag's search (lpf {row.get('lpf', '?')}) did not reach the model's "
+                   f"mapping; ZigZag counts that mapping within target{charged}"
+                   + f", at {ours['energy_pj'] / best['energy_pj']:.3f} of the energy of the best it found",
+                   ratio_at_model_mapping=_ratios(counted, ours), judged=_pair(counted, ours, "model mapping"))
+        return out
+    outside = outside_model_space(row["phase"], best.get("temporal_mappings", []))
+    price = ours["energy_pj"] / best["energy_pj"] if ours is not None else None
+    if agrees and outside and price is not None and price - 1 <= TOLERANCES["energy_pj"]:
+        # ZigZag counts the model's mapping as the model does; its cheaper mapping lies outside the model's mapping
+        # space; what that limit costs is within the energy target
+        out.update(verdict="SPACE", reason=f"ZigZag's best mapping {outside}, outside the model's mapping space; "
+                   f"ZigZag counts the model's own mapping within target{charged}, at {price:.3f} of the energy of "
+                   "that best",
+                   ratio_at_model_mapping=_ratios(counted, ours), judged=_pair(counted, best, "best"))
+        return out
+    reason = "outside target: " + ", ".join(misses)
+    if ours is not None:  # say what ZigZag made of the model's own mapping
+        off = _within(_ratios(counted, ours))
+        reason += (f"; ZigZag counts the model's own mapping {'outside target: ' + ', '.join(off) if off else 'within target'}"
+                   f"{charged}, at {price:.4f} of the energy of its best")
+        out["ratio_at_model_mapping"] = _ratios(counted, ours)
+    out.update(verdict="MISS", reason=reason)
+    return out
+
+
+def judge(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Verdicts of every row and of the totals per phase (over the rows ZigZag mapped); overall ``PASS`` only when
+    every row is accepted (:data:`ACCEPTED`) and every total is within target: energy within ±5 %, the words of
+    each level within that level's per-layer target.
+
+    A total sums each row as it was judged (``judged``: the model's figures, as charged, against the ZigZag run
+    the verdict rests on — its best, its run at the model's placement or at the plan's buffer, its count of the
+    model's mapping where that is the cheapest mapping ZigZag knows). ``ratio_to_search`` is the same total
+    against ZigZag's own search alone, shown beside it."""
+    judged = [{**r, **judge_row(r)} for r in rows]
+    totals: dict[str, Any] = {}
+    for phase in dict.fromkeys(r["phase"] for r in judged):
+        sel = [r for r in judged if r["phase"] == phase]
+        ok = [r for r in sel if r["zigzag"]["best"] is not None]
+        tot = {k: (sum(r["judged"]["model"][k] for r in ok), sum(r["judged"]["zigzag"][k] for r in ok))
+               for k in QUANTITIES}
+        ratio = {k: (m / z if z else None) for k, (m, z) in tot.items()}
+        raw = {k: (sum(r["model"][k] for r in ok), sum(r["zigzag"]["best"][k] for r in ok)) for k in QUANTITIES}
+        counts = {v: sum(1 for r in sel if r["verdict"] == v) for v in VERDICTS}
+        totals[phase] = {"layers": len(sel), **counts, "model": {k: m for k, (m, _) in tot.items()},
+                         "zigzag": {k: z for k, (_, z) in tot.items()}, "ratio": ratio,
+                         "ratio_to_search": {k: (m / z if z else None) for k, (m, z) in raw.items()},
+                         "misses": [k for k in QUANTITIES if ratio[k] is None
+                                    or abs(ratio[k] - 1) > _TOTAL_TARGETS[k]]}
+    rows_ok = all(r["verdict"] in ACCEPTED for r in judged)
+    totals_ok = all(not t["misses"] for t in totals.values())
+    return {"rows": judged, "totals": totals, "verdict": "PASS" if rows_ok and totals_ok else "FAIL"}
