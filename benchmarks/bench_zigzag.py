@@ -107,7 +107,7 @@ def compare(model_name: str, input_shape: tuple[int, ...], *, mode: str, batch: 
     from energymodel.referee.zigzag_mapping import (
         at_model_mapping,
         model_allocation,
-        model_ordering,
+        model_orderings,
         padding_words,
     )
 
@@ -119,7 +119,8 @@ def compare(model_name: str, input_shape: tuple[int, ...], *, mode: str, batch: 
     for r in prof.phases.to_dict(orient="records"):
         if not _wanted(only, r["name"], r["phase"]):
             continue
-        model = {k: float(r[k]) for k in ("energy_pj", "dram_words", "sram_words", "rf_words", "macs")}
+        model = {k: float(r[k]) for k in ("energy_pj", "dram_words", "sram_words", "rf_words", "macs", "dram_in",
+                                          "dram_wt", "dram_out")}
         model.update(on_chip=[x for x in r["on_chip"].split("+") if x], tile=r["tile"], loop_order=r["loop_order"],
                      innermost=r["innermost"],
                      bias_words=float(r["bias_words"]), saved_copy_words=float(r["saved_copy_words"]),
@@ -150,15 +151,17 @@ def compare(model_name: str, input_shape: tuple[int, ...], *, mode: str, batch: 
             continue
         m = r["model"]
         tile = tuple(int(float(v)) for v in str(m["tile"]).split("x"))
-        ordering = model_ordering(table, layers[r["layer"]].shape, r["phase"], tile, m["innermost"], m["loop_order"])
-        if ordering is None:
+        found = model_orderings(table, layers[r["layer"]].shape, r["phase"], tile, m["innermost"], m["loop_order"])
+        if found is None:
             continue
         row["model"]["padding_words"] = padding_words(layers[r["layer"]].shape, r["phase"], tile, m["innermost"],
                                                       m["on_chip"])
         plan = table.with_values({"buffer_bytes": int(m["buffer_words"] * table.word_bytes)})
-        held = model_allocation(table, layers[r["layer"]].shape, r["phase"], tile, m["loop_order"], ordering)
+        held = [model_allocation(table, layers[r["layer"]].shape, r["phase"], tile, order, ordering, i)
+                for i, (ordering, order) in enumerate(found)]
         row["zigzag"]["at_model_mapping"] = at_model_mapping(plan, layers[r["layer"]].shape, r["phase"],
-                                                             m["on_chip"], ordering, lpf, cache, save, held)
+                                                             m["on_chip"], [o for o, _ in found], lpf, cache, save,
+                                                             held)
         rechecked = True
     if rechecked:
         result = judge(rows)

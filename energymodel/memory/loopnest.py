@@ -257,7 +257,8 @@ def parity_classes(out_len: int, in_len: int, kernel: int, stride: int, pad: int
 class Nest:
     """One loop nest in conv form that a phase runs in the array: per-PE extents ``ext`` of ``N, P, Q, K1, C1,
     R, S``; ``halo`` ``(stride, dilation, rows)`` of its ``in`` along ``P`` then ``Q``; RF words ``caps`` and
-    spatial fan-out ``spatial`` of its roles ``in, wt, out``; its MACs and written words."""
+    spatial fan-out ``spatial`` of its roles ``in, wt, out``; its MACs and written words; the rows and columns
+    of its output map (a parity class of ``dX`` for a strided input gradient)."""
 
     ext: tuple[int, ...]
     halo: tuple[int, int, int, int, int, int]
@@ -265,6 +266,7 @@ class Nest:
     spatial: tuple[float, float, float]
     macs: float
     written_words: float
+    out_map: tuple[int, int] = (1, 1)
 
 
 def nests(shape: GemmShape, written: str, tile: tuple[float, ...], array: Array) -> list[Nest]:
@@ -286,7 +288,7 @@ def nests(shape: GemmShape, written: str, tile: tuple[float, ...], array: Array)
         halo = (shape.stride[0], shape.dilation[0], hp, shape.stride[1], shape.dilation[1], wq)
         words = dict(zip(ROLES, shape.words()))
         return [Nest((int(b), int(p), int(q), k1, c1, shape.r, shape.s), halo, caps, (u_k, 1.0, u_c),
-                     float(shape.macs), float(words[written]))]
+                     float(shape.macs), float(words[written]), (shape.p, shape.q))]
     # the input gradient: nests whose "out" is dX (layer C), "in" is dY (layer K), reduction over layer K
     caps = tuple(float(array.rf_words[i]) for i in (0, 1, 2))  # input RF <- dY, weight RF <- W, output RF <- dX
     dil = shape.dilation if shape.stride == (1, 1) else (1, 1)
@@ -300,7 +302,7 @@ def nests(shape: GemmShape, written: str, tile: tuple[float, ...], array: Array)
             wq = min(shape.q, int(touched(qc, taps_s, 1, dil[1])))
             out.append(Nest((int(b), pr, qc, c1, k1, taps_r, taps_s), (1, dil[0], hp, 1, dil[1], wq), caps,
                             (u_c, 1.0, u_k), float(g * shape.n * shape.k * shape.c * rows * cols * taps_r * taps_s),
-                            float(g * shape.n * shape.c * rows * cols)))
+                            float(g * shape.n * shape.c * rows * cols), (rows, cols)))
     return out
 
 

@@ -203,11 +203,22 @@ def _levels(cme, elements: bool = False) -> dict[str, float]:
     return out
 
 
+def _dram_by_operand(cme) -> dict[str, float]:
+    """DRAM words (read + written) of each ZigZag layer operand (``I``, ``W``, ``O``) in one evaluation."""
+    out = {}
+    hierarchy = cme.accelerator.memory_hierarchy
+    for op, accesses in cme.memory_word_access.items():
+        levels = hierarchy.get_memory_levels(mem_op=cme.memory_operand_links.layer_to_mem_op(op))
+        out[str(op)] = float(sum(acc for level, a in zip(levels, accesses) if level.name == "dram"
+                                 for acc in a.data.values()))
+    return out
+
+
 def run_zigzag(layer: dict[str, Any], hw: dict[str, Any], spatial: list[dict[str, Any]], lpf: int,
                cache: dict[str, Any], elements: bool = False) -> dict[str, Any]:
     """ZigZag's minimal-energy mapping of one workload on ``hw`` (LOMA, ``lpf`` loop prime factors): energy (pJ),
     MAC energy, words per level, the words its data movement amounts to per level (``<level>_elements``, see
-    :func:`_levels`) and the temporal mapping; ``{"no_mapping": ...}`` when LOMA finds none. Cached in ``cache``
+    :func:`_levels`), the DRAM words of each operand and the temporal mapping; ``{"no_mapping": ...}`` when LOMA finds none. Cached in ``cache``
     by (workload, hardware, mapping, lpf); a cached answer without the element counts is run again when
     ``elements`` asks for them; any other failure raises."""
     import yaml
@@ -215,7 +226,7 @@ def run_zigzag(layer: dict[str, Any], hw: dict[str, Any], spatial: list[dict[str
     from zigzag.opt.loma.engine import NoValidLoopOrderingFoundException
 
     key = hashlib.sha1(json.dumps([layer, hw, spatial, lpf], sort_keys=True).encode()).hexdigest()
-    if key in cache and (not elements or "no_mapping" in cache[key] or "dram_elements" in cache[key]):
+    if key in cache and (not elements or "no_mapping" in cache[key] or "dram_by_operand" in cache[key]):
         return cache[key]
     with tempfile.TemporaryDirectory() as tmp:
         hw_path, map_path = Path(tmp) / "hw.yaml", Path(tmp) / "map.yaml"
@@ -233,6 +244,7 @@ def run_zigzag(layer: dict[str, Any], hw: dict[str, Any], spatial: list[dict[str
             res = {"energy_pj": float(cme.energy_total), "mac_energy_pj": float(cme.mac_energy),
                    "macs": float(cme.layer.total_mac_count), **{f"{k}_words": v for k, v in _levels(cme).items()},
                    **{f"{k}_elements": v for k, v in _levels(cme, elements=True).items()},
+                   "dram_by_operand": _dram_by_operand(cme),
                    "temporal_mapping": str(cme.mapping.temporal_mapping)}
         res["seconds"] = round(time.perf_counter() - t0, 2)
     cache[key] = res

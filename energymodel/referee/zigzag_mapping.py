@@ -17,61 +17,90 @@ from typing import Any
 
 from energymodel.count.gemm import GemmShape
 from energymodel.memory.loopnest import ROLES, nests, rf_prefix, unrolled
+from energymodel.memory.loopnest import loop_order as searched_order
 from energymodel.price.table import EnergyTable
 from energymodel.referee.zigzag import ROLE_TO_ZZ, ZZ_MEM_OP, hardware, mapping, run_zigzag, workloads
 
-__all__ = ["model_ordering", "model_allocation", "followed", "at_model_mapping", "padding_words"]
+__all__ = ["model_orderings", "model_ordering", "model_allocation", "followed", "at_model_mapping", "padding_words"]
 
 #: the model's loop names -> ZigZag's layer dimensions (every phase's workload uses these names)
 _ZZ_DIM = {"N": "B", "P": "OY", "Q": "OX", "K": "K", "C": "C", "R": "FY", "S": "FX"}
 _GROUPS = {"N": ("N", "P", "Q"), "K": ("K",), "C": ("C",)}
 
 
+def model_orderings(table: EnergyTable, shape: GemmShape, phase: str, tile: tuple[int, ...], innermost: str,
+                    loop_order: str) -> list[tuple[list[list[Any]], str]] | None:
+    """The model's own mapping of one phase as complete ZigZag ``temporal_ordering``s (innermost loop first), one
+    per workload of :func:`energymodel.referee.zigzag.workloads` (several for a strided input gradient: one per
+    parity class, :func:`energymodel.memory.loopnest.nests`).
+
+    Inside an SRAM tile ``(b, k, c, p, q)`` each PE runs its nest's loops in the nest's order (``loop_order`` for
+    the first nest, the order :func:`energymodel.memory.loopnest.loop_order` gives the others; innermost first, loops of extent 1 left out) at
+    their per-PE extents ``b, p, q, k/u_K, c/u_C, R, S``; around them run the tile loops ``N/b, P/p, Q/q, K/k,
+    C/c``, the ``innermost`` group's first. A loop at which a role's register file is cut
+    (:func:`energymodel.memory.loopnest.rf_prefix`: the model keeps the largest divisor that fits) is written as
+    its factors, so that ZigZag, filling each register file from the innermost loop out, can hold what the model
+    holds. The loops are named for the phase's ZigZag workload (the input gradient's nest has the layer's ``C`` as
+    its ``K``). ZigZag then assigns the loops to its register files, SRAM and DRAM itself. ``None`` where the
+    mapping cannot be written as ZigZag loops: a tile that does not divide its dimension, an unrolling ZigZag's
+    spatial mapping does not reproduce, a grouped conv. Each ordering comes with its nest's loop order (model
+    names)."""
+    if shape.groups != 1:
+        return None
+    array = table.dataflow.array()
+    lanes = array.lanes
+    (u_k, k1), (u_c, c1) = unrolled(shape.k, lanes[0]), unrolled(shape.c, lanes[1])
+    b, k, c, p, q = (int(round(float(v))) for v in tile)
+    trips = {"N": -(-shape.n // b) * -(-shape.p // p) * -(-shape.q // q), "K": -(-k1 // round(k / u_k)),
+             "C": -(-c1 // round(c / u_c))}
+    zz_lanes = dict(zip(table.dataflow.unroll, (table.dataflow.array_rows, table.dataflow.array_cols)))
+    u = {"K": u_k, "C": u_c}
+    written = {"forward": "out", "backward_weight": "wt", "backward_input": "in"}[phase]
+    outer_group = innermost
+    if phase == "backward_input":  # the nests over dX: their K is the layer's C and their C the layer's K
+        u, zz_lanes = {"K": u_c, "C": u_k}, {"K": zz_lanes["C"], "C": zz_lanes["K"]}
+        outer_group = {"N": "N", "K": "C", "C": "K"}[innermost]
+    out = []
+    for i, nest in enumerate(nests(shape, written, tile, array)):
+        order = loop_order_of(loop_order)  # the profile keeps the first nest's order; the others' are searched again
+        if i > 0:
+            order = "".join(searched_order(tuple(nest.ext), nest.halo, "out", nest.caps, nest.spatial,
+                                           (outer_group, int(trips[innermost])), nest.macs > nest.written_words,
+                                           float(array.sram_weight))[2])
+        size = {"N": shape.n, "P": nest.out_map[0], "Q": nest.out_map[1], "K": shape.k, "C": shape.c,
+                "R": nest.ext[5], "S": nest.ext[6]}
+        if phase == "backward_input":
+            size.update(K=shape.c, C=shape.k)
+        held = {"N": b, "P": nest.ext[1], "Q": nest.ext[2], "K": nest.ext[3] * u["K"], "C": nest.ext[4] * u["C"],
+                "R": nest.ext[5], "S": nest.ext[6]}
+        inner, outer = {}, {}
+        for d in size:
+            lane = u.get(d, 1.0)
+            if d in u and min(zz_lanes[d], size[d]) != lane:
+                return None
+            per_pe, steps = held[d] / lane, size[d] / held[d]
+            if per_pe != int(per_pe) or steps != int(steps):
+                return None
+            inner[d], outer[d] = int(per_pe), int(steps)
+        if sorted(order) != sorted(d for d in size if inner[d] > 1):
+            return None
+        ordering = [[_ZZ_DIM[d], f] for d in order for f in _split(inner[d], rf_prefix(nest, order), d)]
+        groups = [outer_group] + [g for g in _GROUPS if g != outer_group]
+        ordering += [[_ZZ_DIM[d], outer[d]] for g in groups for d in _GROUPS[g] if outer[d] > 1]
+        out.append((ordering, order))
+    return out
+
+
+def loop_order_of(text: str) -> str:
+    """A profile row's ``loop_order`` (innermost first) as loop names."""
+    return "".join(d for d in str(text) if d in _ZZ_DIM)
+
+
 def model_ordering(table: EnergyTable, shape: GemmShape, phase: str, tile: tuple[int, ...], innermost: str,
                    loop_order: str) -> list[list[Any]] | None:
-    """The model's own mapping of one phase as a complete ZigZag ``temporal_ordering`` (innermost loop first).
-
-    Inside an SRAM tile ``(b, k, c, p, q)`` each PE runs the loops of ``loop_order`` (innermost first, loops of
-    extent 1 left out) at its per-PE extents ``b, p, q, k/u_K, c/u_C, R, S``; around them run the tile loops
-    ``N/b, P/p, Q/q, K/k, C/c``, the ``innermost`` group's first. A loop at which a role's register file is
-    cut (:func:`energymodel.memory.loopnest.rf_prefix`: the model keeps the largest divisor that fits) is written
-    as its factors, so that ZigZag, filling each register file from the innermost loop out, can hold what the
-    model holds. The loops are named for the phase's ZigZag
-    workload (the input gradient's nest has the layer's ``C`` as its ``K``). ZigZag then assigns the loops to its
-    register files, SRAM and DRAM itself. ``None`` where the mapping cannot be written as ZigZag loops: a tile
-    that does not divide its dimension, an unrolling ZigZag's spatial mapping does not reproduce, a grouped conv,
-    or a strided input gradient (several sub-convolutions)."""
-    if shape.groups != 1 or (phase == "backward_input" and max(shape.stride) > 1):
-        return None
-    lanes = table.dataflow.array().lanes
-    u = {"K": unrolled(shape.k, lanes[0])[0], "C": unrolled(shape.c, lanes[1])[0]}
-    size = {"N": shape.n, "P": shape.p, "Q": shape.q, "K": shape.k, "C": shape.c, "R": shape.r, "S": shape.s}
-    b, k, c, p, q = (int(round(float(v))) for v in tile)
-    held = {"N": b, "P": p, "Q": q, "K": k, "C": c, "R": shape.r, "S": shape.s}
-    zz_lanes = dict(zip(table.dataflow.unroll, (table.dataflow.array_rows, table.dataflow.array_cols)))
-    if phase == "backward_input":  # the nest over dX: its K is the layer's C and its C the layer's K
-        size.update(K=shape.c, C=shape.k, P=shape.h, Q=shape.w)
-        held.update(K=c, C=k, P=min(p, shape.h), Q=min(q, shape.w))
-        u = {"K": u["C"], "C": u["K"]}
-        zz_lanes = {"K": zz_lanes["C"], "C": zz_lanes["K"]}
-        innermost = {"N": "N", "K": "C", "C": "K"}[innermost]
-    inner, outer = {}, {}
-    for d in size:
-        lane = u.get(d, 1.0)
-        if d in u and min(zz_lanes[d], size[d]) != lane:
-            return None
-        per_pe, trips = held[d] / lane, size[d] / held[d]
-        if per_pe != int(per_pe) or trips != int(trips):
-            return None
-        inner[d], outer[d] = int(per_pe), int(trips)
-    if sorted(loop_order) != sorted(d for d in size if inner[d] > 1):
-        return None
-    written = {"forward": "out", "backward_weight": "wt", "backward_input": "in"}[phase]
-    nest = nests(shape, written, tile, table.dataflow.array())[0]
-    order = [[_ZZ_DIM[d], f] for d in loop_order for f in _split(inner[d], rf_prefix(nest, loop_order), d)]
-    groups = [innermost] + [g for g in _GROUPS if g != innermost]
-    order += [[_ZZ_DIM[d], outer[d]] for g in groups for d in _GROUPS[g] if outer[d] > 1]
-    return order
+    """:func:`model_orderings` of a phase that is one ZigZag workload (``None`` for a strided input gradient)."""
+    found = model_orderings(table, shape, phase, tile, innermost, loop_order)
+    return found[0][0] if found is not None and len(found) == 1 else None
 
 
 def _split(extent: int, prefix: dict[str, dict[str, int]], dim: str) -> list[int]:
@@ -103,15 +132,15 @@ def _window(a: int, sa: int, b: int, sb: int, full: int) -> int:
 
 
 def model_allocation(table: EnergyTable, shape: GemmShape, phase: str, tile: tuple[int, ...], loop_order: str,
-                     ordering: list[list[Any]]) -> dict[str, tuple[float, int]]:
+                     ordering: list[list[Any]], nest_index: int = 0) -> dict[str, tuple[float, int]]:
     """What each register file holds under the model's mapping, for ZigZag: per ZigZag layer operand (``I``,
     ``W``, ``O``) the words of the role's prefix (:func:`energymodel.memory.loopnest.rf_prefix`) in ZigZag's
     footprint convention (:func:`_window` for the input's rows and columns) and how many of ``ordering``'s loops
     that prefix is. ZigZag fills a register file with every loop that fits — ties in its allocator go to the
     larger tile — so a register file the size of the table's may take a tile loop the model keeps in the SRAM;
-    sized to these words it holds what the model holds."""
+    sized to these words it holds what the model holds. ``nest_index``: which of the phase's nests (workloads)."""
     written = {"forward": "out", "backward_weight": "wt", "backward_input": "in"}[phase]
-    nest = nests(shape, written, tile, table.dataflow.array())[0]
+    nest = nests(shape, written, tile, table.dataflow.array())[nest_index]
     prefix = rf_prefix(nest, loop_order)
     zz_of = ROLE_TO_ZZ["backward_weight" if phase == "backward_weight" else "forward"]  # the nest's roles
     full = (shape.p, shape.q) if phase == "backward_input" else (shape.h, shape.w)
@@ -145,25 +174,33 @@ def _rf_loops(result: dict[str, Any]) -> dict[str, list[tuple[str, int]]]:
     return {op: [(d, int(n)) for d, n in re.findall(r"\((\w+), (\d+)\)", loops)] for op, loops in found}
 
 
-def at_model_mapping(table: EnergyTable, shape: GemmShape, phase: str, on_chip: list[str], ordering: list[list[Any]],
-                     lpf: int, cache: dict[str, Any], save=None,
-                     held: dict[str, tuple[float, int]] | None = None) -> dict[str, Any] | None:
-    """ZigZag's count of the model's own mapping (``ordering``, :func:`model_ordering`) at the model's placement
+def at_model_mapping(table: EnergyTable, shape: GemmShape, phase: str, on_chip: list[str],
+                     orderings: list[list[list[Any]]], lpf: int, cache: dict[str, Any], save=None,
+                     held: list[dict[str, tuple[float, int]]] | None = None) -> dict[str, Any] | None:
+    """ZigZag's count of the model's own mapping (``orderings``, one per workload: :func:`model_orderings`) at the model's placement
     ``on_chip`` on ``table`` (give it the buffer the plan leaves): energy and words per level summed over the
     phase's workloads (and the words of data it moves, ``<level>_elements``), or ``None`` when ZigZag did not
     follow the ordering or could not allocate it.
 
-    ``held`` (:func:`model_allocation`): each register file sized to what the model's mapping holds in it, at the
-    table's energy per access; ZigZag must then hold exactly those loops in it (loops that add nothing to the
-    register file's footprint may follow), else ``None``."""
+    ``held`` (:func:`model_allocation`, per workload): each register file sized to what the model's mapping holds
+    in it, at the table's energy per access; ZigZag must then hold exactly those loops in it (loops that add
+    nothing to the register file's footprint may follow), else ``None``."""
     roles_zz = ROLE_TO_ZZ[phase]
     dram_ops = sorted(ZZ_MEM_OP[roles_zz[r]] for r in ROLES if r not in on_chip)
-    caps = {ZZ_MEM_OP[op]: words for op, (words, _) in (held or {}).items()}
-    hw = hardware(table, dram_ops, caps or None)
+    layers = workloads(shape, phase, table.word_bits)
+    holds = held or [{} for _ in layers]
+    if len(orderings) != len(layers) or len(holds) != len(layers):
+        return None
+    caps_all = []
     total = {"energy_pj": 0.0, "mac_energy_pj": 0.0, "macs": 0.0, "rf_words": 0.0, "sram_words": 0.0,
              "dram_words": 0.0, "rf_elements": 0.0, "sram_elements": 0.0, "dram_elements": 0.0, "seconds": 0.0}
     temporal = []
-    for layer in workloads(shape, phase, table.word_bits):
+    by_operand: dict[str, float] = {}
+    by_workload: list[dict[str, float]] = []
+    for layer, ordering, hold in zip(layers, orderings, holds):
+        caps = {ZZ_MEM_OP[op]: words for op, (words, _) in hold.items()}
+        caps_all.append(caps)
+        hw = hardware(table, dram_ops, caps or None)
         spatial = [{**mapping(table, phase, layer)[0], "temporal_ordering": ordering}]
         res = run_zigzag(layer, hw, spatial, lpf, cache, elements=True)
         temporal.append(res.get("temporal_mapping", ""))
@@ -172,11 +209,15 @@ def at_model_mapping(table: EnergyTable, shape: GemmShape, phase: str, on_chip: 
         if "no_mapping" in res or not followed(res, ordering):
             return None
         rf = _rf_loops(res)
-        if any(rf.get(op, [])[:m] != [(str(d), int(f)) for d, f in ordering[:m]] for op, (_, m) in (held or {}).items()):
+        if any(rf.get(op, [])[:m] != [(str(d), int(f)) for d, f in ordering[:m]] for op, (_, m) in hold.items()):
             return None
         for key in total:
             total[key] += res[key]
-    return {"on_chip": list(on_chip), "ordering": ordering, **({"rf_held": caps} if caps else {}), **total,
+        for op, words in res.get("dram_by_operand", {}).items():
+            by_operand[op] = by_operand.get(op, 0.0) + words
+        by_workload.append(res.get("dram_by_operand", {}))
+    return {"on_chip": list(on_chip), "dram_by_operand": by_operand, "dram_by_workload": by_workload, "ordering": orderings[0] if len(orderings) == 1 else orderings,
+            **({"rf_held": caps_all[0] if len(caps_all) == 1 else caps_all} if any(caps_all) else {}), **total,
             "temporal_mappings": temporal}
 
 
