@@ -438,6 +438,17 @@ def test_a_mapping_outside_the_models_space_told_from_zigzags_loops():
     even = uneven.replace("W: [[(OY, 8), (FY, 3), (FX, 3), (OX, 8)], [(K, 4), (B, 128)], [(C, 2)]]",
                           "W: [[(OY, 8), (FY, 3), (FX, 3), (OX, 8)], [], [(K, 4), (B, 128), (C, 2)]]")
     assert outside_model_space("forward", [even]) is None
+    # a strided input gradient's sub-convolution as ZigZag allocated the model's mapping (batch 16, 64 KiB): dX (O)
+    # is cut past B16 (the tile is 1 image), but every loop above is one dX depends on, so it is fetched as often;
+    # W's tile spans B16 and OY2 (it does not depend on them) and is fetched once either way
+    sub = ("{O: [[(OY, 4), (OX, 8), (C, 4)], [(B, 16)], [(OY, 2), (K, 2)]], W: [[(OY, 4), (OX, 8), (C, 4), (B, 16), "
+           "(OY, 2)], [(K, 2)], []], I: [[(OY, 4), (OX, 8)], [(C, 4)], [(B, 16), (OY, 2), (K, 2)]]}")
+    assert outside_model_space("backward_input", [sub]) is None
+    # W's tile spanning K2 and B16 while dX's is cut below them: cut where dX is, W (which does not depend on B)
+    # would be fetched 16·2 = 32x as often: no single cut gives both
+    uneven_w = ("{O: [[(OY, 4), (OX, 8), (C, 4)], [], [(K, 2), (B, 16), (OY, 2)]], W: [[(OY, 4), (OX, 8), (C, 4)], "
+                "[(K, 2), (B, 16)], [(OY, 2)]], I: [[(OY, 4), (OX, 8)], [(C, 4), (K, 2), (B, 16), (OY, 2)]]}")
+    assert outside_model_space("backward_input", [uneven_w]) is not None
 
 
 def test_a_space_verdict_needs_zigzag_to_count_the_models_mapping_and_its_best_outside_the_models_space():

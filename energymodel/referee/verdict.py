@@ -39,6 +39,14 @@ def _pair(model: dict[str, Any], zz: dict[str, Any], against: str) -> dict[str, 
             "zigzag": {k: float(zz[k]) for k in QUANTITIES}}
 
 
+def _operand_loops(temporal_mapping: str) -> dict[str, list[tuple[str, int]]]:
+    """Each operand's loops with their sizes, innermost first, over all its memory levels."""
+    out = {}
+    for op, body in re.findall(r"(\w+): \[(.*?\])\](?:,|\}|$)", temporal_mapping):
+        out[op] = [(d, int(n)) for d, n in re.findall(r"\((\w+), (\d+)\)", body)]
+    return out
+
+
 def _operand_levels(temporal_mapping: str) -> dict[str, list[list[str]]]:
     """ZigZag's temporal mapping (``"{O: [[(K, 4), (OY, 8)], [], [(FX, 3)]], W: ...}"``) as the dimensions each
     operand's memory levels loop over, innermost level first."""
@@ -57,26 +65,47 @@ _RELEVANT = {
 _RELEVANT["backward_input"] = _RELEVANT["forward"]
 
 
+def _refetched(order: list[tuple[str, int]], cut: int, relevant: set[str]) -> int:
+    """How many times an operand whose tile holds the loops below ``cut`` is fetched again from DRAM: the product
+    of the loops above the cut it does not depend on that run outside a loop it does depend on (those directly
+    above the cut keep the tile)."""
+    times, inside_relevant = 1, False
+    for dim, size in order[cut:]:
+        if dim in relevant:
+            inside_relevant = True
+        elif inside_relevant:
+            times *= size
+    return times
+
+
+def _one_cut(loops: list[tuple[str, int]], dram: dict[str, int], relevant: dict[str, set[str]], t: int) -> bool:
+    """Whether cutting every operand's tile at ``t`` moves no DRAM traffic against ZigZag's cuts ``dram``."""
+    order = [d for d, _ in loops]
+    if {"FY", "FX"} & set(order[t:]):
+        return False
+    for op, d in dram.items():
+        if d < t or _refetched(loops, t, relevant[op]) != _refetched(loops, d, relevant[op]):
+            return False
+        if op == "I" and {"OY", "OX"} & set(order[t:d]):
+            return False
+    return True
+
+
 def outside_model_space(phase: str, temporal_mappings: list[str]) -> str | None:
     """Why a ZigZag mapping of a phase (one per workload) lies outside the model's mapping space, or ``None``.
 
     The model's mappings (:mod:`energymodel.memory.tiling`) share one SRAM tile among all operands: in ZigZag's
     terms one cut ``t`` of the loop order, below it the loops inside a tile, from it the tile loops, over ``N, P,
-    Q, K, C`` only (a tile holds every kernel tap). An operand fetched from DRAM has its DRAM level start at ``t``,
-    or later only past loops it does not depend on (the model keeps its tile across those). No such ``t``: ZigZag
-    splits the kernel window across DRAM tiles, or cuts the operands at different tile loops (its uneven
-    mappings)."""
+    Q, K, C`` only (a tile holds every kernel tap). ZigZag may cut an operand fetched from DRAM at ``d ≥ t`` where
+    that moves no DRAM traffic: it is fetched again as often (:func:`_refetched`) and, for the input, no output
+    row or column loop lies between (its halo). No such ``t``: ZigZag splits the kernel window across DRAM tiles,
+    or cuts the operands' SRAM tiles at different loops (its uneven mappings)."""
     relevant = _RELEVANT[phase]
     for tm in temporal_mappings:
         levels = _operand_levels(tm)
-        order = max(([d for lv in ls for d in lv] for ls in levels.values()), key=len, default=[])
+        loops = max(_operand_loops(tm).values(), key=len, default=[])
         dram = {op: len(ls[0]) + len(ls[1]) for op, ls in levels.items() if len(ls) == 3}
-        if not dram:
-            continue
-        if not any(not {"FY", "FX"} & set(order[t:])
-                   and all(not relevant[op] & set(order[t:d]) for op, d in dram.items() if d >= t)
-                   and all(d >= t for d in dram.values())
-                   for t in range(min(dram.values()) + 1)):
+        if dram and not any(_one_cut(loops, dram, relevant, t) for t in range(min(dram.values()) + 1)):
             kernel = any({"FY", "FX"} & set(ls[-1]) for ls in levels.values() if len(ls) == 3)
             return ("splits the kernel window across DRAM tiles" if kernel else
                     "cuts the operands' SRAM tiles at different loops (an uneven mapping)")
