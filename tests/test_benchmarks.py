@@ -201,6 +201,28 @@ def test_the_zigzag_verdict_fails_when_sram_or_rf_words_are_scaled(key: str, fac
     assert all(r["verdict"] == "MISS" and key in r["misses"] for r in scaled["rows"] if r["model"][key])
 
 
+@pytest.mark.parametrize("setting", ["b1-64k", "b16-64k", "b128-64k", "b16-256k"])
+@pytest.mark.parametrize("key", ["sram_words", "rf_words"])
+@pytest.mark.parametrize("factor", [0.5, 2.0])
+def test_no_documented_reason_survives_sram_or_rf_words_scaled(setting: str, key: str, factor: float):
+    """The settings whose rows pass for a reason (placement, buffer, explained, search, space): with the model's
+    SRAM or RF words halved or doubled no row keeps its reason, and the setting fails. (A row may land on another
+    of ZigZag's runs by chance: at batch 1, 64 KiB the stride-2 input gradient's SRAM halved matches ZigZag's
+    mapping at the plan's placement, whose SRAM words are half the model's.)"""
+    from energymodel.referee.verdict import judge
+
+    stored = json.loads((BENCH / "results" / f"zigzag-cifar_resnet20-training-{setting}.json").read_text())
+    keys = ("layer", "phase", "stride", "lpf", "model", "zigzag", "pj_per_word")
+    rows = [{k: r[k] for k in keys if k in r} for r in stored["rows"]]
+    assert judge(rows)["verdict"] == stored["verdict"] == "PASS"
+    assert any(r["verdict"] != "PASS" for r in stored["rows"])
+    scaled = judge(_scaled(rows, key, factor))
+    assert scaled["verdict"] == "FAIL"
+    kept = [(a["layer"], a["phase"], a["verdict"]) for a, b in zip(stored["rows"], scaled["rows"])
+            if a["verdict"] != "PASS" and b["verdict"] == a["verdict"]]
+    assert kept == []
+
+
 def test_the_zigzag_verdict_fails_on_a_missing_mapping():
     from energymodel.referee.verdict import judge
 
