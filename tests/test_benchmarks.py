@@ -471,6 +471,15 @@ def test_a_mapping_outside_the_models_space_told_from_zigzags_loops():
     uneven_w = ("{O: [[(OY, 4), (OX, 8), (C, 4)], [], [(K, 2), (B, 16), (OY, 2)]], W: [[(OY, 4), (OX, 8), (C, 4)], "
                 "[(K, 2), (B, 16)], [(OY, 2)]], I: [[(OY, 4), (OX, 8)], [(C, 4), (K, 2), (B, 16), (OY, 2)]]}")
     assert outside_model_space("backward_input", [uneven_w]) is not None
+    # ResNet-18's 1x1 downsample weight gradient (batch 1, 1 MiB): ZigZag's best runs OY2 and OY7 with C2 between
+    # them inside the tile; the model's loops are whole, split only in place (OY2 OY7 together)
+    parts = ("{O: [[(K, 16), (OY, 2), (C, 2), (OY, 7), (OX, 7), (OX, 2)], [(C, 4)], []], W: [[(K, 16), (OY, 2), (C, 2)], "
+             "[(OY, 7), (OX, 7), (OX, 2), (C, 4)]], I: [[(K, 16), (OY, 2), (C, 2), (OY, 7)], [(OX, 7), (OX, 2), (C, 4)], []]}")
+    assert outside_model_space("backward_weight", [parts]) == "splits a loop into parts at different places inside a tile"
+    whole = ("{O: [[(K, 16), (OY, 2), (OY, 7), (OX, 2), (OX, 7), (C, 2)], [(C, 4)], []], W: [[(K, 16), (OY, 2)], "
+             "[(OY, 7), (OX, 2), (OX, 7), (C, 2), (C, 4)]], I: [[(K, 16), (OY, 2), (OY, 7), (OX, 2)], [(OX, 7), (C, 2), "
+             "(C, 4)], []]}")
+    assert outside_model_space("backward_weight", [whole]) is None
 
 
 def test_a_space_verdict_needs_zigzag_to_count_the_models_mapping_and_its_best_outside_the_models_space():

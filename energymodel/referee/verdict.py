@@ -78,10 +78,22 @@ def _refetched(order: list[tuple[str, int]], cut: int, relevant: set[str]) -> in
     return times
 
 
-def _one_cut(loops: list[tuple[str, int]], dram: dict[str, int], relevant: dict[str, set[str]], t: int) -> bool:
-    """Whether cutting every operand's tile at ``t`` moves no DRAM traffic against ZigZag's cuts ``dram``."""
+def _contiguous(dims: list[str]) -> bool:
+    """Whether each dimension's loops follow one another (a loop split in place, not parts of it apart)."""
+    seen: set[str] = set()
+    for i, d in enumerate(dims):
+        if d in seen and dims[i - 1] != d:
+            return False
+        seen.add(d)
+    return True
+
+
+def _one_cut(loops: list[tuple[str, int]], dram: dict[str, int], relevant: dict[str, set[str]], t: int,
+             inside: bool = True) -> bool:
+    """Whether cutting every operand's tile at ``t`` moves no DRAM traffic against ZigZag's cuts ``dram`` (and,
+    with ``inside``, whether the loops inside the tile are the model's kind: each dimension's parts together)."""
     order = [d for d, _ in loops]
-    if {"FY", "FX"} & set(order[t:]):
+    if {"FY", "FX"} & set(order[t:]) or (inside and not _contiguous(order[:t])):
         return False
     for op, d in dram.items():
         if d < t or _refetched(loops, t, relevant[op]) != _refetched(loops, d, relevant[op]):
@@ -96,16 +108,23 @@ def outside_model_space(phase: str, temporal_mappings: list[str]) -> str | None:
 
     The model's mappings (:mod:`energymodel.memory.tiling`) share one SRAM tile among all operands: in ZigZag's
     terms one cut ``t`` of the loop order, below it the loops inside a tile, from it the tile loops, over ``N, P,
-    Q, K, C`` only (a tile holds every kernel tap). ZigZag may cut an operand fetched from DRAM at ``d ≥ t`` where
-    that moves no DRAM traffic: it is fetched again as often (:func:`_refetched`) and, for the input, no output
-    row or column loop lies between (its halo). No such ``t``: ZigZag splits the kernel window across DRAM tiles,
-    or cuts the operands' SRAM tiles at different loops (its uneven mappings)."""
+    Q, K, C`` only (a tile holds every kernel tap), and inside a tile each loop once, split only in place
+    (:mod:`energymodel.memory.loopnest`: at a register file's cut). ZigZag may cut an operand fetched from DRAM at
+    ``d ≥ t`` where that moves no DRAM traffic: it is fetched again as often (:func:`_refetched`) and, for the
+    input, no output row or column loop lies between (its halo). No such ``t``: ZigZag splits the kernel window
+    across DRAM tiles, cuts the operands' SRAM tiles at different loops (its uneven mappings), or runs parts of
+    one loop at different places inside a tile."""
     relevant = _RELEVANT[phase]
     for tm in temporal_mappings:
         levels = _operand_levels(tm)
         loops = max(_operand_loops(tm).values(), key=len, default=[])
         dram = {op: len(ls[0]) + len(ls[1]) for op, ls in levels.items() if len(ls) == 3}
-        if dram and not any(_one_cut(loops, dram, relevant, t) for t in range(min(dram.values()) + 1)):
+        cuts = range(min(dram.values()) + 1) if dram else range(len(loops) + 1)
+        if not dram:
+            dram = {}
+        if not any(_one_cut(loops, dram, relevant, t) for t in cuts):
+            if any(_one_cut(loops, dram, relevant, t, inside=False) for t in cuts):
+                return "splits a loop into parts at different places inside a tile"
             kernel = any({"FY", "FX"} & set(ls[-1]) for ls in levels.values() if len(ls) == 3)
             return ("splits the kernel window across DRAM tiles" if kernel else
                     "cuts the operands' SRAM tiles at different loops (an uneven mapping)")
