@@ -240,27 +240,41 @@ def judge_row(row: dict[str, Any]) -> dict[str, Any]:
                        f"from DRAM {best['dram_words'] / max(row['model']['dram_words'], 1):.2f}x as often; "
                        "within target with those words charged to the model too", judged=_pair(charged, best, "best"))
             return out
+    return _against_model_mapping(row, best, misses, out)
+
+
+def _said(extra: dict[str, float]) -> str:
+    """What was charged to the model, in words, for a verdict's reason."""
+    said = [f"the {extra['padding']:,.0f} words of zero padding it fetches with the input tiles"] if extra.get(
+        "padding") else []
+    said += [f"the {extra['rounding']:,.0f} words its word accesses add to the data it moves"] if extra.get(
+        "rounding") else []
+    said += [f"the {extra['rereads']:,.0f} words of dY its sub-convolutions read again"] if extra.get("rereads") else []
+    return f" once {' and '.join(said)} are charged to the model too" if said else ""
+
+
+def _against_model_mapping(row: dict[str, Any], best: dict[str, Any], misses: list[str],
+                           out: dict[str, Any]) -> dict[str, Any]:
+    """The verdicts that rest on ZigZag's count of the model's own mapping (``SEARCH``, ``SPACE``, ``EXPLAINED``
+    for a strided input gradient's sub-convolutions), else ``MISS`` saying what ZigZag made of that mapping."""
     ours = row["zigzag"].get("at_model_mapping")
     counted, extra = (row["model"], {}) if ours is None else _charged(row, ours)
-    said = [f"the {extra['padding']:,.0f} words of zero padding it fetches with the input tiles"] if extra.get("padding") else []
-    said += [f"the {extra['rounding']:,.0f} words its word accesses add to the data it moves"] if extra.get("rounding") else []
-    said += [f"the {extra['rereads']:,.0f} words of dY its sub-convolutions read again"] if extra.get("rereads") else []
-    charged = f" once {' and '.join(said)} are charged to the model too" if said else ""
+    charged = _said(extra)
     agrees = ours is not None and not _within(_ratios(counted, ours))
     plan = row["zigzag"].get("at_plan_buffer")
     # ZigZag's own search under the plan's constraints (the model's placement, the buffer the plan leaves); a
     # search that found no mapping there at all prices nothing below the model's
     plan_best = None if plan is None else (plan["best"]["energy_pj"] if plan.get("best") else float("inf"))
-    if agrees and (ours["energy_pj"] <= best["energy_pj"] * (1 + 1e-9)
-                   or (plan_best is not None and ours["energy_pj"] <= plan_best * (1 + 1e-9))):
+    no_dearer = ours is not None and ours["energy_pj"] <= best["energy_pj"] * (1 + 1e-9)
+    if agrees and (no_dearer or (plan_best is not None and ours["energy_pj"] <= plan_best * (1 + 1e-9))):
         # ZigZag, handed the model's loop order and tiles (it allocates them to its memories itself), counts what
         # the model counts, and finds that mapping at least as cheap as the best its own search returned
-        if ours["energy_pj"] <= best["energy_pj"] * (1 + 1e-9):
+        if no_dearer:
             where = f", at {ours['energy_pj'] / best['energy_pj']:.3f} of the energy of the best it found"
         else:
-            where = (f"; under the plan's placement and its {plan['buffer_words']:,.0f} words of buffer ZigZag's search "
-                     + ("found no mapping" if plan_best == float("inf") else
-                        f"found none cheaper ({ours['energy_pj'] / plan_best:.3f} of its best there)"))
+            where = (f"; under the plan's placement and its {plan['buffer_words']:,.0f} words of buffer ZigZag's "
+                     "search " + ("found no mapping" if plan_best == float("inf") else
+                                  f"found none cheaper ({ours['energy_pj'] / plan_best:.3f} of its best there)"))
         out.update(verdict="SEARCH", reason=f"ZigZag's search (lpf {row.get('lpf', '?')}) did not reach the model's "
                    f"mapping; ZigZag counts that mapping within target{charged}{where}",
                    ratio_at_model_mapping=_ratios(counted, ours), judged=_pair(counted, ours, "model mapping"))
@@ -278,8 +292,8 @@ def judge_row(row: dict[str, Any]) -> dict[str, Any]:
     if agrees and extra.get("rereads") and _operands_agree(row["model"], ours):
         # a documented limit of ZigZag's description: its sub-convolutions each read dY again; with those words
         # charged ZigZag counts the model's one-pass mapping as the model does, every operand's DRAM words within
-        # target (dY as the sub-convolution that reads it least). Its best pays the same re-reads, so
-        # the two mappings' energies are not compared on equal terms (the ratio is reported, not judged).
+        # target (dY as the sub-convolution that reads it least). Its best pays the same re-reads, so the two
+        # mappings' energies are not compared on equal terms (the ratio is reported, not judged).
         out.update(verdict="EXPLAINED", reason=f"strided input gradient: ZigZag counts the model's own mapping "
                    f"within target{charged}; with those re-reads ZigZag prices it at {price:.3f} of its best, "
                    "which pays them too", ratio_at_model_mapping=_ratios(counted, ours),
@@ -288,8 +302,9 @@ def judge_row(row: dict[str, Any]) -> dict[str, Any]:
     reason = "outside target: " + ", ".join(misses)
     if ours is not None:  # say what ZigZag made of the model's own mapping
         off = _within(_ratios(counted, ours))
-        reason += (f"; ZigZag counts the model's own mapping {'outside target: ' + ', '.join(off) if off else 'within target'}"
-                   f"{charged}, at {price:.4f} of the energy of its best")
+        reason += (f"; ZigZag counts the model's own mapping "
+                   f"{'outside target: ' + ', '.join(off) if off else 'within target'}{charged}, at {price:.4f} of "
+                   "the energy of its best")
         out["ratio_at_model_mapping"] = _ratios(counted, ours)
     out.update(verdict="MISS", reason=reason)
     return out

@@ -35,9 +35,9 @@ def model_orderings(table: EnergyTable, shape: GemmShape, phase: str, tile: tupl
     parity class, :func:`energymodel.memory.loopnest.nests`).
 
     Inside an SRAM tile ``(b, k, c, p, q)`` each PE runs its nest's loops in the nest's order (``loop_order`` for
-    the first nest, the order :func:`energymodel.memory.loopnest.loop_order` gives the others; innermost first, loops of extent 1 left out) at
-    their per-PE extents ``b, p, q, k/u_K, c/u_C, R, S``; around them run the tile loops ``N/b, P/p, Q/q, K/k,
-    C/c``, the ``innermost`` group's first. A loop at which a role's register file is cut
+    the first nest, the order :func:`energymodel.memory.loopnest.loop_order` gives the others; innermost first,
+    loops of extent 1 left out) at their per-PE extents ``b, p, q, k/u_K, c/u_C, R, S``; around them run the tile
+    loops ``N/b, P/p, Q/q, K/k, C/c``, the ``innermost`` group's first. A loop at which a role's register file is cut
     (:func:`energymodel.memory.loopnest.rf_prefix`: the model keeps the largest divisor that fits) is written as
     its factors, so that ZigZag, filling each register file from the innermost loop out, can hold what the model
     holds. The loops are named for the phase's ZigZag workload (the input gradient's nest has the layer's ``C`` as
