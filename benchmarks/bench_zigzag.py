@@ -50,13 +50,22 @@ def _load_cache(extra: Path | None = None) -> dict[str, Any]:
 
 
 def _saver(cache: dict[str, Any], path: Path = CACHE):
-    state = {"n": len(cache), "t": time.monotonic()}
+    """``save()``: write to ``path`` its own answers and those new in ``cache`` (at most every 30 s unless forced);
+    answers that came from the other cache files stay there."""
+    own = json.loads(path.read_text()) if path.is_file() else {}
+    before = {k: v for k, v in cache.items() if k not in own}
+    state: dict[str, Any] = {"written": {k: id(v) for k, v in cache.items() if k not in before}, "t": time.monotonic()}
 
     def save(force: bool = False) -> None:
-        if len(cache) != state["n"] and (force or time.monotonic() - state["t"] > 30):
+        if not (force or time.monotonic() - state["t"] > 30):
+            return
+        mine = {k: v for k, v in cache.items() if k not in before or before[k] is not v}
+        ids = {k: id(v) for k, v in mine.items()}
+        if ids != state["written"]:  # an answer added, or one run again (with more detail)
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_text(path, json.dumps(cache, indent=0, sort_keys=True) + "\n")
-            state["n"], state["t"] = len(cache), time.monotonic()
+            write_text(path, json.dumps(mine, indent=0, sort_keys=True) + "\n")
+            state["written"] = ids
+        state["t"] = time.monotonic()
     return save
 
 
