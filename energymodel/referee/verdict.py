@@ -119,9 +119,7 @@ def outside_model_space(phase: str, temporal_mappings: list[str]) -> str | None:
         levels = _operand_levels(tm)
         loops = max(_operand_loops(tm).values(), key=len, default=[])
         dram = {op: len(ls[0]) + len(ls[1]) for op, ls in levels.items() if len(ls) == 3}
-        cuts = range(min(dram.values()) + 1) if dram else range(len(loops) + 1)
-        if not dram:
-            dram = {}
+        cuts = range(min(dram.values(), default=len(loops)) + 1)  # every operand on chip: any cut
         if not any(_one_cut(loops, dram, relevant, t) for t in cuts):
             if any(_one_cut(loops, dram, relevant, t, inside=False) for t in cuts):
                 return "splits a loop into parts at different places inside a tile"
