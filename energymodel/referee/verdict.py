@@ -10,8 +10,9 @@ does (``MISS``).
 
 from __future__ import annotations
 
-import re
 from typing import Any
+
+from energymodel.referee.zigzag import temporal_levels
 
 __all__ = ["TOLERANCES", "TOTAL_TOLERANCE", "VERDICTS", "ACCEPTED", "judge", "judge_row", "outside_model_space"]
 
@@ -37,23 +38,6 @@ def _pair(model: dict[str, Any], zz: dict[str, Any], against: str) -> dict[str, 
     """The two sides a row is judged on: the model's figures (as charged) and ZigZag's, named for what ZigZag ran."""
     return {"against": against, "model": {k: float(model[k]) for k in QUANTITIES},
             "zigzag": {k: float(zz[k]) for k in QUANTITIES}}
-
-
-def _operand_loops(temporal_mapping: str) -> dict[str, list[tuple[str, int]]]:
-    """Each operand's loops with their sizes, innermost first, over all its memory levels."""
-    out = {}
-    for op, body in re.findall(r"(\w+): \[(.*?\])\](?:,|\}|$)", temporal_mapping):
-        out[op] = [(d, int(n)) for d, n in re.findall(r"\((\w+), (\d+)\)", body)]
-    return out
-
-
-def _operand_levels(temporal_mapping: str) -> dict[str, list[list[str]]]:
-    """ZigZag's temporal mapping (``"{O: [[(K, 4), (OY, 8)], [], [(FX, 3)]], W: ...}"``) as the dimensions each
-    operand's memory levels loop over, innermost level first."""
-    out: dict[str, list[list[str]]] = {}
-    for op, body in re.findall(r"(\w+): \[(.*?\])\](?:,|\}|$)", temporal_mapping):
-        out[op] = [re.findall(r"\((\w+), \d+\)", level) for level in re.findall(r"\[(.*?)\]", body)]
-    return out
 
 
 #: the dimensions each ZigZag operand depends on, per phase (the workloads of :mod:`energymodel.referee.zigzag`)
@@ -116,14 +100,14 @@ def outside_model_space(phase: str, temporal_mappings: list[str]) -> str | None:
     one loop at different places inside a tile."""
     relevant = _RELEVANT[phase]
     for tm in temporal_mappings:
-        levels = _operand_levels(tm)
-        loops = max(_operand_loops(tm).values(), key=len, default=[])
+        levels = temporal_levels(tm)
+        loops = max(([loop for lv in ls for loop in lv] for ls in levels.values()), key=len, default=[])
         dram = {op: len(ls[0]) + len(ls[1]) for op, ls in levels.items() if len(ls) == 3}
         cuts = range(min(dram.values(), default=len(loops)) + 1)  # every operand on chip: any cut
         if not any(_one_cut(loops, dram, relevant, t) for t in cuts):
             if any(_one_cut(loops, dram, relevant, t, inside=False) for t in cuts):
                 return "splits a loop into parts at different places inside a tile"
-            kernel = any({"FY", "FX"} & set(ls[-1]) for ls in levels.values() if len(ls) == 3)
+            kernel = any({"FY", "FX"} & {d for d, _ in ls[-1]} for ls in levels.values() if len(ls) == 3)
             return ("splits the kernel window across DRAM tiles" if kernel else
                     "cuts the operands' SRAM tiles at different loops (an uneven mapping)")
     return None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tempfile
 import time
 from itertools import product
@@ -35,7 +36,7 @@ from energymodel.memory.loopnest import ROLES
 from energymodel.price.table import EnergyTable
 
 __all__ = ["ROLE_TO_ZZ", "ZZ_MEM_OP", "hardware", "mapping", "workloads", "placements", "array_step", "run_zigzag",
-           "referee_phase", "parity_subconvs"]
+           "referee_phase", "parity_subconvs", "temporal_levels"]
 
 #: the model's roles (in, wt, out) -> ZigZag's layer operands, per phase
 ROLE_TO_ZZ = {
@@ -180,45 +181,49 @@ def array_step(table: EnergyTable, shape: GemmShape) -> tuple[float, float, floa
     return (u_c, u_k * u_c, u_k)
 
 
-def _levels(cme, elements: bool = False) -> dict[str, float]:
-    """Words read + written at each level (rf, sram, dram), all operands, from one ZigZag evaluation: its memory
-    word accesses (each transfer period's data rounded up to whole port words), or with ``elements`` the data
-    it moves, in words (``DATA_ELEM_MOVE_COUNT`` times each direction's precision over the word's bits)."""
+def temporal_levels(temporal_mapping: str) -> dict[str, list[list[tuple[str, int]]]]:
+    """ZigZag's temporal mapping as text (``"{O: [[(K, 4), (OY, 8)], [], [(FX, 3)]], W: ...}"``): per layer operand,
+    the loops ``(dimension, size)`` of each of its memory levels, the innermost level and loop first."""
+    out = {}
+    for op, body in re.findall(r"(\w+): \[(.*?\])\](?:,|\}|$)", str(temporal_mapping)):
+        out[op] = [[(d, int(n)) for d, n in re.findall(r"\((\w+), (\d+)\)", level)]
+                   for level in re.findall(r"\[(.*?)\]", body)]
+    return out
+
+
+def _counts(cme) -> dict[str, Any]:
+    """One walk over a ZigZag evaluation's memories: words read + written at each level (``rf``, ``sram``,
+    ``dram``; its memory word accesses, each transfer period's data rounded up to whole port words), the data it
+    moves at each level in words (``<level>_elements``: ``DATA_ELEM_MOVE_COUNT`` times each direction's precision
+    over the word's bits), and the DRAM words of each layer operand (``dram_by_operand``)."""
     from zigzag.mapping.data_movement import DataMoveAttr
 
-    out = {"rf": 0.0, "sram": 0.0, "dram": 0.0}
+    words = {"rf": 0.0, "sram": 0.0, "dram": 0.0}
+    moved = dict(words)
+    by_operand: dict[str, float] = {}
     hierarchy = cme.accelerator.memory_hierarchy
     bits = float(cme.layer.operand_precision[next(iter(cme.memory_word_access))])
     for op, accesses in cme.memory_word_access.items():
         mem_op = cme.memory_operand_links.layer_to_mem_op(op)
+        by_operand[str(op)] = 0.0  # an operand kept on chip reads no DRAM word
         for i, (level, acc) in enumerate(zip(hierarchy.get_memory_levels(mem_op=mem_op), accesses)):
             key = "rf" if level.name.startswith("rf") else level.name
-            if elements:
-                move = cme.mapping.unit_mem_data_movement[op][i]
-                count = move.get_attribute(DataMoveAttr.DATA_ELEM_MOVE_COUNT).data
-                prec = move.get_attribute(DataMoveAttr.DATA_PRECISION).data
-                out[key] += float(sum(count[d] * prec[d] for d in count)) / bits
-            else:
-                out[key] += float(sum(acc.data.values()))
-    return out
-
-
-def _dram_by_operand(cme) -> dict[str, float]:
-    """DRAM words (read + written) of each ZigZag layer operand (``I``, ``W``, ``O``) in one evaluation."""
-    out = {}
-    hierarchy = cme.accelerator.memory_hierarchy
-    for op, accesses in cme.memory_word_access.items():
-        levels = hierarchy.get_memory_levels(mem_op=cme.memory_operand_links.layer_to_mem_op(op))
-        out[str(op)] = float(sum(acc for level, a in zip(levels, accesses) if level.name == "dram"
-                                 for acc in a.data.values()))
-    return out
+            words[key] += float(sum(acc.data.values()))
+            move = cme.mapping.unit_mem_data_movement[op][i]
+            count = move.get_attribute(DataMoveAttr.DATA_ELEM_MOVE_COUNT).data
+            prec = move.get_attribute(DataMoveAttr.DATA_PRECISION).data
+            moved[key] += float(sum(count[d] * prec[d] for d in count)) / bits
+            if key == "dram":
+                by_operand[str(op)] += float(sum(acc.data.values()))
+    return {**{f"{k}_words": v for k, v in words.items()}, **{f"{k}_elements": v for k, v in moved.items()},
+            "dram_by_operand": by_operand}
 
 
 def run_zigzag(layer: dict[str, Any], hw: dict[str, Any], spatial: list[dict[str, Any]], lpf: int,
                cache: dict[str, Any], elements: bool = False) -> dict[str, Any]:
     """ZigZag's minimal-energy mapping of one workload on ``hw`` (LOMA, ``lpf`` loop prime factors): energy (pJ),
     MAC energy, words per level, the words its data movement amounts to per level (``<level>_elements``, see
-    :func:`_levels`), the DRAM words of each operand and the temporal mapping; ``{"no_mapping": ...}`` when LOMA finds none. Cached in ``cache``
+    :func:`_counts`), the DRAM words of each operand and the temporal mapping; ``{"no_mapping": ...}`` when LOMA finds none. Cached in ``cache``
     by (workload, hardware, mapping, lpf); a cached answer without the element counts is run again when
     ``elements`` asks for them; any other failure raises."""
     import yaml
@@ -242,9 +247,7 @@ def run_zigzag(layer: dict[str, Any], hw: dict[str, Any], spatial: list[dict[str
         else:
             cme = cmes[0][1][0][0]
             res = {"energy_pj": float(cme.energy_total), "mac_energy_pj": float(cme.mac_energy),
-                   "macs": float(cme.layer.total_mac_count), **{f"{k}_words": v for k, v in _levels(cme).items()},
-                   **{f"{k}_elements": v for k, v in _levels(cme, elements=True).items()},
-                   "dram_by_operand": _dram_by_operand(cme),
+                   "macs": float(cme.layer.total_mac_count), **_counts(cme),
                    "temporal_mapping": str(cme.mapping.temporal_mapping)}
         res["seconds"] = round(time.perf_counter() - t0, 2)
     cache[key] = res

@@ -12,14 +12,21 @@ is the ``SEARCH`` verdict of :func:`energymodel.referee.verdict.judge_row`. ZigZ
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 from energymodel.count.gemm import GemmShape
 from energymodel.memory.loopnest import ROLES, nests, rf_prefix, unrolled
 from energymodel.memory.loopnest import loop_order as searched_order
 from energymodel.price.table import EnergyTable
-from energymodel.referee.zigzag import ROLE_TO_ZZ, ZZ_MEM_OP, hardware, mapping, run_zigzag, workloads
+from energymodel.referee.zigzag import (
+    ROLE_TO_ZZ,
+    ZZ_MEM_OP,
+    hardware,
+    mapping,
+    run_zigzag,
+    temporal_levels,
+    workloads,
+)
 
 __all__ = ["model_orderings", "model_ordering", "model_allocation", "followed", "at_model_mapping", "padding_words"]
 
@@ -119,9 +126,8 @@ def _split(extent: int, prefix: dict[str, dict[str, int]], dim: str) -> list[int
 def followed(result: dict[str, Any], ordering: list[list[Any]]) -> bool:
     """Whether ZigZag's temporal mapping (``result["temporal_mapping"]``, its ``O`` operand from the innermost
     level out) runs exactly the loops of ``ordering``: ZigZag searches instead when a given ordering is incomplete."""
-    found = re.search(r"O: (\[.*?\]\])", str(result.get("temporal_mapping", "")))
-    loops = re.findall(r"\((\w+), (\d+)\)", found.group(1)) if found else []
-    return [(d, int(n)) for d, n in loops] == [(str(d), int(n)) for d, n in ordering]
+    levels = temporal_levels(result.get("temporal_mapping", "")).get("O", [])
+    return [loop for level in levels for loop in level] == [(str(d), int(n)) for d, n in ordering]
 
 
 def _window(a: int, sa: int, b: int, sb: int, full: int) -> int:
@@ -167,13 +173,6 @@ def model_allocation(table: EnergyTable, shape: GemmShape, phase: str, tile: tup
     return out
 
 
-def _rf_loops(result: dict[str, Any]) -> dict[str, list[tuple[str, int]]]:
-    """Per ZigZag layer operand, the loops its register file (the innermost level) holds in ``result``'s
-    temporal mapping."""
-    found = re.findall(r"(\w+): \[\[(.*?)\]", str(result.get("temporal_mapping", "")))
-    return {op: [(d, int(n)) for d, n in re.findall(r"\((\w+), (\d+)\)", loops)] for op, loops in found}
-
-
 def at_model_mapping(table: EnergyTable, shape: GemmShape, phase: str, on_chip: list[str],
                      orderings: list[list[list[Any]]], lpf: int, cache: dict[str, Any], save=None,
                      held: list[dict[str, tuple[float, int]]] | None = None) -> dict[str, Any] | None:
@@ -208,7 +207,7 @@ def at_model_mapping(table: EnergyTable, shape: GemmShape, phase: str, on_chip: 
             save()
         if "no_mapping" in res or not followed(res, ordering):
             return None
-        rf = _rf_loops(res)
+        rf = {op: levels[0] for op, levels in temporal_levels(res.get("temporal_mapping", "")).items() if levels}
         if any(rf.get(op, [])[:m] != [(str(d), int(f)) for d, f in ordering[:m]] for op, (_, m) in hold.items()):
             return None
         for key in total:
