@@ -566,3 +566,15 @@ def test_a_search_verdict_under_the_plans_constraints():
     unconstrained = copy.deepcopy(row)
     del unconstrained["zigzag"]["at_plan_buffer"]
     assert judge_row(unconstrained)["verdict"] == "MISS"
+
+
+def test_bench_tiebreak_prices_every_tie_and_the_run_tiling_is_never_worse_than_the_largest(tmp_path):
+    out = tmp_path / "tiebreak.json"
+    proc = _run("bench_tiebreak.py", "--model", "cifar_resnet20", "--batch", "16", "--buffer", "1048576",
+                "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads(out.read_text())["runs"][0]
+    assert run["phases"] > 20 and run["ties_mean"] > 1
+    for r in run["rows"]:
+        assert 1.0 - 1e-12 <= r["run_vs_cheapest"] <= r["largest_vs_cheapest"] + 1e-12, r
+    assert run["largest_vs_cheapest_max"] > 1.01  # the largest tile is not always the cheapest: the tie-break matters

@@ -7,6 +7,7 @@ nest at two buffer sizes"): none is read off the code under test.
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,82 @@ def test_a_reduction_free_output_is_written_once_per_mac() -> None:
     pw = phase_words(layer, "wt", ("dram", "dram", "dram"), 1000, Array(1, 1, ("K", "C"), (32.0, 32.0, 32.0)),
                      "backward_weight")
     assert pw.rf[1] == 16
+
+
+def _fits(fp, role: str, cap: float, ext: list[int]) -> bool:
+    import numpy as np
+
+    return float(fp(role, np.array(ext, dtype=float))) <= cap
+
+
+def _walk(ext: list[int], order: list[int], fits) -> tuple[list[int], bool]:
+    """One order walked loop by loop, as the module docstring states the rule: take each loop while the
+    footprint fits, split the first that does not to its largest divisor that fits, stop there."""
+    cur = [1] * 7
+    for d in order:
+        trial = cur.copy()
+        trial[d] = ext[d]
+        if fits(trial):
+            cur = trial
+            continue
+        for f in range(ext[d] - 1, 0, -1):
+            if ext[d] % f == 0 and fits(cur[:d] + [f] + cur[d + 1:]):
+                cur[d] = f
+                break
+        return cur, False
+    return cur, True
+
+
+def test_rf_prefixes_of_every_order_equal_a_walk_of_that_order() -> None:
+    """The prefixes are worked out per set of loops and gathered for all n! orders; each must equal the
+    plain walk of its own order, on random nests with halos, strides and every RF size from 1 to 64."""
+    import numpy as np
+
+    from energymodel.memory.loopnest import _Footprint, _perms, _prefixes
+
+    rng = np.random.default_rng(7)
+    checked = 0
+    for _ in range(60):
+        ext = [int(rng.choice([1, 2, 3, 4, 6, 7, 8, 12])) for _ in range(5)] + [int(rng.choice([1, 3])),
+                                                                                   int(rng.choice([1, 3]))]
+        stride = int(rng.choice([1, 2]))
+        fp = _Footprint((stride, 1, 64, stride, 1, 64))
+        loops = [d for d in range(7) if ext[d] > 1]
+        perms = _perms(len(loops))
+        for role in ("in", "wt", "out"):
+            cap = float(rng.integers(1, 65))
+            cur, whole = _prefixes(np.array(ext, dtype=float), loops, perms, fp, role, cap)
+            for i in rng.choice(len(perms), size=min(len(perms), 40), replace=False):
+                order = [loops[j] for j in perms[i]]
+                want, want_whole = _walk(ext, order, partial(_fits, fp, role, cap))
+                assert [int(x) for x in cur[i]] == want and bool(whole[i]) == want_whole, (ext, order, role, cap)
+                checked += 1
+    assert checked > 5000
+
+
+def test_the_tie_break_keeps_the_dram_words_and_never_costs_more_on_chip() -> None:
+    """Among tilings with equally few DRAM words the one whose loop nest costs least on chip runs: its DRAM words
+    and words kept whole equal the largest tile's, its ``w · SRAM + RF`` words are no more, and on some layer
+    strictly less (section 6 (b) of the doc counts one such choice by hand)."""
+    import itertools
+
+    from energymodel.memory.tiling import tied_tilings
+
+    array = Array(16, 16)
+    strict = 0
+    for (k, c, hw, r, stride), (homes, written) in itertools.product(
+            [(64, 64, 32, 3, 1), (128, 64, 16, 3, 2), (256, 128, 7, 1, 1), (64, 16, 14, 3, 1)],
+            [(("sram", "dram", "sram"), "out"), (("dram", "dram", "free"), "out"), (("free", "dram", "free"), "in"),
+             (("dram", "dram", "free"), "wt")]):
+        p = (hw + 2 * (r // 2) - r) // stride + 1
+        shape = GemmShape(n=1, k=k, c=c, p=p, q=p, r=r, s=r, h=hw, w=hw, stride=(stride, stride),
+                          padding=(r // 2, r // 2))
+        tl = TiledLayer(0, "t", shape, (True, True, True), 0, 0)
+        run = phase_words(tl, written, homes, 65_536, array)
+        largest = phase_words(tl, written, homes, 65_536, array, by_loop_nest=False)
+        assert largest.tiling == tied_tilings(shape, written, homes, 65_536.0, array.lanes)[0]
+        assert run.dram == largest.dram and run.tiling.resident == largest.tiling.resident
+        cost = [array.sram_weight * sum(w.array.sram) + sum(w.array.rf) for w in (run, largest)]
+        assert cost[0] <= cost[1]
+        strict += cost[0] < cost[1] * (1 - 1e-9)
+    assert strict >= 1

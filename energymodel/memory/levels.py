@@ -17,8 +17,10 @@
    input always comes from DRAM.
 4. *Conv and linear layers* (``dataflow.tiling = true``, the default): each phase is tiled by
    :mod:`energymodel.memory.tiling` — its resident operands (as the plan says) whole in the buffer, the other
-   operands' tiles sharing what is left, the tiling with the fewest DRAM words chosen — and the loop nest
-   inside the array (:mod:`energymodel.memory.loopnest`) gives its SRAM and RF words.
+   operands' tiles sharing what is left, the tilings with the fewest DRAM words found — and the loop nest
+   inside the array (:mod:`energymodel.memory.loopnest`) gives its SRAM and RF words. Among tilings with
+   equally few DRAM words (and words kept whole on chip) the one whose loop nest costs least on chip,
+   ``sram_weight · SRAM + RF`` words, is run (:func:`phase_words`).
 5. *Activations saved for the backward pass* are on chip only when the whole saved set of the step fits in
    the buffer and every layer still finds a tiling in what is left (the weight state has the first claim),
    else DRAM; on chip, they take their words of the buffer for the whole step.
@@ -29,16 +31,18 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 
+from energymodel.count.gemm import GemmShape
 from energymodel.count.phases import Counts, TiledLayer
 from energymodel.errors import UserError
 from energymodel.memory.loopnest import Array, ArrayTraffic, array_traffic, unrolled
-from energymodel.memory.tiling import PhaseTraffic, phase_traffic, rf_per_mac
+from energymodel.memory.tiling import PhaseTraffic, rf_per_mac, tied_tilings
 
-__all__ = ["level_of", "rf_accesses", "PHASES", "PhaseWords", "phase_homes", "phase_words"]
+__all__ = ["level_of", "rf_accesses", "PHASES", "PhaseWords", "phase_homes", "phase_words", "tiling_words"]
 
 
 def level_of(size_words: np.ndarray, word_bits: float, buffer_bytes: float) -> np.ndarray:
@@ -65,6 +69,8 @@ class PhaseWords:
 
     tiling: PhaseTraffic
     array: ArrayTraffic
+    #: the buffer words the tiling was found in (what the residency plan left the phase)
+    buffer_words: float = math.inf
 
     @property
     def dram(self) -> tuple[float, float, float]:
@@ -116,18 +122,44 @@ def phase_homes(counts: Counts, tl: TiledLayer, phase: str, *, word_bits: float,
 
 
 def phase_words(tl: TiledLayer, written: str, homes: tuple[str, str, str], avail_words: float,
-                array: Array, phase: str = "") -> PhaseWords:
+                array: Array, phase: str = "", *, by_loop_nest: bool = True) -> PhaseWords:
     """The SRAM tiling of one phase in ``avail_words`` of buffer and the loop nest of its array.
 
+    Of the tilings with the fewest DRAM words (:func:`~energymodel.memory.tiling.tied_tilings`), for each innermost
+    loop over tiles and each ``(K, C)`` tile the one with the largest batch-and-position tile is priced by its loop
+    nest, and the one that costs least on chip, ``w · SRAM + RF`` words (``w`` = :attr:`Array.sram_weight`; the
+    DRAM words passing through the SRAM are equal among them), is run; ties go to the largest tile. With
+    ``by_loop_nest=False``: the largest tile (what the residency plan's search uses: the same DRAM words, found
+    without pricing the ties).
     Raises :class:`~energymodel.errors.UserError` naming the layer when no tiling fits.
     """
-    shape = tl.shape
-    pt = phase_traffic(shape, written, homes, float(avail_words), array.lanes)
-    if pt is None:
+    pw = _tiling(tl.shape, written, homes, float(avail_words), array, by_loop_nest)
+    if pw is None:
         raise UserError(f"layer {tl.name}: no tiling of its {phase.replace('_', ' ') or 'phase'} pass fits the "
                         f"{max(avail_words, 0):g} words of buffer left to it (dataflow.buffer_bytes)")
+    return pw
+
+
+def tiling_words(shape: GemmShape, written: str, pt: PhaseTraffic, array: Array) -> PhaseWords:
+    """One tiling ``pt`` of a phase of ``shape`` and the loop nest it runs in ``array``."""
     (u_k, k1), (u_c, c1) = unrolled(shape.k, array.lanes[0]), unrolled(shape.c, array.lanes[1])
     b, k, c, p, q = pt.tile
     trips = {"N": math.ceil(shape.n / b) * math.ceil(shape.p / p) * math.ceil(shape.q / q),
              "K": math.ceil(k1 / round(k / u_k)), "C": math.ceil(c1 / round(c / u_c))}
     return PhaseWords(pt, array_traffic(shape, written, pt.tile, pt.innermost, trips[pt.innermost], array))
+
+
+@lru_cache(maxsize=4096)
+def _tiling(shape: GemmShape, written: str, homes: tuple[str, str, str], avail_words: float, array: Array,
+            by_loop_nest: bool) -> PhaseWords | None:
+    tied = tied_tilings(shape, written, homes, avail_words, array.lanes)
+    priced: dict[tuple[str, float, float], PhaseTraffic] = {}
+    for pt in tied if by_loop_nest else tied[:1]:  # largest first: per innermost loop and (K, C) tile, the largest
+        priced.setdefault((pt.innermost, pt.tile[1], pt.tile[2]), pt)
+    best: tuple[float, PhaseWords] | None = None
+    for pt in priced.values():
+        pw = tiling_words(shape, written, pt, array)
+        cost = array.sram_weight * sum(pw.array.sram) + sum(pw.array.rf)
+        if best is None or cost < best[0] * (1 - 1e-12):
+            best = (cost, pw)
+    return None if best is None else replace(best[1], buffer_words=avail_words)

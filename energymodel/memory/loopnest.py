@@ -148,35 +148,75 @@ class _Footprint:
         return e[..., _N] * e[..., _C] * h * w
 
 
+@lru_cache(maxsize=64)
+def _masks(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """For the orders of ``n`` loops (:func:`_perms`): the set of the first ``j`` loops of each order as a bit mask
+    (shape ``(n!, n + 1)``), and each mask's loops (shape ``(2^n, n)``, booleans)."""
+    perms = _perms(n)
+    cum = np.zeros((len(perms), n + 1), dtype=np.int64)
+    for j in range(n):
+        cum[:, j + 1] = cum[:, j] | (1 << perms[:, j])
+    members = (np.arange(1 << n)[:, None] >> np.arange(n)[None, :]) & 1
+    return cum, members.astype(bool)
+
+
 def _prefixes(ext: np.ndarray, loops: list[int], perms: np.ndarray, fp: _Footprint, role: str,
               cap: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per order: the extents of ``role``'s RF prefix, and whether it holds the whole per-PE tile."""
-    n_perm = len(perms)
-    cur = np.ones((n_perm, 7))
-    done = np.zeros(n_perm, dtype=bool)
-    for j in range(perms.shape[1]):
-        dims = np.array(loops)[perms[:, j]]
-        trial = cur.copy()
-        trial[np.arange(n_perm), dims] = ext[dims]
-        ok = ~done & (fp(role, trial) <= cap)
-        cur[ok] = trial[ok]
-        closing = ~done & ~ok
-        for d in np.unique(dims[closing]):
-            sel = closing & (dims == d)
-            for f in _divisors(int(ext[d])):  # the loop at the cut, split: its largest divisor that fits
-                part = cur[sel].copy()
-                part[:, d] = f
-                fits = fp(role, part) <= cap
-                idx = np.flatnonzero(sel)[fits]
-                cur[idx, d] = f
-                sel[idx] = False
-                if not sel.any():
-                    break
-        done |= closing
-    return cur, ~done
+    """Per order: the extents of ``role``'s RF prefix, and whether it holds the whole per-PE tile
+    (:func:`_prefix_sets`, one row per order)."""
+    cur, back, whole = _prefix_sets(ext, loops, perms, fp, role, cap)
+    return cur[back], whole
 
 
-@lru_cache(maxsize=8192)
+def _prefix_sets(ext: np.ndarray, loops: list[int], perms: np.ndarray, fp: _Footprint, role: str,
+                 cap: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct RF prefixes of ``role`` over the orders ``perms`` (their extents), which of them each order
+    has, and whether each order's prefix holds the whole per-PE tile.
+
+    A footprint never shrinks when a loop joins, so the prefix of an order is the longest run of its first loops
+    whose set fits ``cap``; it depends only on that set and the loop at the cut (split to its largest divisor
+    that fits). Both are worked out once per set of loops (``2^n`` of them) and gathered for the ``n!`` orders."""
+    n = len(loops)
+    if perms.shape[0] == 0 or n == 0:
+        m = max(perms.shape[0], 1)
+        return np.ones((1, 7)), np.zeros(m, dtype=np.int64), np.ones(m, dtype=bool)
+    if perms.shape[0] == len(_perms(n)) and n > 1:
+        cum, members = _masks(n)
+    else:  # a few given orders (rf_prefix)
+        cum = np.zeros((len(perms), n + 1), dtype=np.int64)
+        for j in range(n):
+            cum[:, j + 1] = cum[:, j] | (1 << perms[:, j])
+        members = ((np.arange(1 << n)[:, None] >> np.arange(n)[None, :]) & 1).astype(bool)
+    loops_a = np.array(loops)
+    sets = np.ones((1 << n, 7))
+    sets[:, loops_a] = np.where(members, ext[loops_a][None, :], 1.0)
+    fits = fp(role, sets) <= cap
+    length = fits[cum[:, 1:]].sum(axis=1)  # fits is monotone along an order: its prefix length
+    whole = length == n
+    rows = np.arange(len(perms))
+    held = cum[rows, length]
+    cut = np.where(whole, 7, loops_a[perms[rows, np.minimum(length, n - 1)]])  # 7: no cut
+    key = held * 8 + cut
+    present = np.zeros(8 << n, dtype=bool)
+    present[key] = True
+    pairs = np.flatnonzero(present)
+    back = (np.cumsum(present) - 1)[key]
+    cur = sets[pairs // 8].copy()
+    cuts = pairs % 8
+    for d in np.unique(cuts[cuts < 7]):
+        sel = np.flatnonzero(cuts == d)
+        for f in _divisors(int(ext[d])):  # the loop at the cut, split: its largest divisor that fits
+            part = cur[sel].copy()
+            part[:, d] = f
+            ok = fp(role, part) <= cap
+            cur[sel[ok], d] = f
+            sel = sel[~ok]
+            if not sel.size:
+                break
+    return cur, back, whole
+
+
+@lru_cache(maxsize=65536)
 def loop_order(ext: tuple[int, ...], halo: tuple[int, int, int, int, int, int], written: str,
                caps: tuple[float, float, float], spatial: tuple[float, float, float],
                outer: tuple[str, int] = ("", 1), reduces: bool = True, sram_weight: float = 5.0
@@ -196,18 +236,17 @@ def loop_order(ext: tuple[int, ...], halo: tuple[int, int, int, int, int, int], 
     reuse, stat = {}, {}
     group_of = {"N": _N, "K": _K, "C": _C}
     for role, cap in zip(ROLES, caps):
-        cur, whole = _prefixes(e, loops, perms, fp, role, cap)
-        f = np.prod(cur, axis=1) / fp(role, cur)
+        cur, back, whole = _prefix_sets(e, loops, perms, fp, role, cap)
+        f = (np.prod(cur, axis=1) / fp(role, cur))[back]
         if outer[0] and group_of[outer[0]] in _IRRELEVANT[role]:
             f = np.where(whole, f * outer[1], f)
         reuse[role] = f
-        st = np.ones(len(perms))
-        run = np.ones(len(perms), dtype=bool)
-        for j in range(perms.shape[1]):
-            dims = np.array(loops)[perms[:, j]]
-            run &= np.isin(dims, _IRRELEVANT[role])
-            st = np.where(run, st * e[dims], st)
-        stat[role] = st if role != written else np.ones(len(perms))
+        if role == written or not loops:
+            stat[role] = np.ones(len(perms))
+        else:  # the product of the innermost run of loops the role does not depend on
+            dims = np.array(loops)[perms]
+            run = np.cumprod(np.isin(dims, _IRRELEVANT[role]), axis=1).astype(bool)
+            stat[role] = np.prod(np.where(run, e[dims], 1.0), axis=1)
     sram, rf = np.zeros(len(perms)), np.zeros(len(perms))
     for role, s in zip(ROLES, spatial):
         if role == written:

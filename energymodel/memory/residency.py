@@ -169,7 +169,7 @@ class _Planner:
             self.cache[key] = self._cost(j, on, live)
         return self.cache[key][:2] if self.cache[key] is not None else None
 
-    def _cost(self, j: int, on: frozenset[int], live: float):
+    def _cost(self, j: int, on: frozenset[int], live: float, final: bool = False):
         layer = self.ph.steps[j]
         left = self.avail - live
         dram = sram = 0.0
@@ -193,7 +193,7 @@ class _Planner:
                     else:
                         homes[i] = "sram" if role in roles and roles[role] in on else "dram"
                 try:
-                    pw = phase_words(tl, written, tuple(homes), left, self.array, phase)
+                    pw = phase_words(tl, written, tuple(homes), left, self.array, phase, by_loop_nest=final)
                 except Exception:  # no tiling fits what the plan leaves: this plan is infeasible here
                     return None
                 detail[phase] = pw
@@ -287,7 +287,7 @@ def _plan(counts: Counts, word_bits: float, buffer_bytes: float, array: Array, w
         total = 0.0
         for j, layer in enumerate(ph.steps):
             live = ph.live_words(j, on)
-            res = planner._cost(j, on, live)
+            res = planner._cost(j, on, live, final=True)
             if res is None:  # the forced all-DRAM plan does not fit either: name the layer
                 _raise_no_fit(counts, ph, planner, j)
             total += res[0]

@@ -39,8 +39,11 @@ a feature cache, weights that do not fit), ``"sram"`` (resident, already account
 weights when all weight state fits) or ``"free"`` (the search decides).
 
 The search evaluates every candidate tiling (each dimension ``D`` takes the values ``⌈D/2^i⌉``), every
-innermost group and every residency choice at once (numpy), keeps those that fit, and returns the one with
-the fewest DRAM words (ties: fewer SRAM words). It is cached per layer shape (:func:`functools.lru_cache`).
+innermost group and every residency choice at once (numpy), keeps those that fit, and returns every tiling
+with the fewest DRAM words and, among those, the fewest words kept whole on chip (:func:`tied_tilings`,
+largest tile first). Which of those ties a layer runs is decided by what its loop nest then costs in SRAM
+and RF words (:func:`energymodel.memory.levels.phase_words`); :func:`phase_traffic` is the largest. Both
+are cached per layer shape (:func:`functools.lru_cache`).
 The DRAM words never exceed those of one-element tiles with ``C`` innermost, about ``2·MACs + |Y|`` (every
 MAC fetches both operands: the no-reuse bound), and reach ``|X| + |W| + |Y|`` (the ideal bound, each word
 once) when the buffer holds every operand whole.
@@ -57,7 +60,7 @@ import numpy as np
 from energymodel.count.gemm import GemmShape
 from energymodel.memory.loopnest import touched, unrolled
 
-__all__ = ["PhaseTraffic", "ROLES", "HOMES", "phase_traffic", "candidates", "rf_per_mac", "touched"]
+__all__ = ["PhaseTraffic", "ROLES", "HOMES", "phase_traffic", "tied_tilings", "candidates", "rf_per_mac", "touched"]
 
 #: operand roles of one phase, in this order everywhere
 ROLES = ("in", "wt", "out")
@@ -136,13 +139,22 @@ def _halo_sum(length: int, tile: np.ndarray, size_in: int, kernel: int, stride: 
 @lru_cache(maxsize=4096)
 def phase_traffic(shape: GemmShape, written: str, homes: tuple[str, str, str],
                   buffer_words: float, lanes: tuple[int, int] = (1, 1)) -> PhaseTraffic | None:
-    """The tiling of one phase with the fewest DRAM words, or ``None`` when no tiling fits the buffer.
+    """The tiling of one phase with the fewest DRAM words, or ``None`` when no tiling fits the buffer: the first
+    (largest) of :func:`tied_tilings`."""
+    tied = tied_tilings(shape, written, homes, buffer_words, lanes)
+    return tied[0] if tied else None
+
+
+@lru_cache(maxsize=4096)
+def tied_tilings(shape: GemmShape, written: str, homes: tuple[str, str, str],
+                 buffer_words: float, lanes: tuple[int, int] = (1, 1)) -> tuple[PhaseTraffic, ...]:
+    """Every tiling of one phase with the fewest DRAM words and, among those, the fewest words kept whole on chip;
+    largest tile first (then innermost ``N``, ``K``, ``C``); empty when no tiling fits the buffer.
 
     ``written``: the role the phase writes (``"out"`` forward, ``"in"`` backward to the input, ``"wt"``
     backward to the weights); ``homes``: ``"dram"``, ``"sram"`` or ``"free"`` for each of :data:`ROLES`;
     ``lanes``: PEs of the array along ``K`` and ``C`` — a tile holds a whole number of array steps, ``k = u_K·k1``
-    and ``c = u_C·c1`` (:func:`energymodel.memory.loopnest.unrolled`). Ties in DRAM words go to the tiling that
-    keeps fewer words whole on chip, then to the largest tile.
+    and ``c = u_C·c1`` (:func:`energymodel.memory.loopnest.unrolled`).
     """
     g = shape.groups
     (u_k, k1), (u_c, c1) = unrolled(shape.k, lanes[0]), unrolled(shape.c, lanes[1])
@@ -168,7 +180,8 @@ def phase_traffic(shape: GemmShape, written: str, homes: tuple[str, str, str],
     volume = (b * k * c * p * q).astype(float)
     full = dict(zip(ROLES, (float(v) for v in shape.words())))
     free = [i for i, h in enumerate(homes) if h == "free"]
-    best: tuple[float, float, float, PhaseTraffic] | None = None
+    found: list[tuple[float, float, float, int, PhaseTraffic]] = []  # (DRAM, on chip, -volume, inner, tiling)
+    best = (math.inf, math.inf)
     for choice in range(1 << len(free)):
         resident = [h == "sram" for h in homes]
         for j, i in enumerate(free):
@@ -179,7 +192,8 @@ def phase_traffic(shape: GemmShape, written: str, homes: tuple[str, str, str],
         if not fits.any():
             continue
         sram = tuple(full[r] if resident[i] else 0.0 for i, r in enumerate(ROLES))
-        for inner in _GROUPS:
+        on_chip = sum(sram)
+        for n_inner, inner in enumerate(_GROUPS):
             dram = 0.0
             parts = []
             for i, r in enumerate(ROLES):
@@ -192,15 +206,15 @@ def phase_traffic(shape: GemmShape, written: str, homes: tuple[str, str, str],
                 dram = dram + words
             total = np.where(fits, np.broadcast_to(dram, fits.shape), np.inf)
             val = float(total.min())
-            if not math.isfinite(val):
+            if not math.isfinite(val) or (val, on_chip) > best:
                 continue
-            tie = np.where(total == val, np.broadcast_to(volume, fits.shape), -1.0)
-            at = int(np.argmax(tie))
-            key = (val, sum(sram), -float(tie.flat[at]))
-            if best is None or key < best[:3]:
-                idx = np.unravel_index(at, fits.shape)
+            if (val, on_chip) < best:
+                best, found = (val, on_chip), []
+            for idx in zip(*np.nonzero(total == val)):
                 per_role = tuple(float(np.broadcast_to(x, fits.shape)[idx]) for x in parts)
                 tile = (int(b.flat[idx[0]]), float(k.flat[idx[1]]), float(c.flat[idx[2]]), int(p.flat[idx[3]]),
                         int(q.flat[idx[4]]))
-                best = (val, sum(sram), key[2], PhaseTraffic(per_role, sram, tile, inner, tuple(resident)))
-    return None if best is None else best[3]
+                found.append((val, on_chip, -float(volume[idx]), n_inner,
+                              PhaseTraffic(per_role, sram, tile, inner, tuple(resident))))
+    found.sort(key=lambda f: f[:4])
+    return tuple(f[4] for f in found)
