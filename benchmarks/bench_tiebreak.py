@@ -2,7 +2,7 @@
 
 For each tiled phase of the residency plan ``profile()`` builds, every tiling with its fewest DRAM words
 (``tied_tilings``) is priced by its loop nest; the figure is the on-chip cost (``sram_weight · SRAM + RF``
-words) of the tiling the model runs (one priced per innermost loop and ``(K, C)`` tile,
+words) of the tiling the model runs (one priced per innermost loop and ``(N, K, C)`` tile,
 ``energymodel.memory.levels.phase_words``) over the cheapest of all the ties, and of the largest tile (the
 choice before the tie-break) over that cheapest. Also: ``profile()`` time cold (fresh caches) and warm.
 

@@ -126,7 +126,7 @@ def phase_words(tl: TiledLayer, written: str, homes: tuple[str, str, str], avail
     """The SRAM tiling of one phase in ``avail_words`` of buffer and the loop nest of its array.
 
     Of the tilings with the fewest DRAM words (:func:`~energymodel.memory.tiling.tied_tilings`), for each innermost
-    loop over tiles and each ``(K, C)`` tile the one with the largest batch-and-position tile is priced by its loop
+    loop over tiles and each ``(N, K, C)`` tile the one with the largest position tile is priced by its loop
     nest, and the one that costs least on chip, ``w · SRAM + RF`` words (``w`` = :attr:`Array.sram_weight`; the
     DRAM words passing through the SRAM are equal among them), is run; ties go to the largest tile. With
     ``by_loop_nest=False``: the largest tile (what the residency plan's search uses: the same DRAM words, found
@@ -153,9 +153,9 @@ def tiling_words(shape: GemmShape, written: str, pt: PhaseTraffic, array: Array)
 def _tiling(shape: GemmShape, written: str, homes: tuple[str, str, str], avail_words: float, array: Array,
             by_loop_nest: bool) -> PhaseWords | None:
     tied = tied_tilings(shape, written, homes, avail_words, array.lanes)
-    priced: dict[tuple[str, float, float], PhaseTraffic] = {}
-    for pt in tied if by_loop_nest else tied[:1]:  # largest first: per innermost loop and (K, C) tile, the largest
-        priced.setdefault((pt.innermost, pt.tile[1], pt.tile[2]), pt)
+    priced: dict[tuple[str, int, float, float], PhaseTraffic] = {}
+    for pt in tied if by_loop_nest else tied[:1]:  # largest first: per innermost loop and (N, K, C) tile, the largest
+        priced.setdefault((pt.innermost, pt.tile[0], pt.tile[1], pt.tile[2]), pt)
     best: tuple[float, PhaseWords] | None = None
     for pt in priced.values():
         pw = tiling_words(shape, written, pt, array)
