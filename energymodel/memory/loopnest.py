@@ -148,16 +148,21 @@ class _Footprint:
         return e[..., _N] * e[..., _C] * h * w
 
 
-@lru_cache(maxsize=64)
-def _masks(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """For the orders of ``n`` loops (:func:`_perms`): the set of the first ``j`` loops of each order as a bit mask
-    (shape ``(n!, n + 1)``), and each mask's loops (shape ``(2^n, n)``, booleans)."""
-    perms = _perms(n)
+def _masks(perms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For orders of ``n`` loops: the set of the first ``j`` loops of each order as a bit mask (shape
+    ``(orders, n + 1)``), and each mask's loops (shape ``(2^n, n)``, booleans)."""
+    n = perms.shape[1]
     cum = np.zeros((len(perms), n + 1), dtype=np.int64)
     for j in range(n):
         cum[:, j + 1] = cum[:, j] | (1 << perms[:, j])
     members = (np.arange(1 << n)[:, None] >> np.arange(n)[None, :]) & 1
     return cum, members.astype(bool)
+
+
+@lru_cache(maxsize=64)
+def _all_masks(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_masks` of all ``n!`` orders (:func:`_perms`)."""
+    return _masks(_perms(n))
 
 
 def _prefixes(ext: np.ndarray, loops: list[int], perms: np.ndarray, fp: _Footprint, role: str,
@@ -180,13 +185,7 @@ def _prefix_sets(ext: np.ndarray, loops: list[int], perms: np.ndarray, fp: _Foot
     if perms.shape[0] == 0 or n == 0:
         m = max(perms.shape[0], 1)
         return np.ones((1, 7)), np.zeros(m, dtype=np.int64), np.ones(m, dtype=bool)
-    if perms.shape[0] == len(_perms(n)) and n > 1:
-        cum, members = _masks(n)
-    else:  # a few given orders (rf_prefix)
-        cum = np.zeros((len(perms), n + 1), dtype=np.int64)
-        for j in range(n):
-            cum[:, j + 1] = cum[:, j] | (1 << perms[:, j])
-        members = ((np.arange(1 << n)[:, None] >> np.arange(n)[None, :]) & 1).astype(bool)
+    cum, members = _all_masks(n) if perms is _perms(n) else _masks(perms)  # every order, or a few (rf_prefix)
     loops_a = np.array(loops)
     sets = np.ones((1 << n, 7))
     sets[:, loops_a] = np.where(members, ext[loops_a][None, :], 1.0)
