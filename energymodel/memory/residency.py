@@ -14,8 +14,9 @@ data: they name their input's tensor. At every step the buffer holds the weight 
 step; what is left must hold a tiled layer's tiles (:mod:`energymodel.memory.tiling`, its own on-chip operands
 whole) or, for any other call, nothing more.
 
-**The plan** has the fewest DRAM words of the phase, then the fewest SRAM words, found by dynamic programming over
-the steps: the state at a boundary is which of the tensors live across it are on chip (a handful in a chain with
+**The plan** has the fewest DRAM words of the phase, then the fewest SRAM words (each step counted with its largest
+tied tiling; the chosen plan then runs each phase's cheapest, :func:`energymodel.memory.levels.phase_words`), found
+by dynamic programming over the steps: the state at a boundary is which of the tensors live across it are on chip (a handful in a chain with
 skip connections; at most :data:`MAX_STATES` are kept per step, the cheapest, when a graph has many more).
 """
 
