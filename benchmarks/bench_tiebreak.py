@@ -59,7 +59,7 @@ def measure(model: str, shape: tuple[int, ...], batch: int, buffer: int, mode: s
             if key in seen:
                 continue
             seen.add(key)
-            ties = tiling.tied_tilings(shapes[layer], written[phase], homes, pw.buffer_words, array.lanes)
+            ties = tiling.tied_tilings(shapes[layer], written[phase], homes, pw.buffer_words, array.lanes, every=True)
             costs = []
             for pt in ties:
                 w = levels.tiling_words(shapes[layer], written[phase], pt, array)

@@ -40,8 +40,8 @@ weights when all weight state fits) or ``"free"`` (the search decides).
 
 The search evaluates every candidate tiling (each dimension ``D`` takes the values ``⌈D/2^i⌉``), every
 innermost group and every residency choice at once (numpy), keeps those that fit, and returns every tiling
-with the fewest DRAM words and, among those, the fewest words kept whole on chip (:func:`tied_tilings`,
-largest tile first). Which of those ties a layer runs is decided by what its loop nest then costs in SRAM
+with the fewest DRAM words and, among those, the fewest words kept whole on chip (:func:`tied_tilings`: one
+per innermost loop and ``(N, K, C)`` tile, its largest ``(P, Q)`` tile; largest first). Which of those ties a layer runs is decided by what its loop nest then costs in SRAM
 and RF words (:func:`energymodel.memory.levels.phase_words`); :func:`phase_traffic` is the largest. Both
 are cached per layer shape (:func:`functools.lru_cache`).
 The DRAM words never exceed those of one-element tiles with ``C`` innermost, about ``2·MACs + |Y|`` (every
@@ -147,9 +147,11 @@ def phase_traffic(shape: GemmShape, written: str, homes: tuple[str, str, str],
 
 @lru_cache(maxsize=4096)
 def tied_tilings(shape: GemmShape, written: str, homes: tuple[str, str, str],
-                 buffer_words: float, lanes: tuple[int, int] = (1, 1)) -> tuple[PhaseTraffic, ...]:
-    """Every tiling of one phase with the fewest DRAM words and, among those, the fewest words kept whole on chip;
-    largest tile first (then innermost ``N``, ``K``, ``C``); empty when no tiling fits the buffer.
+                 buffer_words: float, lanes: tuple[int, int] = (1, 1), every: bool = False
+                 ) -> tuple[PhaseTraffic, ...]:
+    """The tilings of one phase with the fewest DRAM words and, among those, the fewest words kept whole on chip:
+    for each innermost loop and each ``(N, K, C)`` tile the one with the largest ``(P, Q)`` tile (``every``: all of
+    them); largest tile first; empty when no tiling fits the buffer.
 
     ``written``: the role the phase writes (``"out"`` forward, ``"in"`` backward to the input, ``"wt"``
     backward to the weights); ``homes``: ``"dram"``, ``"sram"`` or ``"free"`` for each of :data:`ROLES`;
@@ -210,11 +212,21 @@ def tied_tilings(shape: GemmShape, written: str, homes: tuple[str, str, str],
                 continue
             if (val, on_chip) < best:
                 best, found = (val, on_chip), []
-            for idx in zip(*np.nonzero(total == val)):
-                per_role = tuple(float(np.broadcast_to(x, fits.shape)[idx]) for x in parts)
+            tied = total == val
+            if every:
+                picks = list(zip(*np.nonzero(tied)))
+            else:  # per (N, K, C) tile the largest (P, Q) tile, the first in C order among equals
+                flat = np.where(tied, volume, -1.0).reshape(tied.shape[:3] + (-1,))
+                at = flat.argmax(axis=-1)
+                largest = np.take_along_axis(flat, at[..., None], -1)[..., 0]
+                picks = [(i, j, m, *np.unravel_index(int(at[i, j, m]), tied.shape[3:]))
+                         for i, j, m in zip(*np.nonzero(largest > 0))]
+            full_parts = [np.broadcast_to(x, fits.shape) for x in parts]
+            for idx in picks:
+                per_role = tuple(float(x[idx]) for x in full_parts)
                 tile = (int(b.flat[idx[0]]), float(k.flat[idx[1]]), float(c.flat[idx[2]]), int(p.flat[idx[3]]),
                         int(q.flat[idx[4]]))
                 found.append((val, on_chip, -float(volume[idx]), n_inner,
                               PhaseTraffic(per_role, sram, tile, inner, tuple(resident))))
-    found.sort(key=lambda f: f[:4])
+    found.sort(key=lambda f: f[:3])  # stable: among equals, the order found (residency choice, innermost, C order)
     return tuple(f[4] for f in found)
