@@ -73,6 +73,12 @@ def gcv_lambda(gram: Tensor, cross: Tensor, n: int, lambdas: tuple[float, ...] =
     return best, scores
 
 
+def _mirrored(matrix: Tensor) -> Tensor:
+    """The symmetric matrix of ``matrix``'s upper triangle (the diagonal included), exactly."""
+    upper = torch.triu(matrix)
+    return upper + torch.triu(matrix, diagonal=1).T
+
+
 class AnalyticHead:
     """The running sums ``G``, ``Q``, ``N`` of one expansion, and the head they give (module docstring)."""
 
@@ -101,7 +107,9 @@ class AnalyticHead:
         assert self.cross is not None
         if classes > self.cross.shape[1]:
             self.cross = torch.cat([self.cross, self.cross.new_zeros(self.width, classes - self.cross.shape[1])], 1)
-        self.gram += h.T @ h
+        # h.T @ h need not be exactly symmetric in floating point (the BLAS sums (i, j) and (j, i) in different
+        # orders); kept as its upper triangle mirrored, the sums are what a checkpoint (that triangle) restores
+        self.gram = _mirrored(self.gram + h.T @ h)
         self.cross += h.T @ y
         self.n += int(len(labels))
         self._solve()
@@ -137,7 +145,7 @@ class AnalyticHead:
         iu = torch.triu_indices(self.width, self.width)
         gram = torch.zeros(self.width, self.width, dtype=torch.float64)
         gram[iu[0], iu[1]] = state["gram"].double()
-        self.gram = gram + gram.T - torch.diag(gram.diagonal())
+        self.gram = _mirrored(gram)
         self.cross = state["cross"].double()
         self.n = int(state["n"])
         self._solve()
