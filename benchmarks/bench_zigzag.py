@@ -108,10 +108,34 @@ def model_side(model_name: str, input_shape: tuple[int, ...], *, mode: str, batc
         return profile(build(model_name), input_shape, batch=batch, mode=mode, table=table, warn=False)
 
 
-def compare(model_name: str, input_shape: tuple[int, ...], *, mode: str, batch: int, table, lpf: int,
-            cache: dict[str, Any], save, log=print, only: list[str] | None = None) -> dict[str, Any]:
-    """Every conv/linear layer x phase: the model's words and energy (from ``profile()``) beside ZigZag's, judged."""
-    from energymodel.referee.verdict import ACCEPTED, judge
+def _rows(prof, zz: dict, table, lpf: int, only: list[str] | None) -> list[dict[str, Any]]:
+    """One row per conv/linear layer-phase of a profile: the model's figures beside ZigZag's answer ``zz``."""
+    from energymodel.referee.zigzag_mapping import partial_tiles
+
+    layers = {tl.name: tl for tl in prof.counts.tiled}
+    rows = []
+    for r in prof.phases.to_dict(orient="records"):
+        if not _wanted(only, r["name"], r["phase"]):
+            continue
+        model = {k: float(r[k]) for k in ("energy_pj", "dram_words", "sram_words", "rf_words", "macs", "dram_in",
+                                          "dram_wt", "dram_out")}
+        tile = tuple(float(v) for v in str(r["tile"]).split("x"))
+        model.update(on_chip=[x for x in r["on_chip"].split("+") if x], tile=r["tile"], loop_order=r["loop_order"],
+                     innermost=r["innermost"], partial=partial_tiles(layers[r["name"]].shape, tile, table.dataflow.array().lanes),
+                     bias_words=float(r["bias_words"]), saved_copy_words=float(r["saved_copy_words"]),
+                     buffer_words=float(r["buffer_words"]))
+        rows.append({"layer": r["name"], "phase": r["phase"], "stride": list(layers[r["name"]].shape.stride),
+                     "lpf": lpf, "model": model, "zigzag": zz[(r["name"], r["phase"])],
+                     "pj_per_word": {lv: table.level_pj(lv) for lv in ("rf", "sram", "dram")}})
+    return rows
+
+
+def _rechecked(rows: list[dict[str, Any]], layers: dict, table, lpf: int, cache: dict[str, Any], save
+               ) -> dict[str, Any]:
+    """``judge(rows)``, after ZigZag runs again on each miss: at the model's placement with the SRAM the plan
+    leaves to the phase (where the plan keeps other tensors on chip then), and on the model's own mapping (loop
+    order and tiles; ZigZag allocates them itself)."""
+    from energymodel.referee.verdict import judge
     from energymodel.referee.zigzag import referee_phase
     from energymodel.referee.zigzag_mapping import (
         at_model_mapping,
@@ -120,27 +144,7 @@ def compare(model_name: str, input_shape: tuple[int, ...], *, mode: str, batch: 
         padding_words,
     )
 
-    prof = model_side(model_name, input_shape, mode=mode, batch=batch, table=table)
-    zz = zigzag_side(model_name, input_shape, mode=mode, batch=batch, table=table, lpf=lpf, cache=cache, save=save,
-                     log=log, only=only)
-    strides = {tl.name: list(tl.shape.stride) for tl in prof.counts.tiled}
-    rows = []
-    for r in prof.phases.to_dict(orient="records"):
-        if not _wanted(only, r["name"], r["phase"]):
-            continue
-        model = {k: float(r[k]) for k in ("energy_pj", "dram_words", "sram_words", "rf_words", "macs", "dram_in",
-                                          "dram_wt", "dram_out")}
-        model.update(on_chip=[x for x in r["on_chip"].split("+") if x], tile=r["tile"], loop_order=r["loop_order"],
-                     innermost=r["innermost"],
-                     bias_words=float(r["bias_words"]), saved_copy_words=float(r["saved_copy_words"]),
-                     buffer_words=float(r["buffer_words"]))
-        rows.append({"layer": r["name"], "phase": r["phase"], "stride": strides[r["name"]], "lpf": lpf, "model": model,
-                     "zigzag": zz[(r["name"], r["phase"])],
-                     "pj_per_word": {lv: table.level_pj(lv) for lv in ("rf", "sram", "dram")}})
     result = judge(rows)
-    # a miss where the plan kept other tensors on chip: ZigZag again, at the model's placement, with the SRAM the
-    # plan leaves to the phase
-    layers = {tl.name: tl for tl in prof.counts.tiled}
     rechecked = False
     for r, row in zip(result["rows"], rows):
         left = r["model"]["buffer_words"]
@@ -148,12 +152,12 @@ def compare(model_name: str, input_shape: tuple[int, ...], *, mode: str, batch: 
             continue
         small = table.with_values({"buffer_bytes": int(left * table.word_bytes)})
         homes = tuple("sram" if role in r["model"]["on_chip"] else "dram" for role in ("in", "wt", "out"))
-        row["zigzag"]["at_plan_buffer"] = {**referee_phase(small, layers[r["layer"]].shape, r["phase"], homes, lpf,
-                                                           cache, save), "buffer_words": left}
+        row["zigzag"] = {**row["zigzag"], "at_plan_buffer": {
+            **referee_phase(small, layers[r["layer"]].shape, r["phase"], homes, lpf, cache, save),
+            "buffer_words": left}}
         rechecked = True
     if rechecked:
         result = judge(rows)
-    # a miss still: ZigZag counts the model's own mapping (loop order and tiles; it allocates them itself)
     rechecked = False
     for r, row in zip(result["rows"], rows):
         if r["verdict"] != "MISS":
@@ -168,11 +172,39 @@ def compare(model_name: str, input_shape: tuple[int, ...], *, mode: str, batch: 
         plan = table.with_values({"buffer_bytes": int(m["buffer_words"] * table.word_bytes)})
         held = [model_allocation(table, layers[r["layer"]].shape, r["phase"], tile, order, ordering, i)
                 for i, (ordering, order) in enumerate(found)]
-        row["zigzag"]["at_model_mapping"] = at_model_mapping(plan, layers[r["layer"]].shape, r["phase"],
-                                                             m["on_chip"], [o for o, _ in found], lpf, cache, save,
-                                                             held)
+        row["zigzag"] = {**row["zigzag"], "at_model_mapping": at_model_mapping(
+            plan, layers[r["layer"]].shape, r["phase"], m["on_chip"], [o for o, _ in found], lpf, cache, save, held)}
         rechecked = True
-    if rechecked:
+    return judge(rows) if rechecked else result
+
+
+def compare(model_name: str, input_shape: tuple[int, ...], *, mode: str, batch: int, table, lpf: int,
+            cache: dict[str, Any], save, log=print, only: list[str] | None = None) -> dict[str, Any]:
+    """Every conv/linear layer x phase: the model's words and energy (from ``profile()``) beside ZigZag's, judged.
+
+    A miss whose SRAM tile leaves a partial tile (ZigZag's loops cannot say one) is judged once more through the
+    model restricted to dividing tiles (``dataflow.tiles = "divisors"``: a second ``profile()``, its row of that
+    layer-phase checked the same way, kept as the row's ``divisors``; the ``UNEVEN`` verdict)."""
+    import dataclasses
+
+    from energymodel.referee.verdict import ACCEPTED, judge
+
+    prof = model_side(model_name, input_shape, mode=mode, batch=batch, table=table)
+    zz = zigzag_side(model_name, input_shape, mode=mode, batch=batch, table=table, lpf=lpf, cache=cache, save=save,
+                     log=log, only=only)
+    layers = {tl.name: tl for tl in prof.counts.tiled}
+    rows = _rows(prof, zz, table, lpf, only)
+    result = _rechecked(rows, layers, table, lpf, cache, save)
+    uneven = [row for r, row in zip(result["rows"], rows) if r["verdict"] == "MISS" and row["model"]["partial"]]
+    if uneven:
+        even_table = dataclasses.replace(table, dataflow=dataclasses.replace(table.dataflow, tiles="divisors"))
+        even_prof = model_side(model_name, input_shape, mode=mode, batch=batch, table=even_table)
+        wanted = [f"{row['layer']}:{row['phase']}" for row in uneven]
+        even = {(r["layer"], r["phase"]): r for r in _rows(even_prof, zz, table, lpf, wanted)}
+        picked = [even[(row["layer"], row["phase"])] for row in uneven]
+        _rechecked(picked, layers, even_table, lpf, cache, save)
+        for row, ev in zip(uneven, picked):
+            row["divisors"] = ev
         result = judge(rows)
     if only:  # a subset of the layers: its totals are not the network's; only its rows are judged
         result["verdict"] = "PASS" if all(r["verdict"] in ACCEPTED for r in result["rows"]) else "FAIL"
@@ -274,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                 for phase, t in res["totals"].items():
                     print(f"  total {phase:16s} energy {_fmt(t['ratio']['energy_pj'])} dram {_fmt(t['ratio']['dram_words'])}"
                           f" sram {_fmt(t['ratio']['sram_words'])} rf {_fmt(t['ratio']['rf_words'])}; {t['PASS']} pass, "
-                          f"{t['PLACEMENT']} placement, {t['BUFFER']} buffer, {t['EXPLAINED']} explained, {t['SEARCH']} search, {t['SPACE']} space, {t['MISS']} miss, {t['FAIL']} fail"
+                          f"{t['PLACEMENT']} placement, {t['BUFFER']} buffer, {t['EXPLAINED']} explained, {t['SEARCH']} search, {t['SPACE']} space, {t['UNEVEN']} uneven, {t['MISS']} miss, {t['FAIL']} fail"
                           f" of {t['layers']}; against ZigZag's search alone energy {_fmt(t['ratio_to_search']['energy_pj'])}"
                           f" dram {_fmt(t['ratio_to_search']['dram_words'])} sram {_fmt(t['ratio_to_search']['sram_words'])}")
                 print(f"  verdict {res['verdict']}; wrote {paths[0].name} ({res['seconds']} s)", flush=True)

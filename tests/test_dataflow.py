@@ -17,7 +17,7 @@ from torch import nn
 from energymodel.analysis.profile import profile
 from energymodel.count.gemm import GemmShape
 from energymodel.errors import TableError, UserError
-from energymodel.memory.tiling import candidates, phase_traffic, rf_per_mac
+from energymodel.memory.tiling import candidates, phase_traffic, rf_per_mac, tied_tilings
 from energymodel.price.table import load_table, parse_table
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "cost-model.md"
@@ -39,6 +39,24 @@ def test_candidate_tile_sizes() -> None:
     assert candidates(7).tolist() == [1, 2, 4, 7]  # 7, 4, 2, 1
     assert candidates(1).tolist() == [1]
     assert candidates(56).tolist() == [1, 2, 4, 7, 14, 28, 56]
+    # perfect factorization (dataflow.tiles = "divisors"): only the candidates that divide the dimension
+    assert candidates(7, divisors=True).tolist() == [1, 7]
+    assert candidates(14, divisors=True).tolist() == [1, 2, 7, 14]  # 4 of 14 leaves a partial tile
+    assert candidates(56, divisors=True).tolist() == [1, 2, 4, 7, 14, 28, 56]
+
+
+def test_a_partial_last_tile_by_hand() -> None:
+    # 1x1 conv, 3 channels in and out, 3 rows: |X| = |W| = |Y| = 9 words, everything streamed, 6 words of buffer.
+    # Tiles may be partial: (k, c, p) = (1, 1, 2) holds 2 + 1 + 2 = 5 words; C innermost: X read once per K step
+    # (3 x 9 = 27), W once per row tile (2 tiles, 2 and 1 rows: 2 x 9 = 18), Y written once (9): 54.
+    shape = GemmShape(n=1, k=3, c=3, p=3, q=1, h=3, w=1, r=1, s=1)
+    streamed = ("dram", "dram", "dram")
+    got = tied_tilings(shape, "out", streamed, 6)[0]
+    assert got.tile == (1, 1.0, 1.0, 2, 1) and got.innermost == "C" and got.dram == (27.0, 18.0, 9.0)
+    # Tiles that divide 3 are 1 and 3; a 3-row tile needs at least 3 + 1 + 3 = 7 words. One-row tiles: W is read
+    # once per row, 3 x 9 = 27: 63.
+    even = tied_tilings(shape, "out", streamed, 6, divisors=True)
+    assert even[0].dram_words == 63.0 and all(t.tile[3] == 1 for t in even)
 
 
 def test_worked_example_by_hand() -> None:
@@ -192,3 +210,30 @@ def test_bad_arrays_are_one_line_errors(text: str, needle: str) -> None:
     with pytest.raises(TableError) as err:
         parse_table(tomllib.loads(body), "t.toml")
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_divisor_tiles_reach_the_whole_network_plan() -> None:
+    """``dataflow.tiles = "divisors"``: every phase of the plan runs tiles that divide their dimensions; under
+    ``"any"`` (a superset of tilings) the same network needs no more DRAM words."""
+    import warnings
+
+    from energymodel.models.zoo import build
+    from energymodel.referee.zigzag_mapping import partial_tiles
+
+    text = (Path(__file__).resolve().parent.parent / "energymodel" / "price" / "tables" / "45nm.toml").read_text()
+    even_table = parse_table(__import__("tomllib").loads(text.replace('reuse = "ideal"', 'reuse = "ideal"\ntiles = '
+                                                                      '"divisors"')), "divisors")
+    assert even_table.dataflow.tiles == "divisors" and even_table.dataflow.array().tiles == "divisors"
+    runs = {}
+    for table in (load_table("45nm"), even_table):
+        table = table.with_values({"buffer_bytes": 65536})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prof = profile(build("resnet18"), (3, 224, 224), batch=16, mode="training", table=table, warn=False)
+        shapes = {tl.name: tl.shape for tl in prof.counts.tiled}
+        partial = [r["name"] for r in prof.phases.to_dict(orient="records")
+                   if partial_tiles(shapes[r["name"]], tuple(float(v) for v in r["tile"].split("x")),
+                                 table.dataflow.array().lanes)]
+        runs[table.dataflow.tiles] = (prof.phases["dram_words"].sum(), partial)
+    assert runs["any"][1] and not runs["divisors"][1]  # 4 of 7 rows in layer4 under "any"; none under "divisors"
+    assert runs["any"][0] <= runs["divisors"][0]

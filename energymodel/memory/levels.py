@@ -152,7 +152,8 @@ def tiling_words(shape: GemmShape, written: str, pt: PhaseTraffic, array: Array)
 @lru_cache(maxsize=4096)
 def _tiling(shape: GemmShape, written: str, homes: tuple[str, str, str], avail_words: float, array: Array,
             by_loop_nest: bool) -> PhaseWords | None:
-    tied = tied_tilings(shape, written, homes, avail_words, array.lanes)  # one per innermost and (N, K, C) tile
+    # one per innermost loop and (N, K, C) tile
+    tied = tied_tilings(shape, written, homes, avail_words, array.lanes, divisors=array.tiles == "divisors")
     priced: dict[tuple[str, int, float, float], PhaseTraffic] = {}
     for pt in tied if by_loop_nest else tied[:1]:  # largest first; two residency choices may give one key
         priced.setdefault((pt.innermost, pt.tile[0], pt.tile[1], pt.tile[2]), pt)

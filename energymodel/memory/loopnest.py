@@ -78,6 +78,9 @@ class Array:
     rf_words: tuple[float, float, float] = (32.0, 32.0, 32.0)  # input, weight, output RF of one PE
     #: what one SRAM word costs the mapper in RF words (the table's SRAM / RF energy per word when loaded)
     sram_weight: float = 5.0
+    #: tile sizes the SRAM tiling may use: ``"any"`` (a last, partial tile allowed) or ``"divisors"`` (each tile
+    #: divides its dimension: perfect factorization, the space of ZigZag's and Timeloop's default mappers)
+    tiles: str = "any"
 
     @property
     def lanes(self) -> tuple[int, int]:

@@ -104,10 +104,12 @@ class PhaseTraffic:
         return float(sum(self.sram))
 
 
-def candidates(d: int) -> np.ndarray:
-    """Candidate tile sizes of a dimension of length ``d``: ``⌈d/2^i⌉`` for ``i = 0 .. ⌈log2 d⌉`` (d .. 1)."""
+def candidates(d: int, divisors: bool = False) -> np.ndarray:
+    """Candidate tile sizes of a dimension of length ``d``: ``⌈d/2^i⌉`` for ``i = 0 .. ⌈log2 d⌉`` (d .. 1); with
+    ``divisors``, only those that divide ``d`` (no partial last tile: ``d = 7`` keeps 7 and 1, not 4 and 2)."""
     steps = max(1, math.ceil(math.log2(d))) if d > 1 else 0
-    return np.unique(np.array([-(-d // (1 << i)) for i in range(steps + 1)], dtype=np.int64))
+    sizes = np.unique(np.array([-(-d // (1 << i)) for i in range(steps + 1)], dtype=np.int64))
+    return sizes[d % sizes == 0] if divisors else sizes
 
 
 def _halo_sum(length: int, tile: np.ndarray, size_in: int, kernel: int, stride: int, dil: int,
@@ -147,8 +149,8 @@ def phase_traffic(shape: GemmShape, written: str, homes: tuple[str, str, str],
 
 @lru_cache(maxsize=4096)
 def tied_tilings(shape: GemmShape, written: str, homes: tuple[str, str, str],
-                 buffer_words: float, lanes: tuple[int, int] = (1, 1), every: bool = False
-                 ) -> tuple[PhaseTraffic, ...]:
+                 buffer_words: float, lanes: tuple[int, int] = (1, 1), every: bool = False,
+                 divisors: bool = False) -> tuple[PhaseTraffic, ...]:
     """The tilings of one phase with the fewest DRAM words and, among those, the fewest words kept whole on chip:
     for each innermost loop and each ``(N, K, C)`` tile the one with the largest ``(P, Q)`` tile (``every``: all of
     them); largest tile first; empty when no tiling fits the buffer.
@@ -156,15 +158,16 @@ def tied_tilings(shape: GemmShape, written: str, homes: tuple[str, str, str],
     ``written``: the role the phase writes (``"out"`` forward, ``"in"`` backward to the input, ``"wt"``
     backward to the weights); ``homes``: ``"dram"``, ``"sram"`` or ``"free"`` for each of :data:`ROLES`;
     ``lanes``: PEs of the array along ``K`` and ``C`` — a tile holds a whole number of array steps, ``k = u_K·k1``
-    and ``c = u_C·c1`` (:func:`energymodel.memory.loopnest.unrolled`).
+    and ``c = u_C·c1`` (:func:`energymodel.memory.loopnest.unrolled`); ``divisors``: only tiles that divide their
+    dimension (``k1`` and ``c1`` for the channels; :func:`candidates`), the space of a mapper without partial tiles.
     """
     g = shape.groups
     (u_k, k1), (u_c, c1) = unrolled(shape.k, lanes[0]), unrolled(shape.c, lanes[1])
-    b = candidates(shape.n)[:, None, None, None, None]
-    k = (u_k * candidates(k1))[None, :, None, None, None]
-    c = (u_c * candidates(c1))[None, None, :, None, None]
-    p = candidates(shape.p)[None, None, None, :, None]
-    q = candidates(shape.q)[None, None, None, None, :]
+    b = candidates(shape.n, divisors)[:, None, None, None, None]
+    k = (u_k * candidates(k1, divisors))[None, :, None, None, None]
+    c = (u_c * candidates(c1, divisors))[None, None, :, None, None]
+    p = candidates(shape.p, divisors)[None, None, None, :, None]
+    q = candidates(shape.q, divisors)[None, None, None, None, :]
     hp, rows = _halo_sum(shape.p, p, shape.h, shape.r, shape.stride[0], shape.dilation[0], shape.padding[0])
     wq, cols = _halo_sum(shape.q, q, shape.w, shape.s, shape.stride[1], shape.dilation[1], shape.padding[1])
     tiles = {

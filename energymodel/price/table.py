@@ -22,6 +22,8 @@ A table file (see ``energymodel/price/tables/45nm.toml``)::
     sram_weight = 5               # optional: the mapper's cost of an SRAM word in RF words (default: the
                                   # table's SRAM / RF energy per word)
     tiling = true                 # conv/linear layers by the tiled dataflow (false: the per-tensor size rule)
+    tiles = "any"                 # tile sizes: "any" (a last, partial tile allowed) or "divisors" (each tile
+                                  # divides its dimension: perfect factorization, as ZigZag's and Timeloop's mappers)
     reuse = "ideal"               # "ideal" (each word once per phase) or "none" (every MAC operand fetched)
     [dataflow.array]              # the PE array of the tiled dataflow
     rows = 16                     # integers >= 1
@@ -55,6 +57,8 @@ __all__ = [
 OPERATIONS = ("mac", "add", "mult", "cmp")
 LEVELS = ("rf", "sram", "dram")
 REUSE = ("ideal", "none")
+#: tile sizes of the SRAM tiling (``dataflow.tiles``)
+TILES = ("any", "divisors")
 #: the register files of a PE, in the order of ``Dataflow.rf_per_operand``
 RF_OPERANDS = ("input", "weight", "output")
 _TOP_STR = ("name", "description", "technology", "datatype", "source")
@@ -99,6 +103,9 @@ class Dataflow:
     #: the mapper's cost of one SRAM word in RF words: ``dataflow.sram_weight``, or the table's SRAM / RF energy per
     #: word when it is loaded (a sweep of energies keeps it: it re-prices the same mapping)
     sram_weight: float = 5.0
+    #: tile sizes of the SRAM tiling: ``"any"`` (a last, partial tile allowed) or ``"divisors"`` (perfect
+    #: factorization: every tile divides its dimension)
+    tiles: str = "any"
 
     @property
     def rf_words(self) -> float:
@@ -108,7 +115,7 @@ class Dataflow:
 
     def array(self) -> Array:
         """The PE array and its register files, for :mod:`energymodel.memory.loopnest`."""
-        return Array(self.array_rows, self.array_cols, self.unroll, self.rf_per_operand, self.sram_weight)
+        return Array(self.array_rows, self.array_cols, self.unroll, self.rf_per_operand, self.sram_weight, self.tiles)
 
 
 @dataclass(frozen=True)
@@ -392,7 +399,8 @@ def parse_table(data: dict[str, Any], where: str = "<table>") -> EnergyTable:
     flow = Dataflow()
     if "dataflow" in data:
         fl = _section(data, "dataflow", where)
-        _only(fl, ("buffer_bytes", "rf_accesses_per_op", "rf_words", "tiling", "reuse", "array", "sram_weight"),
+        _only(fl, ("buffer_bytes", "rf_accesses_per_op", "rf_words", "tiling", "reuse", "array", "sram_weight",
+                   "tiles"),
               f"{where}: dataflow")
         buf = fl.get("buffer_bytes", flow.buffer_bytes)
         if isinstance(buf, bool) or not isinstance(buf, int) or not 0 <= buf <= MAX_VALUE:
@@ -407,6 +415,10 @@ def parse_table(data: dict[str, Any], where: str = "<table>") -> EnergyTable:
             raise TableError(f"{where}: dataflow.tiling must be true or false, got {tiling!r}")
         rows, cols, unroll = _array(fl["array"] if "array" in fl else {}, f"{where}: dataflow.array")
         flow = Dataflow(buf, rf, reuse, rf_words, tiling, rows, cols, unroll)
+        tiles = _string(fl.get("tiles", flow.tiles), f"{where}: dataflow.tiles")
+        if tiles not in TILES:
+            raise TableError(f"{where}: dataflow.tiles must be one of {', '.join(TILES)}, got {tiles!r}")
+        flow = dataclasses.replace(flow, tiles=tiles)
         if "sram_weight" in fl:
             flow = dataclasses.replace(flow, sram_weight=_number(fl["sram_weight"], f"{where}: dataflow.sram_weight"))
     if "dataflow" not in data or "sram_weight" not in data["dataflow"]:

@@ -28,7 +28,8 @@ from energymodel.referee.zigzag import (
     workloads,
 )
 
-__all__ = ["model_orderings", "model_ordering", "model_allocation", "followed", "at_model_mapping", "padding_words"]
+__all__ = ["model_orderings", "model_ordering", "model_allocation", "followed", "at_model_mapping", "padding_words",
+           "partial_tiles"]
 
 #: the model's loop names -> ZigZag's layer dimensions (every phase's workload uses these names)
 _ZZ_DIM = {"N": "B", "P": "OY", "Q": "OX", "K": "K", "C": "C", "R": "FY", "S": "FX"}
@@ -96,6 +97,18 @@ def model_orderings(table: EnergyTable, shape: GemmShape, phase: str, tile: tupl
         ordering += [[_ZZ_DIM[d], outer[d]] for g in groups for d in _GROUPS[g] if outer[d] > 1]
         out.append((ordering, order))
     return out
+
+
+def partial_tiles(shape: GemmShape, tile: tuple[float, ...], lanes: tuple[int, int]) -> list[str]:
+    """The dimensions (``N, K, C, P, Q``) of the layer whose SRAM tile ``(b, k, c, p, q)`` does not divide them: the
+    last tile is partial there (a tile of 4 of 7 rows), which ZigZag's loops, prime factors of each dimension,
+    cannot say. ``K`` and ``C`` count in steps of the array (``lanes`` along ``K`` and ``C``;
+    :func:`energymodel.memory.loopnest.unrolled`): ``K = 1000`` on 16 lanes is 63 steps of 15.87 channels."""
+    (u_k, k1), (u_c, c1) = unrolled(shape.k, lanes[0]), unrolled(shape.c, lanes[1])
+    b, k, c, p, q = tile
+    sizes = {"N": (shape.n, b), "K": (k1, round(k / u_k)), "C": (c1, round(c / u_c)), "P": (shape.p, p),
+             "Q": (shape.q, q)}
+    return [d for d, (size, t) in sizes.items() if size % int(round(float(t))) != 0]
 
 
 def loop_order_of(text: str) -> str:
