@@ -113,6 +113,7 @@ def _rows(prof, zz: dict, table, lpf: int, only: list[str] | None) -> list[dict[
     from energymodel.referee.zigzag_mapping import partial_tiles
 
     layers = {tl.name: tl for tl in prof.counts.tiled}
+    lanes = table.dataflow.array().lanes
     rows = []
     for r in prof.phases.to_dict(orient="records"):
         if not _wanted(only, r["name"], r["phase"]):
@@ -120,8 +121,9 @@ def _rows(prof, zz: dict, table, lpf: int, only: list[str] | None) -> list[dict[
         model = {k: float(r[k]) for k in ("energy_pj", "dram_words", "sram_words", "rf_words", "macs", "dram_in",
                                           "dram_wt", "dram_out")}
         tile = tuple(float(v) for v in str(r["tile"]).split("x"))
+        partial = partial_tiles(layers[r["name"]].shape, tile, lanes)
         model.update(on_chip=[x for x in r["on_chip"].split("+") if x], tile=r["tile"], loop_order=r["loop_order"],
-                     innermost=r["innermost"], partial=partial_tiles(layers[r["name"]].shape, tile, table.dataflow.array().lanes),
+                     innermost=r["innermost"], partial=partial,
                      bias_words=float(r["bias_words"]), saved_copy_words=float(r["saved_copy_words"]),
                      buffer_words=float(r["buffer_words"]))
         rows.append({"layer": r["name"], "phase": r["phase"], "stride": list(layers[r["name"]].shape.stride),
